@@ -1,0 +1,200 @@
+"""The Lightning callback that turns any training loop into iterative magnitude pruning.
+
+One ``trainer.fit`` is one round. The callback records the rewind point, multiplies the weights by
+their masks after every optimiser step (so momentum and weight decay cannot revive a pruned weight),
+and :meth:`LotteryTicket.advance` prunes the trained weights and rewinds the survivors between rounds.
+A new ``Trainer`` per round rebuilds the optimiser and the learning-rate schedule; for a rewind to
+iteration k the callback fast-forwards the schedule to k. It works in any Lightning project::
+
+    ticket = LotteryTicket(rate=0.2)
+    for round_index in range(rounds + 1):
+        if round_index:
+            ticket.advance(model)      # prune 20% of the survivors, rewind to the initial weights
+        pl.Trainer(max_steps=ticket.steps_this_round(1000), callbacks=[ticket]).fit(model, data)
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from lth.errors import ConfigError
+from lth.masks import Mask, name_matches, prunable_parameters, prune
+from lth.steps import Step
+
+REWIND_MODES = ("init", "lr", "none")
+
+
+def parse_rewind(value: str | Step) -> str | Step:
+    """``init`` | ``lr`` | ``none`` | a Step such as ``500it`` (error names ``prune.rewind``)."""
+    if isinstance(value, Step) or value in REWIND_MODES:
+        return value
+    try:
+        return Step.parse(value, key="prune.rewind")
+    except ConfigError:
+        raise ConfigError(
+            "prune.rewind", f"{value!r} is not allowed; use init, lr, none or a Step like 500it"
+        ) from None
+
+
+class LotteryTicket(pl.Callback):
+    """Global (or layer-wise) magnitude pruning with rewinding, one round per ``trainer.fit``.
+
+    Args:
+        rate: fraction of the surviving prunable weights removed per round.
+        scope: ``global`` (one threshold over all tensors) or ``layer`` (each tensor alone).
+        layer_rates: name pattern -> rate for tensors pruned alone at a rate of their own.
+        target_sparsity: if set, replaces ``rate``: round ``rounds`` ends exactly at this sparsity.
+        rounds: number of pruning rounds (needed with ``target_sparsity``).
+        include, exclude, extra: name patterns choosing the prunable tensors (see :func:`prunable_parameters`).
+        rewind: ``init`` (weights at step 0), a Step (weights at that step of round 0), ``lr`` (keep the
+            trained weights, replay the learning-rate schedule) or ``none`` (keep them, stay at the final rate).
+    """
+
+    def __init__(
+        self,
+        rate: float = 0.2,
+        scope: str = "global",
+        layer_rates: Mapping[str, float] | None = None,
+        target_sparsity: float | None = None,
+        rounds: int | None = None,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        extra: Sequence[str] = (),
+        rewind: str | Step = "init",
+    ) -> None:
+        if target_sparsity is not None and not rounds:
+            raise ConfigError("prune.rounds", "must be at least 1 when prune.target_sparsity is set")
+        self.rate, self.scope, self.layer_rates = rate, scope, dict(layer_rates or {})
+        self.target_sparsity, self.rounds = target_sparsity, rounds
+        self.include, self.exclude, self.extra = list(include), list(exclude), list(extra)
+        self.rewind = parse_rewind(rewind)
+        self.round_index = 0
+        self.mask: Mask | None = None
+        self.rewind_state: dict[str, torch.Tensor] | None = None
+        self.round0_steps: int | None = None
+        self._iterations_per_epoch: int | None = None
+        self._applied: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+
+    # -- the tensors -------------------------------------------------------------------------------
+    def parameters_of(self, module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+        """The prunable parameters of ``module`` by name; checks the layer-rate patterns too."""
+        params = prunable_parameters(module, self.include, self.exclude, self.extra)
+        for pattern in self.layer_rates:
+            if not any(name_matches(n, pattern) for n in params):
+                raise ConfigError(
+                    "prune.layer_rates", f"pattern {pattern!r} matches no prunable tensor; they are {list(params)[:6]}"
+                )
+        return params
+
+    def _ensure_mask(self, module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+        params = self.parameters_of(module)
+        if self.mask is None:
+            self.mask = Mask.ones_like(params)
+        self.mask.check_against(params, source="mask")
+        for n, p in params.items():
+            if self.mask[n].device != p.device:
+                self.mask[n] = self.mask[n].to(p.device)
+        return params
+
+    @torch.no_grad()
+    def apply_mask(self, module: torch.nn.Module) -> None:
+        """Zero the pruned weights of ``module`` (a fused multiply over all prunable tensors)."""
+        if self._applied is None:
+            params = self._ensure_mask(module)
+            weights = [p.data for p in params.values()]
+            factors = [self.mask[n].to(device=p.device, dtype=p.dtype) for n, p in params.items()]
+            self._applied = (weights, factors)
+        torch._foreach_mul_(*self._applied)
+
+    def _record_rewind_point(self, module: torch.nn.Module) -> None:
+        self.rewind_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    # -- rounds ------------------------------------------------------------------------------------
+    def schedule_offset(self) -> int:
+        """Where this round's learning-rate schedule starts (iterations into round 0's schedule)."""
+        if self.round_index == 0 or self.rewind in ("init", "lr"):
+            return 0
+        if self.rewind == "none":
+            return self.round0_steps or 0
+        return self.rewind.to_iterations(self._iterations_per_epoch or 0)
+
+    def steps_this_round(self, total: int) -> int:
+        """Iterations to train this round when round 0 trains ``total``: a rewind to k trains total - k."""
+        if isinstance(self.rewind, Step) and self.round_index > 0:
+            return total - self.schedule_offset()
+        return total
+
+    @torch.no_grad()
+    def advance(self, module: torch.nn.Module) -> Mask:
+        """End the round: prune the trained weights of ``module``, rewind the survivors, return the new mask."""
+        params = self._ensure_mask(module)
+        if self.rewind_state is None and self.rewind not in ("lr", "none"):
+            raise RuntimeError(f"no rewind point was recorded (rewind={self.rewind}); did round 0 train long enough?")
+        self.mask = prune(
+            {n: p.detach() for n, p in params.items()},
+            self.mask,
+            self.rate,
+            self.scope,
+            self.layer_rates,
+            self.target_sparsity,
+            self.round_index + 1,
+            self.rounds or 1,
+        )
+        self.round_index += 1
+        self._applied = None
+        if self.rewind not in ("lr", "none"):
+            module.load_state_dict(self.rewind_state)
+        self.apply_mask(module)
+        return self.mask
+
+    # -- Lightning hooks ---------------------------------------------------------------------------
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._applied = None
+        self.apply_mask(pl_module)
+        if self.round_index == 0 and self.rewind == "init" and self.rewind_state is None:
+            self._record_rewind_point(pl_module)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._iterations_per_epoch = (
+            int(trainer.num_training_batches) if trainer.num_training_batches != float("inf") else None
+        )
+        offset = self.schedule_offset()
+        if offset:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                for config in trainer.lr_scheduler_configs:
+                    for _ in range(offset):
+                        config.scheduler.step()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self.apply_mask(pl_module)
+        if self.round_index == 0 and isinstance(self.rewind, Step) and self.rewind_state is None:
+            if trainer.global_step >= self.rewind.to_iterations(self._iterations_per_epoch or 0):
+                self._record_rewind_point(pl_module)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.round_index == 0:
+            self.round0_steps = trainer.global_step
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "round_index": self.round_index,
+            "mask": dict(self.mask.cpu()) if self.mask is not None else None,
+            "rewind_state": self.rewind_state,
+            "round0_steps": self.round0_steps,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.round_index = state_dict["round_index"]
+        self.mask = Mask(state_dict["mask"]) if state_dict["mask"] is not None else None
+        self.rewind_state = state_dict["rewind_state"]
+        self.round0_steps = state_dict["round0_steps"]
+        self._applied = None

@@ -1,0 +1,9 @@
+"""Errors a user can fix: each names the config key at fault and what is allowed."""
+
+
+class ConfigError(ValueError):
+    """A bad config value, reported as one line: ``<key>: <what is wrong and what is allowed>``."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"{key}: {message}")

@@ -1,0 +1,224 @@
+"""The run: iterative magnitude pruning from a config, round after round, with every round's results on disk.
+
+Round 0 trains the dense network; each later round prunes the trained weights, rewinds the survivors and
+retrains. Each round is one ``trainer.fit``; its early-stop point (lowest validation loss) is where the
+test accuracy is reported. ``train(cfg)`` is what ``train.py`` calls and what tests call directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lth.artifacts import round_dir, save_tensors, write_json, write_rounds, write_text
+from lth.callback import LotteryTicket
+from lth.config import check_lengths, run_id, validate
+from lth.data import ImageData
+from lth.module import Classifier
+from lth.seeds import stream
+from lth.tracking import EarlyStopPoint
+
+log = logging.getLogger("lth")
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's per-fit banners and the warnings that do not apply to in-memory batches."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in (
+        ".*does not have many workers.*",
+        ".*smaller than the logging interval.*",
+        ".*LeafSpec.*",
+        ".*`isinstance.*treespec.*",
+    ):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def default_run_dir(cfg: DictConfig) -> Path:
+    """Hydra's job folder when run by Hydra, else ``<paths.output_dir>/runs/<run_id>``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.output_dir) / "runs" / run_id(cfg)
+
+
+def build_data(cfg: DictConfig) -> ImageData:
+    """The dataset of ``cfg.dataset`` read from ``paths.data_dir``, split and batched."""
+    data_seed = cfg.get("data_seed")
+    return ImageData(
+        source=hydra.utils.instantiate(cfg.dataset.source),
+        root=cfg.paths.data_dir,
+        val_size=cfg.dataset.val_size,
+        batch_size=cfg.train.batch_size,
+        mean=cfg.dataset.mean,
+        std=cfg.dataset.std,
+        seed=stream(cfg.seed, "data") if data_seed is None else data_seed,
+        eval_batch_size=cfg.train.eval_batch_size,
+    )
+
+
+def build_model(cfg: DictConfig) -> torch.nn.Module:
+    """The network of ``cfg.model`` for the images of ``cfg.dataset``, initialised from the seed's init stream."""
+    options = {k: v for k, v in cfg.model.items() if k != "name"}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stream(cfg.seed, "init"))
+        return hydra.utils.instantiate(
+            options,
+            in_channels=cfg.dataset.channels,
+            image_size=cfg.dataset.image_size,
+            num_classes=cfg.dataset.num_classes,
+        )
+
+
+def build_ticket(cfg: DictConfig) -> LotteryTicket:
+    """The pruning callback of ``cfg.prune``."""
+    p = cfg.prune
+    return LotteryTicket(
+        rate=p.rate,
+        scope=p.scope,
+        layer_rates=OmegaConf.to_container(p.layer_rates) if p.get("layer_rates") else None,
+        target_sparsity=p.get("target_sparsity"),
+        rounds=p.rounds,
+        include=p.get("include") or (),
+        exclude=p.get("exclude") or (),
+        extra=p.get("extra") or (),
+        rewind=p.rewind,
+    )
+
+
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, round_index: int, max_steps: int, eval_every: int, callbacks: list[pl.Callback]
+) -> pl.Trainer:
+    """A Trainer for one round: the hardware preset, the loggers, validation every ``eval_every`` iterations."""
+    loggers = [
+        hydra.utils.instantiate(spec, save_dir=str(run_dir / "logs"), name="", version=f"round_{round_index:02d}")
+        for spec in (cfg.get("logger") or {}).values()
+        if spec
+    ]
+    hw = cfg.hardware
+    return pl.Trainer(
+        max_steps=max_steps,
+        val_check_interval=eval_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        accelerator=hw.accelerator,
+        devices=hw.devices,
+        strategy=hw.strategy,
+        precision=hw.precision,
+        logger=loggers or False,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=bool(cfg.train.get("progress", False)),
+        log_every_n_steps=50,
+        default_root_dir=str(run_dir),
+    )
+
+
+def format_table(rows: list[dict]) -> str:
+    """The per-round summary printed at the end of a run (percentages for people, fractions in files)."""
+    head = "round  weights remaining  early stop it  val acc  test acc  seconds"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['round']:>5}  {100 * r['weights_remaining']:>16.1f}%  {r['early_stop_iteration']:>13}  "
+            f"{100 * r['val_acc']:>6.2f}%  {100 * r['test_acc']:>7.2f}%  {r['train_seconds']:>7.1f}"
+        )
+    return "\n".join(lines)
+
+
+def _test_acc(trainer: pl.Trainer, module: Classifier, data: ImageData) -> float:
+    return float(trainer.test(module, datamodule=data, verbose=False)[0]["test_acc"])
+
+
+def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
+    """Run IMP as ``cfg`` says and return ``{"run_dir", "run_id", "rounds"}`` (rounds as in ``rounds.csv``).
+
+    Everything is checked before anything is written: a bad config raises :class:`~lth.errors.ConfigError`.
+    """
+    validate(cfg)
+    quiet_lightning()
+    if cfg.hardware.get("threads"):
+        torch.set_num_threads(int(cfg.hardware.threads))
+    pl.seed_everything(cfg.seed, verbose=False)
+    data = build_data(cfg)
+    data.setup()
+    total, eval_every = check_lengths(cfg, data.iterations_per_epoch())
+    module = Classifier(
+        build_model(cfg),
+        num_classes=cfg.dataset.num_classes,
+        optimizer=hydra.utils.instantiate(cfg.optim.optimizer),
+        schedule=OmegaConf.to_container(cfg.optim.schedule, resolve=True),
+        total_steps=total,
+        iterations_per_epoch=data.iterations_per_epoch(),
+    )
+    ticket = build_ticket(cfg)
+    ticket.parameters_of(module)  # bad layer patterns fail here, before anything is written
+
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    rows: list[dict] = []
+    for round_index in range(cfg.prune.rounds + 1):
+        if round_index:
+            ticket.advance(module)
+        else:
+            ticket.apply_mask(module)
+        where = round_dir(run_dir, round_index)
+        save_tensors(where / "mask.pt", dict(ticket.mask))
+        write_json(where / "sparsity.json", ticket.mask.report())
+
+        early_stop = EarlyStopPoint("val_loss")
+        trainer = build_trainer(
+            cfg, run_dir, round_index, ticket.steps_this_round(total), eval_every, [ticket, early_stop]
+        )
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=data)
+        seconds = time.perf_counter() - start
+        if round_index == 0 and ticket.rewind_state is not None:
+            save_tensors(run_dir / "rewind.pt", ticket.rewind_state)
+
+        final_test_acc = _test_acc(trainer, module, data)
+        final_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        module.load_state_dict(early_stop.state)
+        test_acc = _test_acc(trainer, module, data)
+        if cfg.train.get("save_weights", True):
+            save_tensors(where / "early_stop.pt", early_stop.state)
+        module.load_state_dict(final_state)
+
+        rows.append(
+            {
+                "round": round_index,
+                "weights_remaining": ticket.mask.weights_remaining(),
+                "early_stop_iteration": early_stop.iteration,
+                "val_loss": early_stop.metrics["val_loss"],
+                "val_acc": early_stop.metrics["val_acc"],
+                "test_acc": test_acc,
+                "final_test_acc": final_test_acc,
+                "train_seconds": round(seconds, 3),
+            }
+        )
+        write_rounds(run_dir / "rounds.csv", rows)
+        r = rows[-1]
+        log.info(
+            "round %d/%d | weights remaining %.1f%% | early stop it %d | val acc %.2f%% | test acc %.2f%% | %.1fs",
+            round_index,
+            cfg.prune.rounds,
+            100 * r["weights_remaining"],
+            r["early_stop_iteration"],
+            100 * r["val_acc"],
+            100 * r["test_acc"],
+            seconds,
+        )
+    summary = {"run_id": run_id(cfg), "run_dir": str(run_dir), "rounds": rows}
+    write_json(run_dir / "summary.json", summary)
+    print(f"\n{format_table(rows)}\n\nresults: {run_dir}")
+    return summary
