@@ -21,6 +21,7 @@ from lth.artifacts import round_dir, save_tensors, write_json, write_rounds, wri
 from lth.callback import LotteryTicket
 from lth.config import check_lengths, run_id, validate
 from lth.data import ImageData
+from lth.loggers import RunLoggers
 from lth.module import Classifier
 from lth.seeds import stream
 from lth.tracking import EarlyStopPoint
@@ -167,6 +168,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     rows: list[dict] = []
+    loggers = RunLoggers(cfg, run_dir)
     for round_index in range(cfg.prune.rounds + 1):
         if round_index:
             ticket.advance(module)
@@ -207,6 +209,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
             }
         )
         write_rounds(run_dir / "rounds.csv", rows)
+        loggers.log_round(rows[-1], ticket.mask.report())
         r = rows[-1]
         log.info(
             "round %d/%d | weights remaining %.1f%% | early stop it %d | val acc %.2f%% | test acc %.2f%% | %.1fs",
@@ -218,6 +221,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
             100 * r["test_acc"],
             seconds,
         )
+    loggers.finish()
     summary = {"run_id": run_id(cfg), "run_dir": str(run_dir), "rounds": rows}
     write_json(run_dir / "summary.json", summary)
     print(f"\n{format_table(rows)}\n\nresults: {run_dir}")
