@@ -1,0 +1,45 @@
+"""Shared fixtures: compose the real Hydra config (shrunk for speed) and run ``train.py`` as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from lth.config import register_resolvers
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["dataset=synthetic", "train.steps=30it", "train.eval_every=10it", "prune.rounds=2", "logger=none"]
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """``make_cfg(*overrides)``: the real config with FAST overrides, outputs under tmp_path."""
+    register_resolvers()
+
+    def make(*overrides: str, fast: bool = True) -> DictConfig:
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            return compose(
+                "config", overrides=[*(FAST if fast else []), f"paths.output_dir={tmp_path / 'outputs'}", *overrides]
+            )
+
+    return make
+
+
+def run_train(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python train.py *args`` in a subprocess from ``cwd``, with 1 torch thread."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "offline"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
