@@ -130,21 +130,28 @@ class LotteryTicket(pl.Callback):
         return total
 
     @torch.no_grad()
-    def advance(self, module: torch.nn.Module) -> Mask:
-        """End the round: prune the trained weights of ``module``, rewind the survivors, return the new mask."""
+    def advance(self, module: torch.nn.Module, mask: Mask | None = None) -> Mask:
+        """End the round: prune the trained weights of ``module``, rewind the survivors, return the new mask.
+
+        A ``mask`` given here (a control's) replaces the one magnitude pruning would compute.
+        """
         params = self._ensure_mask(module)
         if self.rewind_state is None and self.rewind not in ("lr", "none"):
             raise RuntimeError(f"no rewind point was recorded (rewind={self.rewind}); did round 0 train long enough?")
-        self.mask = prune(
-            {n: p.detach() for n, p in params.items()},
-            self.mask,
-            self.rate,
-            self.scope,
-            self.layer_rates,
-            self.target_sparsity,
-            self.round_index + 1,
-            self.rounds or 1,
-        )
+        if mask is not None:
+            mask.check_against(params, source="mask")
+            self.mask = Mask({n: mask[n].to(p.device) for n, p in params.items()})
+        else:
+            self.mask = prune(
+                {n: p.detach() for n, p in params.items()},
+                self.mask,
+                self.rate,
+                self.scope,
+                self.layer_rates,
+                self.target_sparsity,
+                self.round_index + 1,
+                self.rounds or 1,
+            )
         self.round_index += 1
         self._applied = None
         if self.rewind not in ("lr", "none"):

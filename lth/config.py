@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lth.callback import parse_rewind
+from lth.controls import control_fn
 from lth.errors import ConfigError
 from lth.module import SCHEDULES
 from lth.steps import Step
@@ -124,7 +125,12 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, f"prune.{key}")
         if value is not None and not (isinstance(value, ListConfig | list) and all(isinstance(v, str) for v in value)):
             raise ConfigError(f"prune.{key}", f"got {value!r}; allowed: a list of name patterns, e.g. ['*conv*']")
-    parse_rewind(OmegaConf.select(cfg, "prune.rewind"))
+    rewind = parse_rewind(OmegaConf.select(cfg, "prune.rewind"))
+    control = OmegaConf.select(cfg, "prune.control")
+    if control is not None:
+        control_fn(control)
+        if rewind in ("lr", "none"):
+            raise ConfigError("prune.control", f"{control} needs a rewind to weights (init or a Step), not {rewind}")
     # training
     _step(cfg, "train.steps")
     _step(cfg, "train.eval_every")

@@ -7,21 +7,30 @@ test accuracy is reported. ``train(cfg)`` is what ``train.py`` calls and what te
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import LearningRateMonitor
 
 from lth.artifacts import round_dir, save_tensors, write_json, write_rounds, write_text
 from lth.callback import LotteryTicket
 from lth.config import check_lengths, run_id, validate
+from lth.controls import control_fn
 from lth.data import ImageData
+from lth.errors import ConfigError
 from lth.loggers import RunLoggers
+from lth.masks import Mask
 from lth.module import Classifier
 from lth.seeds import stream
 from lth.tracking import EarlyStopPoint
@@ -63,20 +72,31 @@ def build_data(cfg: DictConfig) -> ImageData:
         std=cfg.dataset.std,
         seed=stream(cfg.seed, "data") if data_seed is None else data_seed,
         eval_batch_size=cfg.train.eval_batch_size,
+        augment=OmegaConf.to_container(cfg.dataset.augment) if cfg.dataset.get("augment") else None,
+        loader=cfg.dataset.get("loader", "memory"),
+        num_workers=cfg.dataset.get("num_workers", 0),
     )
 
 
-def build_model(cfg: DictConfig) -> torch.nn.Module:
-    """The network of ``cfg.model`` for the images of ``cfg.dataset``, initialised from the seed's init stream."""
+def build_model(cfg: DictConfig, init_stream: str = "init") -> torch.nn.Module:
+    """The network of ``cfg.model`` for the images of ``cfg.dataset``, initialised from a named stream of the seed.
+
+    ``init_stream="reinit"`` draws a different initialisation from the same distribution (the reinit control).
+    """
     options = {k: v for k, v in cfg.model.items() if k != "name"}
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(stream(cfg.seed, "init"))
-        return hydra.utils.instantiate(
-            options,
-            in_channels=cfg.dataset.channels,
-            image_size=cfg.dataset.image_size,
-            num_classes=cfg.dataset.num_classes,
-        )
+        torch.manual_seed(stream(cfg.seed, init_stream))
+        try:
+            return hydra.utils.instantiate(
+                options,
+                in_channels=cfg.dataset.channels,
+                image_size=cfg.dataset.image_size,
+                num_classes=cfg.dataset.num_classes,
+            )
+        except InstantiationException as error:  # a model refusing the dataset's images says so in one line
+            if isinstance(error.__cause__, ConfigError):
+                raise error.__cause__ from None
+            raise
 
 
 def build_ticket(cfg: DictConfig) -> LotteryTicket:
@@ -96,14 +116,11 @@ def build_ticket(cfg: DictConfig) -> LotteryTicket:
 
 
 def build_trainer(
-    cfg: DictConfig, run_dir: Path, round_index: int, max_steps: int, eval_every: int, callbacks: list[pl.Callback]
+    cfg: DictConfig, run_dir: Path, max_steps: int, eval_every: int, callbacks: list[pl.Callback], loggers: list
 ) -> pl.Trainer:
-    """A Trainer for one round: the hardware preset, the loggers, validation every ``eval_every`` iterations."""
-    loggers = [
-        hydra.utils.instantiate(spec, save_dir=str(run_dir / "logs"), name="", version=f"round_{round_index:02d}")
-        for spec in (cfg.get("logger") or {}).values()
-        if spec
-    ]
+    """A Trainer for one round: the hardware preset, validation every ``eval_every`` iterations, ``loggers``."""
+    if loggers:
+        callbacks = [*callbacks, LearningRateMonitor(logging_interval="step")]
     hw = cfg.hardware
     return pl.Trainer(
         max_steps=max_steps,
@@ -140,21 +157,59 @@ def _test_acc(trainer: pl.Trainer, module: Classifier, data: ImageData) -> float
     return float(trainer.test(module, datamodule=data, verbose=False)[0]["test_acc"])
 
 
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (concurrent sweep jobs must not train the same ticket twice)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_ticket(cfg: DictConfig, run_dir: Path) -> Path:
+    """The folder of the ticket a control run is compared with (same config, no control), trained if missing."""
+    ticket_cfg = cfg.copy()
+    with open_dict(ticket_cfg):
+        ticket_cfg.prune.control = None
+    ticket_dir = run_dir.parent / run_id(ticket_cfg)
+    with _locked(run_dir.parent / f".{ticket_dir.name}.lock"):
+        log.info("control %s: the ticket's masks come from %s", cfg.prune.control, ticket_dir)
+        train(ticket_cfg, run_dir=ticket_dir)
+    return ticket_dir
+
+
+def finished(run_dir: Path) -> dict | None:
+    """The summary of a run that already finished in ``run_dir`` (the same command finds the same folder)."""
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     """Run IMP as ``cfg`` says and return ``{"run_dir", "run_id", "rounds"}`` (rounds as in ``rounds.csv``).
 
     Everything is checked before anything is written: a bad config raises :class:`~lth.errors.ConfigError`.
+    A run whose folder already holds a finished run is not trained again.
     """
     validate(cfg)
     quiet_lightning()
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    done = finished(run_dir)
+    if done is not None:
+        print(f"{format_table(done['rounds'])}\n\nalready finished: {run_dir} (delete it to train again)")
+        return done
     if cfg.hardware.get("threads"):
         torch.set_num_threads(int(cfg.hardware.threads))
     pl.seed_everything(cfg.seed, verbose=False)
     data = build_data(cfg)
     data.setup()
     total, eval_every = check_lengths(cfg, data.iterations_per_epoch())
+    control = cfg.prune.get("control")
+    apply_control = control_fn(control) if control else None
     module = Classifier(
-        build_model(cfg),
+        build_model(cfg, init_stream="reinit" if control == "reinit" else "init"),
         num_classes=cfg.dataset.num_classes,
         optimizer=hydra.utils.instantiate(cfg.optim.optimizer),
         schedule=OmegaConf.to_container(cfg.optim.schedule, resolve=True),
@@ -164,65 +219,82 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     ticket = build_ticket(cfg)
     ticket.parameters_of(module)  # bad layer patterns fail here, before anything is written
 
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    ticket_dir = ensure_ticket(cfg, run_dir) if control else None
+    control_stream = torch.Generator().manual_seed(stream(cfg.seed, f"control/{control}"))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     rows: list[dict] = []
     loggers = RunLoggers(cfg, run_dir)
-    for round_index in range(cfg.prune.rounds + 1):
-        if round_index:
-            ticket.advance(module)
-        else:
-            ticket.apply_mask(module)
-        where = round_dir(run_dir, round_index)
-        save_tensors(where / "mask.pt", dict(ticket.mask))
-        write_json(where / "sparsity.json", ticket.mask.report())
-
-        early_stop = EarlyStopPoint("val_loss")
-        trainer = build_trainer(
-            cfg, run_dir, round_index, ticket.steps_this_round(total), eval_every, [ticket, early_stop]
-        )
-        start = time.perf_counter()
-        trainer.fit(module, datamodule=data)
-        seconds = time.perf_counter() - start
-        if round_index == 0 and ticket.rewind_state is not None:
-            save_tensors(run_dir / "rewind.pt", ticket.rewind_state)
-
-        final_test_acc = _test_acc(trainer, module, data)
-        final_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-        module.load_state_dict(early_stop.state)
-        test_acc = _test_acc(trainer, module, data)
-        if cfg.train.get("save_weights", True):
-            save_tensors(where / "early_stop.pt", early_stop.state)
-        module.load_state_dict(final_state)
-
-        rows.append(
-            {
-                "round": round_index,
-                "weights_remaining": ticket.mask.weights_remaining(),
-                "early_stop_iteration": early_stop.iteration,
-                "val_loss": early_stop.metrics["val_loss"],
-                "val_acc": early_stop.metrics["val_acc"],
-                "test_acc": test_acc,
-                "final_test_acc": final_test_acc,
-                "train_seconds": round(seconds, 3),
-            }
-        )
-        write_rounds(run_dir / "rounds.csv", rows)
-        loggers.log_round(rows[-1], ticket.mask.report())
-        r = rows[-1]
-        log.info(
-            "round %d/%d | weights remaining %.1f%% | early stop it %d | val acc %.2f%% | test acc %.2f%% | %.1fs",
-            round_index,
-            cfg.prune.rounds,
-            100 * r["weights_remaining"],
-            r["early_stop_iteration"],
-            100 * r["val_acc"],
-            100 * r["test_acc"],
-            seconds,
-        )
-    loggers.finish()
+    try:
+        for round_index in range(cfg.prune.rounds + 1):
+            if round_index and apply_control is not None:
+                ticket_mask = Mask(torch.load(round_dir(ticket_dir, round_index) / "mask.pt"))
+                ticket.advance(module, mask=apply_control(ticket_mask, ticket.mask.cpu(), control_stream))
+            elif round_index:
+                ticket.advance(module)
+            else:
+                ticket.apply_mask(module)
+            rows.append(train_round(cfg, module, ticket, data, run_dir, round_index, total, eval_every, loggers))
+            write_rounds(run_dir / "rounds.csv", rows)
+            loggers.log_round(rows[-1], ticket.mask.report())
+    finally:
+        loggers.finish()
     summary = {"run_id": run_id(cfg), "run_dir": str(run_dir), "rounds": rows}
     write_json(run_dir / "summary.json", summary)
     print(f"\n{format_table(rows)}\n\nresults: {run_dir}")
     return summary
+
+
+def train_round(
+    cfg: DictConfig,
+    module: Classifier,
+    ticket: LotteryTicket,
+    data: ImageData,
+    run_dir: Path,
+    round_index: int,
+    total: int,
+    eval_every: int,
+    loggers: RunLoggers,
+) -> dict:
+    """Train one round from the current (masked, rewound) weights; write its artifacts; return its row."""
+    where = round_dir(run_dir, round_index)
+    save_tensors(where / "mask.pt", dict(ticket.mask))
+    write_json(where / "sparsity.json", ticket.mask.report())
+    early_stop = EarlyStopPoint("val_loss")
+    trainer = build_trainer(
+        cfg, run_dir, ticket.steps_this_round(total), eval_every, [ticket, early_stop], loggers.for_round(round_index)
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    seconds = time.perf_counter() - start
+    if round_index == 0 and ticket.rewind_state is not None:
+        save_tensors(run_dir / "rewind.pt", ticket.rewind_state)
+
+    final_test_acc = _test_acc(trainer, module, data)
+    final_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    module.load_state_dict(early_stop.state)
+    test_acc = _test_acc(trainer, module, data)
+    if cfg.train.get("save_weights", True):
+        save_tensors(where / "early_stop.pt", early_stop.state)
+    module.load_state_dict(final_state)
+    row = {
+        "round": round_index,
+        "weights_remaining": ticket.mask.weights_remaining(),
+        "early_stop_iteration": early_stop.iteration,
+        "val_loss": early_stop.metrics["val_loss"],
+        "val_acc": early_stop.metrics["val_acc"],
+        "test_acc": test_acc,
+        "final_test_acc": final_test_acc,
+        "train_seconds": round(seconds, 3),
+    }
+    log.info(
+        "round %d/%d | weights remaining %.1f%% | early stop it %d | val acc %.2f%% | test acc %.2f%% | %.1fs",
+        round_index,
+        cfg.prune.rounds,
+        100 * row["weights_remaining"],
+        row["early_stop_iteration"],
+        100 * row["val_acc"],
+        100 * row["test_acc"],
+        seconds,
+    )
+    return row

@@ -45,8 +45,14 @@ def batches(seed: int = 0) -> TensorBatches:
 
 def fit(model: pl.LightningModule, ticket: LotteryTicket, steps: int, **kwargs: object) -> pl.Trainer:
     trainer = pl.Trainer(
-        max_steps=steps, callbacks=[ticket], logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu", **kwargs,
+        max_steps=steps,
+        callbacks=[ticket],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        **kwargs,
     )
     trainer.fit(model, train_dataloaders=batches())
     return trainer
@@ -92,8 +98,15 @@ def test_rewind_to_a_step_restores_the_weights_saved_at_that_step() -> None:
             if trainer.global_step == 5:
                 seen.update({k: v.clone() for k, v in pl_module.state_dict().items()})
 
-    trainer = pl.Trainer(max_steps=10, callbacks=[ticket, Spy()], logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer = pl.Trainer(
+        max_steps=10,
+        callbacks=[ticket, Spy()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(model, train_dataloaders=batches())
     ticket.advance(model)
     assert ticket.steps_this_round(10) == 5

@@ -25,8 +25,14 @@ def test_train_py_runs_three_rounds_and_writes_every_round(tmp_path: Path) -> No
     assert [r["weights_remaining"] for r in rows] == pytest.approx([1.0, 0.8, 0.64, 0.512], abs=1e-4)
     with open(run_dir / "rounds.csv") as f:
         assert next(csv.reader(f)) == [
-            "round", "weights_remaining", "early_stop_iteration", "val_loss", "val_acc", "test_acc",
-            "final_test_acc", "train_seconds",
+            "round",
+            "weights_remaining",
+            "early_stop_iteration",
+            "val_loss",
+            "val_acc",
+            "test_acc",
+            "final_test_acc",
+            "train_seconds",
         ]
     for r in rows:
         assert r["early_stop_iteration"] in (10, 20, 30)
@@ -104,7 +110,12 @@ PINNED_DEFAULT_HASH = "29243c8bfe"
 
 def test_multirun_sweep_gives_one_folder_per_job(tmp_path: Path) -> None:
     result = run_train(
-        "-m", *FAST, "prune.rounds=1", "prune.rate=0.1,0.3", "paths.output_dir=out", "hydra.sweep.dir=out/sweep",
+        "-m",
+        *FAST,
+        "prune.rounds=1",
+        "prune.rate=0.1,0.3",
+        "paths.output_dir=out",
+        "hydra.sweep.dir=out/sweep",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
@@ -145,8 +156,10 @@ def test_bad_config_is_one_error_naming_the_key(make_cfg, tmp_path: Path, overri
 
 @pytest.mark.parametrize(
     ("override", "expected"),
-    [("prune.rate=2", "error: prune.rate: got 2; allowed: a number in (0, 1)"),
-     ("paths.data_dir=nowhere", "error: paths.data_dir: MNIST not found in nowhere/MNIST/raw")],
+    [
+        ("prune.rate=2", "error: prune.rate: got 2; allowed: a number in (0, 1)"),
+        ("paths.data_dir=nowhere", "error: paths.data_dir: MNIST not found in nowhere/MNIST/raw"),
+    ],
 )
 def test_train_py_bad_input_exits_nonzero_with_one_line_and_no_folder(tmp_path: Path, override: str, expected: str):
     args = ["dataset=mnist", "dataset.source.download=false"] if "data_dir" in override else []

@@ -2,8 +2,13 @@
 
 The dataset config supplies the first three, so one model config works on every dataset it can take; a
 model that cannot take a dataset's images raises a one-line :class:`~lth.errors.ConfigError`.
+Every model names its output layer ``out`` (so ``prune.exclude: [model.out]`` works for all of them).
 """
 
-from lth.models.lenet import LeNet300100
+from lth.models.conv import ConvNet
+from lth.models.lenet import LeNet5, LeNet300100
+from lth.models.resnet import CifarResNet, ResNet18
+from lth.models.vgg import VGG
+from lth.models.vit import ViT
 
-__all__ = ["LeNet300100"]
+__all__ = ["CifarResNet", "ConvNet", "LeNet300100", "LeNet5", "ResNet18", "VGG", "ViT"]

@@ -1,0 +1,54 @@
+"""The controls that show a ticket is a ticket: registered functions, one per control.
+
+Each control turns the ticket's mask at a round into the mask the control trains, drawing from its own
+named random stream. ``reinit`` keeps the mask; what it changes is the initialisation (a fresh draw from the
+same distribution), which the run takes care of. ``random_prune`` is iterative random pruning: each round
+removes random survivors of the previous control mask so that every layer keeps exactly as many weights as
+the ticket's. ``shuffle`` permutes the ticket's mask within each layer, afresh each round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from lth.errors import ConfigError
+from lth.masks import Mask
+
+ControlFn = Callable[[Mask, Mask, torch.Generator], Mask]
+
+
+def _reinit(ticket: Mask, previous: Mask, generator: torch.Generator) -> Mask:
+    return Mask({n: m.clone() for n, m in ticket.items()})
+
+
+def _random_prune(ticket: Mask, previous: Mask, generator: torch.Generator) -> Mask:
+    out = Mask()
+    for name, m in ticket.items():
+        alive = torch.nonzero(previous[name].flatten().cpu()).flatten()
+        keep = int(m.sum())
+        if keep > len(alive):
+            raise ValueError(f"{name}: the ticket keeps {keep} weights but only {len(alive)} survive")
+        chosen = alive[torch.randperm(len(alive), generator=generator)[:keep]]
+        flat = torch.zeros(m.numel(), dtype=torch.bool)
+        flat[chosen] = True
+        out[name] = flat.view_as(m).to(m.device)
+    return out
+
+
+def _shuffle(ticket: Mask, previous: Mask, generator: torch.Generator) -> Mask:
+    return Mask({
+        n: m.flatten().cpu()[torch.randperm(m.numel(), generator=generator)].view_as(m).to(m.device)
+        for n, m in ticket.items()
+    })
+
+
+CONTROLS: dict[str, ControlFn] = {"reinit": _reinit, "random_prune": _random_prune, "shuffle": _shuffle}
+
+
+def control_fn(name: str) -> ControlFn:
+    """The registered control ``name`` (config key ``prune.control``)."""
+    if name not in CONTROLS:
+        raise ConfigError("prune.control", f"unknown control {name!r}; allowed: null, {', '.join(CONTROLS)}")
+    return CONTROLS[name]

@@ -1,0 +1,51 @@
+"""What the models share: the one-line refusal of images a model cannot take, and the standard initialisations."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+from torch import nn
+
+from lth.errors import ConfigError
+
+
+def refuse(message: str) -> NoReturn:
+    """Raise the config error of a model that cannot be built as asked (key ``model``)."""
+    raise ConfigError("model", message)
+
+
+def check_halvings(model: str, image_size: int, halvings: int) -> None:
+    """Refuse an image size that ``halvings`` 2x2 poolings would not divide exactly."""
+    if image_size % 2**halvings:
+        refuse(
+            f"{model} halves the image {halvings} times, so image_size must be a multiple of {2**halvings}; "
+            f"got {image_size}"
+        )
+
+
+def scaled(channels: int, width: float) -> int:
+    """``channels`` times the width multiplier, at least one."""
+    if not width > 0:
+        refuse(f"width must be a positive multiplier; got {width}")
+    return max(1, round(channels * width))
+
+
+def init_glorot(model: nn.Module) -> None:
+    """Glorot-normal weights for every Linear and Conv layer, zero biases (Frankle & Carbin 2019)."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear | nn.Conv2d):
+            nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def init_kaiming(model: nn.Module) -> None:
+    """Kaiming-normal weights for Linear and Conv layers, zero biases, BatchNorm at identity (He et al. 2015)."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear | nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
