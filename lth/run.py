@@ -136,7 +136,7 @@ def build_trainer(
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=bool(cfg.train.get("progress", False)),
-        log_every_n_steps=50,
+        log_every_n_steps=min(50, eval_every),
         default_root_dir=str(run_dir),
     )
 
