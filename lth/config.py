@@ -20,8 +20,17 @@ from lth.errors import ConfigError
 from lth.module import SCHEDULES
 from lth.steps import Step
 
-RUN_ONLY_KEYS = ("hydra", "paths", "logger", "hardware", "resume")
-RUN_ONLY_TRAIN_KEYS = ("save_weights", "eval_batch_size", "progress")
+RUN_ONLY = (
+    "hydra",
+    "paths",
+    "logger",
+    "hardware",
+    "resume",
+    "train.save_weights",
+    "train.eval_batch_size",
+    "train.progress",
+    "dataset.num_workers",
+)
 
 
 def _plain(cfg: Any) -> Any:
@@ -40,8 +49,13 @@ def _drop_nulls(value: Any) -> Any:
 
 def identity(cfg: DictConfig) -> dict:
     """The part of the config that defines the experiment (what the run folder's hash covers)."""
-    plain = {k: _plain(cfg[k]) for k in cfg if k not in RUN_ONLY_KEYS}
-    plain["train"] = {k: v for k, v in (plain.get("train") or {}).items() if k not in RUN_ONLY_TRAIN_KEYS}
+    plain = {k: _plain(cfg[k]) for k in cfg if k not in RUN_ONLY}  # never resolve hydra's node (it names the run)
+    for key in RUN_ONLY:
+        *parents, leaf = key.split(".")
+        node = plain
+        for parent in parents:
+            node = node.get(parent) or {}
+        node.pop(leaf, None)
     return _drop_nulls(plain)
 
 
