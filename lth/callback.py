@@ -170,7 +170,7 @@ class LotteryTicket(pl.Callback):
         self._iterations_per_epoch = (
             int(trainer.num_training_batches) if trainer.num_training_batches != float("inf") else None
         )
-        offset = self.schedule_offset()
+        offset = self.schedule_offset() if trainer.global_step == 0 else 0  # a resumed round restored its schedule
         if offset:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)

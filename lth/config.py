@@ -29,6 +29,8 @@ RUN_ONLY = (
     "train.save_weights",
     "train.eval_batch_size",
     "train.progress",
+    "train.checkpoint_every",
+    "train.share_dense",
     "dataset.num_workers",
 )
 

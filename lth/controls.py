@@ -38,10 +38,12 @@ def _random_prune(ticket: Mask, previous: Mask, generator: torch.Generator) -> M
 
 
 def _shuffle(ticket: Mask, previous: Mask, generator: torch.Generator) -> Mask:
-    return Mask({
-        n: m.flatten().cpu()[torch.randperm(m.numel(), generator=generator)].view_as(m).to(m.device)
-        for n, m in ticket.items()
-    })
+    return Mask(
+        {
+            n: m.flatten().cpu()[torch.randperm(m.numel(), generator=generator)].view_as(m).to(m.device)
+            for n, m in ticket.items()
+        }
+    )
 
 
 CONTROLS: dict[str, ControlFn] = {"reinit": _reinit, "random_prune": _random_prune, "shuffle": _shuffle}

@@ -7,13 +7,10 @@ test accuracy is reported. ``train(cfg)`` is what ``train.py`` calls and what te
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -23,7 +20,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor
 
-from lth.artifacts import round_dir, save_tensors, write_json, write_rounds, write_text
+from lth.artifacts import holds_results, round_dir, save_tensors, write_json, write_rounds, write_text
 from lth.callback import LotteryTicket
 from lth.config import check_lengths, run_id, validate
 from lth.controls import control_fn
@@ -32,8 +29,21 @@ from lth.errors import ConfigError
 from lth.loggers import RunLoggers
 from lth.masks import Mask
 from lth.module import Classifier
+from lth.progress import RoundProgress
 from lth.seeds import stream
-from lth.tracking import EarlyStopPoint
+from lth.steps import Step
+from lth.store import (
+    CHECKPOINT,
+    adopt_dense,
+    dense_dir,
+    finished,
+    load_checkpoint,
+    locked,
+    publish_dense,
+    restore,
+    resumable_rows,
+)
+from lth.tracking import DivergedError, EarlyStopPoint, RandomState, RoundCheckpoint
 
 log = logging.getLogger("lth")
 
@@ -157,16 +167,8 @@ def _test_acc(trainer: pl.Trainer, module: Classifier, data: ImageData) -> float
     return float(trainer.test(module, datamodule=data, verbose=False)[0]["test_acc"])
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (concurrent sweep jobs must not train the same ticket twice)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+class RunError(RuntimeError):
+    """A run that cannot go on (a diverged round): one line, earlier rounds stay on disk and resumable."""
 
 
 def ensure_ticket(cfg: DictConfig, run_dir: Path) -> Path:
@@ -175,23 +177,19 @@ def ensure_ticket(cfg: DictConfig, run_dir: Path) -> Path:
     with open_dict(ticket_cfg):
         ticket_cfg.prune.control = None
     ticket_dir = run_dir.parent / run_id(ticket_cfg)
-    with _locked(run_dir.parent / f".{ticket_dir.name}.lock"):
+    with locked(run_dir.parent / f".{ticket_dir.name}.lock"):
         log.info("control %s: the ticket's masks come from %s", cfg.prune.control, ticket_dir)
+        with open_dict(ticket_cfg):
+            ticket_cfg.resume = holds_results(ticket_dir)  # continue a ticket that was interrupted
         train(ticket_cfg, run_dir=ticket_dir)
     return ticket_dir
-
-
-def finished(run_dir: Path) -> dict | None:
-    """The summary of a run that already finished in ``run_dir`` (the same command finds the same folder)."""
-    path = run_dir / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     """Run IMP as ``cfg`` says and return ``{"run_dir", "run_id", "rounds"}`` (rounds as in ``rounds.csv``).
 
     Everything is checked before anything is written: a bad config raises :class:`~lth.errors.ConfigError`.
-    A run whose folder already holds a finished run is not trained again.
+    A finished run is not trained again; with ``resume=true`` an interrupted one continues where it stopped.
     """
     validate(cfg)
     quiet_lightning()
@@ -200,12 +198,14 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     if done is not None:
         print(f"{format_table(done['rounds'])}\n\nalready finished: {run_dir} (delete it to train again)")
         return done
+    rows = resumable_rows(cfg, run_dir)
     if cfg.hardware.get("threads"):
         torch.set_num_threads(int(cfg.hardware.threads))
     pl.seed_everything(cfg.seed, verbose=False)
     data = build_data(cfg)
     data.setup()
     total, eval_every = check_lengths(cfg, data.iterations_per_epoch())
+    checkpoint_every = _checkpoint_every(cfg, data.iterations_per_epoch(), eval_every)
     control = cfg.prune.get("control")
     apply_control = control_fn(control) if control else None
     module = Classifier(
@@ -218,31 +218,92 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     )
     ticket = build_ticket(cfg)
     ticket.parameters_of(module)  # bad layer patterns fail here, before anything is written
+    if rows:  # the end of the last finished round: trained weights, masks, rewind point
+        restore(module, [ticket], round_dir(run_dir, len(rows) - 1) / CHECKPOINT)
 
     ticket_dir = ensure_ticket(cfg, run_dir) if control else None
-    control_stream = torch.Generator().manual_seed(stream(cfg.seed, f"control/{control}"))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    rows: list[dict] = []
     loggers = RunLoggers(cfg, run_dir)
+    progress = RoundProgress(cfg.prune.rounds)
+    settings = RoundSettings(total, eval_every, checkpoint_every, bool(cfg.train.get("save_weights", True)))
     try:
-        for round_index in range(cfg.prune.rounds + 1):
-            if round_index and apply_control is not None:
+        for round_index in range(len(rows), cfg.prune.rounds + 1):
+            partial = round_dir(run_dir, round_index) / CHECKPOINT
+            resume_from = partial if partial.is_file() else None
+            if resume_from is not None:
+                load_checkpoint(resume_from)  # a corrupt file fails here in one line, not inside Lightning
+            elif round_index and apply_control is not None:
                 ticket_mask = Mask(torch.load(round_dir(ticket_dir, round_index) / "mask.pt"))
-                ticket.advance(module, mask=apply_control(ticket_mask, ticket.mask.cpu(), control_stream))
+                draws = torch.Generator().manual_seed(stream(cfg.seed, f"control/{control}/round{round_index}"))
+                ticket.advance(module, mask=apply_control(ticket_mask, ticket.mask.cpu(), draws))
             elif round_index:
                 ticket.advance(module)
             else:
                 ticket.apply_mask(module)
-            rows.append(train_round(cfg, module, ticket, data, run_dir, round_index, total, eval_every, loggers))
+            progress.start(round_index, ticket.mask.weights_remaining())
+            if round_index == 0 and resume_from is None and cfg.train.get("share_dense", True):
+                row = dense_round(cfg, module, ticket, data, run_dir, settings, loggers)
+            else:
+                row = train_round(cfg, module, ticket, data, run_dir, round_index, settings, loggers, resume_from)
+            progress.end(row["test_acc"])
+            rows.append(row)
             write_rounds(run_dir / "rounds.csv", rows)
-            loggers.log_round(rows[-1], ticket.mask.report())
-    finally:
-        loggers.finish()
+            loggers.log_round(row, ticket.mask.report())
+            if round_index:
+                (round_dir(run_dir, round_index - 1) / CHECKPOINT).unlink(missing_ok=True)
+    except BaseException:
+        loggers.finish(exit_code=1)
+        raise
+    loggers.finish()
     summary = {"run_id": run_id(cfg), "run_dir": str(run_dir), "rounds": rows}
     write_json(run_dir / "summary.json", summary)
     print(f"\n{format_table(rows)}\n\nresults: {run_dir}")
     return summary
+
+
+def _checkpoint_every(cfg: DictConfig, iterations_per_epoch: int, eval_every: int) -> int | None:
+    every = cfg.train.get("checkpoint_every")
+    if every is None:
+        return None
+    iterations = Step.parse(every, key="train.checkpoint_every").to_iterations(iterations_per_epoch)
+    if iterations <= 0 or iterations % eval_every:
+        raise ConfigError(
+            "train.checkpoint_every", f"{every} ({iterations} it) must be a positive multiple of train.eval_every"
+        )
+    return iterations
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    """What every round of a run shares: lengths in iterations, and whether weights are kept."""
+
+    total: int
+    eval_every: int
+    checkpoint_every: int | None
+    save_weights: bool
+
+
+def dense_round(
+    cfg: DictConfig,
+    module: Classifier,
+    ticket: LotteryTicket,
+    data: ImageData,
+    run_dir: Path,
+    settings: RoundSettings,
+    loggers: RunLoggers,
+) -> dict:
+    """Round 0, taken from the runs that share it when one of them trained it, else trained and offered to them."""
+    store = dense_dir(cfg, run_dir)
+    with locked(store.with_name(f".{store.name}.lock")):
+        row = adopt_dense(store, run_dir)
+        if row is not None:
+            restore(module, [ticket], round_dir(run_dir, 0) / CHECKPOINT)
+            log.info("round 0 (dense) taken from %s", store)
+            return row
+        row = train_round(cfg, module, ticket, data, run_dir, 0, settings, loggers, None)
+        publish_dense(run_dir, store, row)
+        return row
 
 
 def train_round(
@@ -252,20 +313,30 @@ def train_round(
     data: ImageData,
     run_dir: Path,
     round_index: int,
-    total: int,
-    eval_every: int,
+    settings: RoundSettings,
     loggers: RunLoggers,
+    resume_from: Path | None,
 ) -> dict:
-    """Train one round from the current (masked, rewound) weights; write its artifacts; return its row."""
+    """Train one round from the current (masked, rewound) weights, or from ``resume_from``; return its row."""
     where = round_dir(run_dir, round_index)
-    save_tensors(where / "mask.pt", dict(ticket.mask))
-    write_json(where / "sparsity.json", ticket.mask.report())
+    if resume_from is None:
+        save_tensors(where / "mask.pt", dict(ticket.mask))
+        write_json(where / "sparsity.json", ticket.mask.report())
     early_stop = EarlyStopPoint("val_loss")
+    callbacks = [ticket, early_stop, RandomState(), RoundCheckpoint(where / CHECKPOINT, settings.checkpoint_every)]
     trainer = build_trainer(
-        cfg, run_dir, ticket.steps_this_round(total), eval_every, [ticket, early_stop], loggers.for_round(round_index)
+        cfg,
+        run_dir,
+        ticket.steps_this_round(settings.total),
+        settings.eval_every,
+        callbacks,
+        loggers.for_round(round_index),
     )
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
+    except DivergedError as error:
+        raise RunError(f"round {round_index}: {error}; rounds before it are kept (resume=true continues)") from None
     seconds = time.perf_counter() - start
     if round_index == 0 and ticket.rewind_state is not None:
         save_tensors(run_dir / "rewind.pt", ticket.rewind_state)
@@ -274,7 +345,7 @@ def train_round(
     final_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     module.load_state_dict(early_stop.state)
     test_acc = _test_acc(trainer, module, data)
-    if cfg.train.get("save_weights", True):
+    if settings.save_weights:
         save_tensors(where / "early_stop.pt", early_stop.state)
     module.load_state_dict(final_state)
     row = {

@@ -1,16 +1,32 @@
-"""Early stopping as in the paper: the early-stop point of a round is its evaluation with the lowest
-validation loss. The weights there are kept in memory, so the test set is evaluated once, at that point."""
+"""Callbacks that watch a round: its early-stop point, divergence, the random state, and its checkpoints.
+
+Early stopping is as in the paper: the early-stop point of a round is its evaluation with the lowest
+validation loss. The weights there are kept in memory, so the test set is evaluated once, at that point.
+Every callback here keeps what it needs after a restart in ``state_dict()``, so a round killed mid-way
+resumes from its last checkpoint exactly where it was.
+"""
 
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
 
+class DivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
 class EarlyStopPoint(pl.Callback):
-    """Remembers the iteration, validation metrics and weights of the lowest validation loss of a fit."""
+    """Remembers the iteration, validation metrics and weights of the lowest validation loss of a fit.
+
+    It also stops the round when a loss is no longer finite (checked at each evaluation, where the
+    metrics are on the host anyway, so training steps pay nothing for it).
+    """
 
     def __init__(self, monitor: str = "val_loss") -> None:
         self.monitor = monitor
@@ -18,15 +34,61 @@ class EarlyStopPoint(pl.Callback):
         self.metrics: dict[str, float] = {}
         self.state: dict[str, torch.Tensor] | None = None
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.iteration, self.metrics, self.state = None, {}, None
-
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
+        for key in (self.monitor, "train_loss"):
+            if key in trainer.callback_metrics and not math.isfinite(float(trainer.callback_metrics[key])):
+                raise DivergedError(
+                    f"{key} is {float(trainer.callback_metrics[key])} at iteration {trainer.global_step}"
+                )
         value = float(trainer.callback_metrics[self.monitor])
-        best = self.metrics.get(self.monitor, math.inf)
-        if self.state is None or value < best:
+        if self.state is None or value < self.metrics.get(self.monitor, math.inf):
             self.iteration = trainer.global_step
             self.metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
             self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"iteration": self.iteration, "metrics": self.metrics, "state": self.state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.iteration, self.metrics, self.state = state_dict["iteration"], state_dict["metrics"], state_dict["state"]
+
+
+class RandomState(pl.Callback):
+    """Carries torch's global random state through checkpoints (dropout and friends draw from it)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["cpu"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class RoundCheckpoint(pl.Callback):
+    """Writes ``path`` after the evaluation at every ``every``-th iteration and when the round ends.
+
+    Written atomically (a temporary file, then a rename), so a kill leaves the previous checkpoint whole.
+    """
+
+    def __init__(self, path: Path, every: int | None = None) -> None:
+        self.path, self.every = Path(path), every
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after the evaluation, so a resumed round neither repeats nor skips one (every is a multiple of eval_every)
+        if self.every and not trainer.sanity_checking and trainer.global_step % self.every == 0:
+            self._save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)

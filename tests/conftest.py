@@ -32,6 +32,11 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     return make
 
 
+def run_folders(parent: Path) -> list[Path]:
+    """The run folders under ``parent`` (those with a rounds.csv; not the shared dense store or lock files)."""
+    return sorted(p.parent for p in parent.glob("*/rounds.csv"))
+
+
 def run_train(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python train.py *args`` in a subprocess from ``cwd``, with 1 torch thread."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "offline"}

@@ -23,7 +23,7 @@ def controls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from hydra import compose, initialize_config_dir
 
     from lth.config import register_resolvers
-    from tests.conftest import FAST, REPO
+    from tests.conftest import FAST, REPO, run_folders
 
     register_resolvers()
     out = tmp_path_factory.mktemp("controls")
@@ -32,7 +32,7 @@ def controls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=[*FAST, f"prune.control={control}", f"paths.output_dir={out}"])
         dirs[control] = Path(train(cfg)["run_dir"])
-    (ticket,) = [p for p in (out / "runs").iterdir() if p.is_dir() and p not in dirs.values()]
+    (ticket,) = [p for p in run_folders(out / "runs") if p not in dirs.values()]
     dirs["ticket"] = ticket
     return dirs
 

@@ -13,13 +13,13 @@ from lth.artifacts import read_rounds
 from lth.config import run_id
 from lth.errors import ConfigError
 from lth.run import train
-from tests.conftest import FAST, run_train
+from tests.conftest import FAST, run_folders, run_train
 
 
 def test_train_py_runs_three_rounds_and_writes_every_round(tmp_path: Path) -> None:
     result = run_train(*FAST, "prune.rounds=3", "prune.rate=0.2", "paths.output_dir=out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    (run_dir,) = (tmp_path / "out" / "runs").iterdir()
+    (run_dir,) = run_folders(tmp_path / "out" / "runs")
     rows = read_rounds(run_dir / "rounds.csv")
     assert [r["round"] for r in rows] == [0, 1, 2, 3]
     assert [r["weights_remaining"] for r in rows] == pytest.approx([1.0, 0.8, 0.64, 0.512], abs=1e-4)
@@ -119,7 +119,7 @@ def test_multirun_sweep_gives_one_folder_per_job(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    jobs = sorted(p for p in (tmp_path / "out" / "sweep").iterdir() if p.is_dir())
+    jobs = run_folders(tmp_path / "out" / "sweep")
     assert len(jobs) == 2
     remaining = sorted(read_rounds(j / "rounds.csv")[1]["weights_remaining"] for j in jobs)
     assert remaining == pytest.approx([0.7, 0.9], abs=1e-4)

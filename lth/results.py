@@ -1,0 +1,260 @@
+"""Results of many runs read back for figures and tables (``scripts/plot.py``, ``scripts/report.py``).
+
+A run folder is any folder holding ``rounds.csv`` and ``config.yaml``: one run, several, or a multirun sweep
+are searched recursively. Runs are grouped by their identity (:func:`lth.config.identity`) without ``seed``,
+so the seeds of one config pool into one series; a group's label is what sets it apart from the other groups
+(``prune.rate=0.1``, ``prune.control=reinit``), and a run without ``prune.control`` is the ticket. Each round
+of a group is summarised over its seeds: mean, sample standard deviation, minimum and maximum.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import OmegaConf
+
+from lth.artifacts import read_rounds
+from lth.config import identity
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+PAPER_SPARSITIES = (100.0, 51.3, 21.1, 13.5, 7.0, 3.6, 1.9)  # % weights remaining in Frankle & Carbin's figures
+CONTROL = "prune.control"
+TICKET = "ticket"
+SPREADS = ("minmax", "std")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A column of ``rounds.csv`` as shown: its title, the factor from the file to the figure, decimals."""
+
+    title: str
+    scale: float
+    digits: int
+
+
+METRICS = {
+    "test_acc": Metric("Test accuracy at early stop (%)", 100.0, 2),
+    "early_stop_iteration": Metric("Early-stop iteration", 1.0, 0),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder: its identity flattened to dotted keys, and its rows of ``rounds.csv``."""
+
+    path: Path
+    config: dict[str, Any]
+    rounds: list[dict]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One round of a group, over its seeds: weights remaining in %, the metric's mean, spread and count."""
+
+    round: int
+    weights_remaining: float
+    mean: float
+    std: float
+    low: float
+    high: float
+    n: int
+
+
+@dataclass(frozen=True)
+class Group:
+    """The runs of one config (seeds pooled), labelled by what differs from the other groups."""
+
+    label: str
+    config: dict[str, Any]
+    runs: tuple[Run, ...]
+
+    def points(self, metric: str) -> list[Point]:
+        """``metric`` (a ``rounds.csv`` column, as in the file) summarised per round, in round order."""
+        by_round: dict[int, list[dict]] = defaultdict(list)
+        for run in self.runs:
+            for row in run.rounds:
+                by_round[row["round"]].append(row)
+        points = []
+        for index in sorted(by_round):
+            rows = by_round[index]
+            values = [float(row[metric]) for row in rows]
+            points.append(
+                Point(
+                    round=index,
+                    weights_remaining=100 * statistics.fmean(row["weights_remaining"] for row in rows),
+                    mean=statistics.fmean(values),
+                    std=statistics.stdev(values) if len(values) > 1 else 0.0,
+                    low=min(values),
+                    high=max(values),
+                    n=len(values),
+                )
+            )
+        return points
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"prune": {"rate": 0.2}}`` -> ``{"prune.rate": 0.2}``; lists become tuples (hashable)."""
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: tuple(tree) if isinstance(tree, list) else tree}
+
+
+def find_runs(paths: Iterable[Path]) -> list[Path]:
+    """Every run folder at or under ``paths``, sorted."""
+    csvs = (csv for path in paths for csv in Path(path).rglob("rounds.csv"))
+    return sorted({csv.parent for csv in csvs if (csv.parent / "config.yaml").is_file()})
+
+
+def read_run(path: Path) -> Run:
+    """The run in folder ``path``."""
+    config = flatten(identity(OmegaConf.load(path / "config.yaml")))
+    return Run(path=path, config=config, rounds=read_rounds(path / "rounds.csv"))
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _ignored(key: str, ignore: Sequence[str]) -> bool:
+    return any(key == name or key.startswith(f"{name}.") for name in ignore)
+
+
+def group_runs(runs: Sequence[Run], ignore: Sequence[str] = ("seed",)) -> list[Group]:
+    """Runs with the same config but for the ``ignore`` keys as one group each, the ticket first."""
+    members: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        config = {k: v for k, v in run.config.items() if not _ignored(k, ignore)}
+        members[tuple(sorted(config.items()))].append(run)
+    configs = [dict(key) for key in members]
+    keys = dict.fromkeys(k for config in configs for k in config)
+    differing = [k for k in keys if len({config.get(k) for config in configs}) > 1]
+
+    def label(config: dict) -> str:
+        parts = [TICKET if k == CONTROL and config.get(k) is None else f"{k}={_show(config.get(k))}" for k in differing]
+        if not parts:  # one group: say whether it is the ticket or a control
+            control = config.get(CONTROL)
+            parts = [TICKET if control is None else f"{CONTROL}={_show(control)}"]
+        return ", ".join(parts)
+
+    groups = [Group(label(config), config, tuple(same)) for config, same in zip(configs, members.values(), strict=True)]
+    return sorted(groups, key=lambda g: (g.config.get(CONTROL) is not None, g.label))
+
+
+def load_groups(paths: Iterable[Path], ignore: Sequence[str] = ("seed",)) -> list[Group]:
+    """Find, read and group the runs under ``paths``; raise ``FileNotFoundError`` if there are none."""
+    paths = list(paths)
+    found = find_runs(paths)
+    if not found:
+        where = ", ".join(str(p) for p in paths)
+        raise FileNotFoundError(f"no run folders (rounds.csv and config.yaml) under {where}")
+    return group_runs([read_run(path) for path in found], ignore)
+
+
+def nearest(points: Sequence[Point], percent: float, tolerance: float = 0.1) -> Point | None:
+    """The point closest to ``percent`` weights remaining (on a log scale), if within ``tolerance`` (relative)."""
+    close = [p for p in points if abs(p.weights_remaining / percent - 1) <= tolerance]
+    return min(close, key=lambda p: abs(math.log(p.weights_remaining / percent)), default=None)
+
+
+def _cell(point: Point | None, percent: float, metric: Metric) -> str:
+    if point is None:
+        return "—"
+    mean, std = metric.scale * point.mean, metric.scale * point.std
+    text = f"{mean:.{metric.digits}f}" + (f" ± {std:.{metric.digits}f}" if point.n > 1 else "")
+    if abs(point.weights_remaining - percent) >= 0.05:  # the nearest round is not the paper's sparsity
+        text += f" (at {point.weights_remaining:.2f}%)"
+    return text
+
+
+def markdown_table(
+    groups: Sequence[Group],
+    metric: str = "test_acc",
+    sparsities: Sequence[float] = PAPER_SPARSITIES,
+    tolerance: float = 0.1,
+) -> str:
+    """``metric`` at each of ``sparsities`` (% weights remaining) as a Markdown table: a row per sparsity that
+    some group reaches within ``tolerance``, a column per group, cells ``mean ± std`` over seeds."""
+    shown = METRICS[metric]
+    header = ["weights remaining", *(f"{g.label} (n={len(g.runs)})".replace("|", "\\|") for g in groups)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    for percent in sparsities:
+        points = [nearest(g.points(metric), percent, tolerance) for g in groups]
+        if any(p is not None for p in points):
+            cells = [f"{percent:.1f}%", *(_cell(p, percent, shown) for p in points)]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report(groups: Sequence[Group], sparsities: Sequence[float] = PAPER_SPARSITIES, tolerance: float = 0.1) -> str:
+    """A Markdown section per metric of :data:`METRICS`, each with its :func:`markdown_table`."""
+    sections = [
+        f"mean ± std over seeds at the round nearest each sparsity (within {100 * tolerance:g}% of it)",
+    ]
+    for metric, shown in METRICS.items():
+        sections += [f"## {shown.title}", markdown_table(groups, metric, sparsities, tolerance)]
+    return "\n\n".join(sections) + "\n"
+
+
+def figure(groups: Sequence[Group], metric: str = "test_acc", spread: str = "minmax") -> Figure:
+    """``metric`` against % weights remaining, one series per group: mean with min-max or std error bars.
+
+    The x-axis is logarithmic and decreasing from left to right, as in Frankle & Carbin's figures.
+    """
+    from matplotlib.figure import Figure  # matplotlib is needed for figures only
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    if spread not in SPREADS:
+        raise ValueError(f"spread must be one of {', '.join(SPREADS)}; got {spread!r}")
+    shown = METRICS[metric]
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    longest: list[float] = []
+    xs: list[float] = []
+    for group in groups:
+        points = group.points(metric)
+        x = [p.weights_remaining for p in points]
+        xs += x
+        y = [shown.scale * p.mean for p in points]
+        if spread == "std":
+            err: Any = [shown.scale * p.std for p in points]
+        else:
+            err = [[shown.scale * (p.mean - p.low) for p in points], [shown.scale * (p.high - p.mean) for p in points]]
+        ax.errorbar(x, y, yerr=err, label=group.label, marker="o", markersize=3, capsize=3)
+        longest = max(longest, x, key=len)
+    ax.set_xscale("log")
+    ax.set_xlim(max(xs) * 1.15, min(xs) / 1.15)  # decreasing: the densest network on the left
+    ax.xaxis.set_major_locator(FixedLocator(longest[:: math.ceil(len(longest) / 10)]))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+    ax.set_xlabel("Weights remaining (%)")
+    ax.set_ylabel(shown.title)
+    ax.set_title(f"mean and {'min–max' if spread == 'minmax' else 'std'} over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def save_figures(
+    groups: Sequence[Group], out_dir: Path, formats: Sequence[str] = ("png",), spread: str = "minmax"
+) -> list[Path]:
+    """Write a :func:`figure` per metric of :data:`METRICS` as ``<out_dir>/<metric>.<format>``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for metric in METRICS:
+        fig = figure(groups, metric, spread)
+        for fmt in formats:
+            paths.append(out_dir / f"{metric}.{fmt}")
+            fig.savefig(paths[-1], dpi=150)
+    return paths

@@ -1,0 +1,161 @@
+"""The run folder as the state of a run: what is finished, what can be resumed, and round 0 shared between runs.
+
+A round is finished when its row is in ``rounds.csv``; its ``last.ckpt`` (the Lightning checkpoint written at
+the end of the round, and every ``train.checkpoint_every`` during it) holds the weights, optimiser, schedule,
+data position, random state and the callbacks' state (masks, rewind point, early-stop point). Resuming
+restores the end of the last finished round, or continues the interrupted round from its checkpoint.
+
+Round 0 depends only on the model, data, seed, training settings and rewind point, not on how later rounds
+prune: runs that share it (a sweep over ``prune.rate``, say) take it from ``<runs>/dense/<dense id>/``
+instead of training it again. Files are hard-linked where possible; nothing is ever modified in place.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lth.artifacts import holds_results, read_rounds, round_dir, write_json
+from lth.config import identity
+from lth.errors import ConfigError
+
+CHECKPOINT = "last.ckpt"
+DENSE_FILES = ("round_00", "rewind.pt")
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path``, so concurrent sweep jobs never train or write the same thing twice."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def finished(run_dir: Path) -> dict | None:
+    """The summary of a run that already finished in ``run_dir`` (the same command finds the same folder)."""
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def resumable_rows(cfg: DictConfig, run_dir: Path) -> list[dict]:
+    """The finished rounds to keep, after checking that ``resume`` fits what ``run_dir`` holds."""
+    resume = bool(cfg.get("resume", False))
+    started = holds_results(run_dir)
+    if not resume:
+        if started:
+            raise ConfigError(
+                "resume", f"{run_dir} holds an unfinished run; pass resume=true to continue it or delete the folder"
+            )
+        return []
+    if not started or not ((run_dir / "rounds.csv").is_file() or (round_dir(run_dir, 0) / CHECKPOINT).is_file()):
+        raise ConfigError("resume", f"nothing to resume in {run_dir}: no finished round and no checkpoint")
+    stored = run_dir / "config.yaml"
+    if stored.is_file():
+        before, now = identity(OmegaConf.load(stored)), identity(cfg)
+        if before != now:
+            key = _first_difference(before, now)
+            raise ConfigError("resume", f"{stored} was made by another config (they differ at {key}); resume refused")
+    return read_rounds(run_dir / "rounds.csv") if (run_dir / "rounds.csv").is_file() else []
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+    return prefix.rstrip(".") or "<root>"
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A Lightning checkpoint, or a one-line error naming the file when it is truncated or not a checkpoint."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure to read means the file is unusable
+        raise ConfigError(
+            str(path), f"unreadable checkpoint ({type(error).__name__}); delete it to redo the round"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "callbacks" not in checkpoint:
+        raise ConfigError(str(path), "is not a checkpoint of this project (no state_dict/callbacks)")
+    return checkpoint
+
+
+def restore(module: torch.nn.Module, callbacks: list, path: Path) -> None:
+    """Load the weights and the callbacks' state (masks, rewind point, ...) of checkpoint ``path``."""
+    checkpoint = load_checkpoint(path)
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        raise ConfigError(str(path), f"does not fit this model: {first}") from None
+    for callback in callbacks:
+        if callback.state_key not in checkpoint["callbacks"]:
+            raise ConfigError(str(path), f"holds no state for {callback.state_key}")
+        callback.load_state_dict(checkpoint["callbacks"][callback.state_key])
+
+
+def dense_id(cfg: DictConfig) -> str:
+    """The identity of round 0: the experiment's identity less the keys that only later rounds use."""
+    import hashlib
+
+    ident = identity(cfg)
+    prune = ident.pop("prune", {})
+    ident["round0"] = {"rewind": prune.get("rewind"), "init": "reinit" if prune.get("control") == "reinit" else "init"}
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{cfg.model.get('name', 'model')}_{cfg.dataset.get('name', 'data')}-{digest}"
+
+
+def dense_dir(cfg: DictConfig, run_dir: Path) -> Path:
+    """Where the round 0 shared by ``run_dir``'s siblings is kept."""
+    return run_dir.parent / "dense" / dense_id(cfg)
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    for name in DENSE_FILES:
+        src = source / name
+        if not src.exists():  # no rewind point is kept for rewind=lr or none
+            continue
+        if src.is_dir():
+            shutil.copytree(src, target / name, copy_function=link, dirs_exist_ok=True)
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            (target / name).unlink(missing_ok=True)
+            link(str(src), str(target / name))
+
+
+def adopt_dense(store: Path, run_dir: Path) -> dict | None:
+    """Take round 0 from ``store`` into ``run_dir``; its row, or None when the store holds no round 0 yet."""
+    if not (store / "row.json").is_file():
+        return None
+    _link_tree(store, run_dir)
+    return json.loads((store / "row.json").read_text())
+
+
+def publish_dense(run_dir: Path, store: Path, row: dict) -> None:
+    """Offer ``run_dir``'s round 0 to the runs that share it (written to a temporary folder, then renamed)."""
+    if (store / "row.json").is_file():
+        return
+    tmp = store.with_name(f".{store.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _link_tree(run_dir, tmp)
+    write_json(tmp / "row.json", row)
+    shutil.rmtree(store, ignore_errors=True)
+    os.replace(tmp, store)

@@ -1,0 +1,141 @@
+"""Faults and bad input: resume after a kill, determinism, divergence, corrupt files, a full disk, a typo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lth.artifacts import read_rounds, write_rounds
+from lth.errors import ConfigError
+from lth.run import RunError, train
+from tests.conftest import FAST, REPO, run_folders, run_train
+
+SLOW_ROUNDS = ["train.steps=120it", "train.eval_every=10it", "train.checkpoint_every=20it", "prune.rounds=3"]
+
+
+def masks(run_dir: Path) -> list[dict[str, torch.Tensor]]:
+    return [torch.load(p) for p in sorted(run_dir.glob("round_*/mask.pt"))]
+
+
+def comparable(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
+
+
+def test_a_run_killed_mid_round_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    args = [*FAST, *SLOW_ROUNDS, "paths.output_dir=out"]
+    (tmp_path / "ref").mkdir()
+    reference = run_train(*args, "train.share_dense=false", cwd=tmp_path / "ref")
+    assert reference.returncode == 0, reference.stderr
+    (ref_dir,) = run_folders(tmp_path / "ref" / "out" / "runs")
+
+    (tmp_path / "killed").mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args, "train.share_dense=false"],
+        cwd=tmp_path / "killed",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        found = list((tmp_path / "killed" / "out" / "runs").glob("*/round_02/last.ckpt"))
+        if found:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    (run_dir,) = [p.parent.parent for p in (tmp_path / "killed" / "out" / "runs").glob("*/round_02/mask.pt")]
+    assert not (run_dir / "summary.json").exists()
+    assert len(read_rounds(run_dir / "rounds.csv")) == 2  # rounds 0 and 1 finished; round 2 was interrupted
+
+    again = run_train(*args, "train.share_dense=false", cwd=tmp_path / "killed")
+    assert again.returncode == 2 and "resume=true" in again.stderr
+    resumed = run_train(*args, "train.share_dense=false", "resume=true", cwd=tmp_path / "killed")
+    assert resumed.returncode == 0, resumed.stderr
+    assert comparable(read_rounds(run_dir / "rounds.csv")) == comparable(read_rounds(ref_dir / "rounds.csv"))
+    for a, b in zip(masks(run_dir), masks(ref_dir), strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_same_seed_gives_the_same_run_and_another_seed_another(make_cfg, tmp_path: Path) -> None:
+    a = train(make_cfg("train.share_dense=false"), run_dir=tmp_path / "a")
+    b = train(make_cfg("train.share_dense=false"), run_dir=tmp_path / "b")
+    c = train(make_cfg("train.share_dense=false", "seed=1"), run_dir=tmp_path / "c")
+    assert comparable(a["rounds"]) == comparable(b["rounds"])
+    for x, y in zip(masks(tmp_path / "a"), masks(tmp_path / "b"), strict=True):
+        assert all(torch.equal(x[k], y[k]) for k in x)
+    assert comparable(a["rounds"]) != comparable(c["rounds"])
+    assert not torch.equal(
+        masks(tmp_path / "a")[1]["model.layers.0.weight"], masks(tmp_path / "c")[1]["model.layers.0.weight"]
+    )
+
+
+def test_sweep_jobs_share_one_dense_round(make_cfg, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    first = train(make_cfg("prune.rate=0.1"), run_dir=out / "a")
+    second = train(make_cfg("prune.rate=0.3"), run_dir=out / "b")
+    assert first["rounds"][0] == second["rounds"][0]
+    ra, rb = torch.load(out / "a" / "rewind.pt"), torch.load(out / "b" / "rewind.pt")
+    assert all(torch.equal(ra[k], rb[k]) for k in ra)
+    assert len(list((out / "dense").iterdir())) == 2  # the store and its lock
+    assert not (out / "b" / "logs" / "round_00").exists()  # round 0 of b was not trained again
+    unshared = train(make_cfg("prune.rate=0.3", "train.share_dense=false"), run_dir=tmp_path / "c")
+    assert comparable(unshared["rounds"]) == comparable(second["rounds"])
+
+
+def test_a_diverging_round_stops_with_one_line_and_keeps_earlier_rounds(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg("optim=sgd", "optim.optimizer.lr=1e6", "prune.rounds=1")
+    with pytest.raises(RunError, match=r"^round 0: (val|train)_loss is (nan|inf)") as error:
+        train(cfg, run_dir=tmp_path / "run")
+    assert "\n" not in str(error.value)
+
+
+def test_a_corrupt_or_mismatched_checkpoint_is_one_line_naming_the_file(make_cfg, tmp_path: Path) -> None:
+    train(make_cfg("prune.rounds=1", "train.share_dense=false"), run_dir=tmp_path / "run")
+    (tmp_path / "run" / "summary.json").unlink()
+    rows = read_rounds(tmp_path / "run" / "rounds.csv")
+    write_rounds(tmp_path / "run" / "rounds.csv", rows[:1])  # round 1 unfinished: resume restores round 0's end
+    ckpt = tmp_path / "run" / "round_00" / "last.ckpt"
+    if not ckpt.exists():
+        ckpt.write_bytes(b"")
+    (tmp_path / "run" / "round_01" / "last.ckpt").unlink(missing_ok=True)
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConfigError, match=r"last\.ckpt: unreadable checkpoint") as error:
+        train(make_cfg("prune.rounds=1", "train.share_dense=false", "resume=true"), run_dir=tmp_path / "run")
+    assert "\n" not in str(error.value)
+
+
+def test_a_full_disk_leaves_the_previous_file_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "rounds.csv"
+    write_rounds(path, [{"round": 0, "weights_remaining": 1.0}])
+    before = path.read_text()
+
+    def no_space(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError, match="No space"):
+        write_rounds(path, [{"round": 0, "weights_remaining": 1.0}, {"round": 1, "weights_remaining": 0.8}])
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["rounds.csv"]  # no temporary file left behind
+
+
+def test_resume_with_nothing_to_resume_or_another_config(make_cfg, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^resume: nothing to resume in"):
+        train(make_cfg("resume=true"), run_dir=tmp_path / "empty")
+    assert not (tmp_path / "empty").exists()
+    train(make_cfg("prune.rounds=1", "train.share_dense=false"), run_dir=tmp_path / "run")
+    (tmp_path / "run" / "summary.json").unlink()
+    with pytest.raises(
+        ConfigError, match=r"^resume: .*config.yaml was made by another config \(they differ at prune.rate\)"
+    ):
+        train(make_cfg("prune.rounds=1", "prune.rate=0.5", "resume=true"), run_dir=tmp_path / "run")
