@@ -81,6 +81,7 @@ def build_data(cfg: DictConfig) -> ImageData:
         mean=cfg.dataset.mean,
         std=cfg.dataset.std,
         seed=stream(cfg.seed, "data") if data_seed is None else data_seed,
+        split_seed=stream(cfg.seed, "split"),
         eval_batch_size=cfg.train.eval_batch_size,
         augment=OmegaConf.to_container(cfg.dataset.augment) if cfg.dataset.get("augment") else None,
         loader=cfg.dataset.get("loader", "memory"),

@@ -49,7 +49,9 @@ class ImageData(pl.LightningDataModule):
         batch_size: training batch size (per process under DDP, where each rank draws its own shard);
             evaluation uses ``eval_batch_size`` and, under DDP, every rank evaluates the whole split.
         mean, std: per-channel normalisation; ``None``: the statistics of the training split.
-        seed: data-order stream (validation split, shuffling and augmentation).
+        seed: data-order stream (shuffling and augmentation).
+        split_seed: the stream that draws the validation split (default: ``seed``); kept apart so that another
+            data order (``data_seed``) trains on the same training set.
         augment: ``dataset.augment`` (``crop_padding``, ``flip``) for the training split; ``None``: none.
         loader: ``memory`` (device-resident tensors) or ``torchvision`` (DataLoader, per-sample transforms).
         num_workers: DataLoader worker processes of the ``torchvision`` loader.
@@ -64,6 +66,7 @@ class ImageData(pl.LightningDataModule):
         mean: Sequence[float] | None,
         std: Sequence[float] | None,
         seed: int = 0,
+        split_seed: int | None = None,
         eval_batch_size: int = 1000,
         augment: Mapping | None = None,
         loader: str = "memory",
@@ -79,6 +82,7 @@ class ImageData(pl.LightningDataModule):
         self.mean = None if mean is None else list(mean)
         self.std = None if std is None else list(std)
         self.seed, self.augment_options = seed, dict(augment or {})
+        self.split_seed = seed if split_seed is None else split_seed
         self.loader, self.num_workers = loader, num_workers
         self.augment: Augment | None = None
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -91,7 +95,7 @@ class ImageData(pl.LightningDataModule):
             raise ConfigError(
                 "dataset.val_size", f"must be in [1, {len(data.train_x) - 1}] for {len(data.train_x)} training images"
             )
-        order = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(self.seed))
+        order = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(self.split_seed))
         val, train = order[: self.val_size], order[self.val_size :]
         if self.mean is None or self.std is None:
             mean, std = channel_stats(data.train_x[train])
