@@ -37,7 +37,6 @@ from lth.store import (
     adopt_dense,
     dense_dir,
     finished,
-    load_checkpoint,
     locked,
     publish_dense,
     restore,
@@ -232,8 +231,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
         for round_index in range(len(rows), cfg.prune.rounds + 1):
             partial = round_dir(run_dir, round_index) / CHECKPOINT
             resume_from = partial if partial.is_file() else None
-            if resume_from is not None:
-                load_checkpoint(resume_from)  # a corrupt file fails here in one line, not inside Lightning
+            if resume_from is not None:  # masks and rewind point of the interrupted round; a bad file fails here
+                restore(module, [ticket], resume_from)
             elif round_index and apply_control is not None:
                 ticket_mask = Mask(torch.load(round_dir(ticket_dir, round_index) / "mask.pt"))
                 draws = torch.Generator().manual_seed(stream(cfg.seed, f"control/{control}/round{round_index}"))

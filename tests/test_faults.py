@@ -65,6 +65,15 @@ def test_a_run_killed_mid_round_resumes_to_the_uninterrupted_result(tmp_path: Pa
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_an_interrupted_first_round_resumes_from_its_checkpoint(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg("prune.rounds=0", "train.share_dense=false")
+    first = train(cfg, run_dir=tmp_path / "run")["rounds"]
+    (tmp_path / "run" / "summary.json").unlink()  # as if killed after the round's last checkpoint
+    (tmp_path / "run" / "rounds.csv").unlink()
+    resumed = train(make_cfg("prune.rounds=0", "train.share_dense=false", "resume=true"), run_dir=tmp_path / "run")
+    assert comparable(resumed["rounds"]) == comparable(first)
+
+
 def test_the_same_seed_gives_the_same_run_and_another_seed_another(make_cfg, tmp_path: Path) -> None:
     a = train(make_cfg("train.share_dense=false"), run_dir=tmp_path / "a")
     b = train(make_cfg("train.share_dense=false"), run_dir=tmp_path / "b")
