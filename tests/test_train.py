@@ -142,6 +142,20 @@ BAD = [
     ("optim.schedule.name=wavy", "optim.schedule.name"),
     ("train.batch_size=0", "train.batch_size"),
     ("dataset=mnist", "paths.data_dir"),
+    ("seed=-1", "seed"),
+    ("data_seed=abc", "data_seed"),
+    ("dataset.val_size=0", "dataset.val_size"),
+    ("train.eval_batch_size=0", "train.eval_batch_size"),
+    ("optim.schedule.milestones=[abc]", "optim.schedule.milestones"),
+    ("optim.schedule.warmup=5", "optim.schedule.warmup"),
+    ("prune.control=nope", "prune.control"),
+    ("train.checkpoint_every=15it", "train.checkpoint_every"),
+    ("resume=true", "resume"),
+    ("model=vgg19", "model"),
+    ("prune.extra=[nope]", "prune.extra"),
+    ("dataset.loader=disk", "dataset.loader"),
+    ("prune.target_sparsity=0.9,+prune.layer_rates={model.out: 0.1}", "prune.target_sparsity"),
+    ("prune.rounds=1.5", "prune.rounds"),
 ]
 
 
@@ -149,7 +163,7 @@ BAD = [
 def test_bad_config_is_one_error_naming_the_key(make_cfg, tmp_path: Path, override: str, key: str) -> None:
     extra = ["dataset.source.download=false", f"paths.data_dir={tmp_path / 'empty'}"] if key == "paths.data_dir" else []
     with pytest.raises(ConfigError) as error:
-        train(make_cfg(override, *extra), run_dir=tmp_path / "run")
+        train(make_cfg(*override.split(","), *extra), run_dir=tmp_path / "run")
     assert error.value.key == key and "\n" not in str(error.value)
     assert not (tmp_path / "run").exists()
 
