@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 ROUND_COLUMNS = (
     "round",
     "weights_remaining",
@@ -45,6 +43,11 @@ def write_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda f: f.write(text), binary=False)
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    _atomic_write(path, lambda f: f.write(data), binary=True)
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as indented JSON atomically."""
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
@@ -52,12 +55,16 @@ def write_json(path: Path, data: Any) -> None:
 
 def save_tensors(path: Path, data: Any) -> None:
     """``torch.save`` ``data`` (tensors moved to the CPU) atomically."""
+    import torch  # imported here: train.py --help must not wait for torch
+
     buffer = io.BytesIO()
     torch.save(_to_cpu(data), buffer)
-    _atomic_write(path, lambda f: f.write(buffer.getvalue()), binary=True)
+    write_bytes(path, buffer.getvalue())
 
 
 def _to_cpu(data: Any) -> Any:
+    import torch
+
     if isinstance(data, torch.Tensor):
         return data.detach().cpu()
     if isinstance(data, dict):

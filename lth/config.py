@@ -14,10 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lth.callback import parse_rewind
-from lth.controls import control_fn
 from lth.errors import ConfigError
-from lth.module import SCHEDULES
 from lth.steps import Step
 
 RUN_ONLY = (
@@ -118,6 +115,10 @@ def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> str:
 
 def validate(cfg: DictConfig) -> None:
     """Check every user-set key up front; raise :class:`ConfigError` naming the first bad key."""
+    from lth.callback import parse_rewind  # imported here: train.py --help must not wait for torch
+    from lth.controls import control_fn
+    from lth.module import SCHEDULES
+
     inf = float("inf")
     _number(cfg, "seed", 0, 2**31, open_low=False, integer=True)
     _number(cfg, "data_seed", 0, 2**31, open_low=False, integer=True, allow_none=True)
@@ -168,6 +169,8 @@ def check_lengths(cfg: DictConfig, iterations_per_epoch: int | None) -> tuple[in
 
     With ``iterations_per_epoch=None`` (data not loaded yet) only lengths given in iterations are compared.
     """
+    from lth.callback import parse_rewind
+
     ipe = iterations_per_epoch or 0
     steps, eval_every = Step.parse(cfg.train.steps), Step.parse(cfg.train.eval_every)
     rewind = parse_rewind(cfg.prune.rewind)

@@ -36,7 +36,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from lth.artifacts import _atomic_write, read_rounds, round_dir, save_tensors, write_json, write_text
+from lth.artifacts import read_rounds, round_dir, save_tensors, write_bytes, write_json, write_text
 from lth.errors import ConfigError
 from lth.masks import Mask, prunable_parameters
 from lth.models import VGG, ConvNet, LeNet5, LeNet300100, ViT
@@ -127,7 +127,6 @@ def _check_state(state: Mapping[str, torch.Tensor], model: nn.Module, path: Path
 class RoundFiles:
     """One round of a run, checked against the model of its config; tensor names without the ``model.`` prefix."""
 
-    cfg: DictConfig
     row: dict
     mask: Mask
     weights: dict[str, torch.Tensor]  # at the early-stop point
@@ -157,7 +156,7 @@ def load_round(run_dir: Path, cfg: DictConfig, row: dict) -> RoundFiles:
         raise ExportError(str(weights_path), "is missing (the run was made with train.save_weights=false)")
     weights = _model_state(weights_path, model)
     rewind = _model_state(rewind_path, model) if rewind_path.exists() else None
-    return RoundFiles(cfg, row, Mask(_strip(mask, mask_path)), weights, rewind)
+    return RoundFiles(row, Mask(_strip(mask, mask_path)), weights, rewind)
 
 
 def fold(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -539,10 +538,10 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, attr, new)
 
 
-def with_csr(model: nn.Module, example: torch.Tensor, names: list[str] | None = None) -> nn.Module:
-    """A copy of ``model`` with the Linear layers ``names`` (default: all that see vectors) in CSR form."""
+def with_csr(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """A copy of ``model`` with every Linear layer that sees vectors for ``example`` in CSR form."""
     model = copy.deepcopy(model).eval()
-    for name in linear_inputs(model, example) if names is None else names:
+    for name in linear_inputs(model, example):
         _replace(model, name, CsrLinear(model.get_submodule(name)))
     return model
 
@@ -614,7 +613,12 @@ def write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> str:
         external_data=False,
         verbose=False,
     )
-    return f"written: {path.name}"
+    import onnx
+
+    first = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0]
+    if first.dim_param:
+        return f"written: {path.name}"
+    return f"written: {path.name} (batch size fixed at {first.dim_value}: the exporter could not keep it dynamic)"
 
 
 def export(
@@ -681,7 +685,7 @@ def export(
     }
 
     blob, entries = compress(state, files.mask, fp16)
-    _atomic_write(out / "compressed.lthz", lambda f: f.write(blob), binary=True)
+    write_bytes(out / "compressed.lthz", blob)
     restored = decompress(out / "compressed.lthz")
     back = build_plain(config)
     back.load_state_dict(restored, strict=True)
@@ -747,7 +751,8 @@ def summary(report: dict) -> str:
             f"{100 * shrunk['test_acc']:.2f}%"
         )
     for batch, choices in report["runtime"].items():
-        picks = ", ".join(f"{c['layer']} {c['path']}" for c in choices) or "no Linear layer on vectors"
+        picks = ", ".join(f"{c['layer']} {c['path']} ({c['dense_us']:.0f}/{c['csr_us']:.0f} us)" for c in choices)
+        picks = f"{picks} (dense/CSR time per call)" if picks else "no Linear layer on vectors"
         lines.append(f"runtime path, {batch.replace('_', ' ')}: {picks}")
     lines += [f"onnx: {report['onnx']}", f"written to {report['out_dir']}"]
     return "\n".join(lines)

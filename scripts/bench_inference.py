@@ -14,7 +14,7 @@ checked against the dense path's before it is timed.
 The table is printed and written into the benchmark section of docs/deploy.md with the exact command.
 
 Usage: python scripts/bench_inference.py --run RUN_DIR [--data-dir DIR] [--remaining 0.21 0.07 0.02]
-       [--repeats 5] [--threads 1] [--out docs/deploy.md]
+       [--repeats 5] [--window 0.05] [--threads 1] [--no-resnet] [--out docs/deploy.md]
 """
 
 from __future__ import annotations
@@ -197,8 +197,8 @@ def main(argv: list[str] | None = None) -> None:
             f"`{command}`",
             "",
             f"CPU ({platform.processor() or platform.machine()}), {os.cpu_count()} cores, {torch.get_num_threads()} "
-            f"torch threads, torch {torch.__version__}. Median of {args.repeats} timing windows of at least {args.window} s "
-            "per path, the paths taking turns; ms per forward pass of the whole batch.",
+            f"torch threads, torch {torch.__version__}. Median of {args.repeats} timing windows of at least "
+            f"{args.window} s per path, the paths taking turns; ms per forward pass of the whole batch.",
             "",
             table(rows),
         ]

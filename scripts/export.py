@@ -4,6 +4,7 @@ The round defaults to the sparsest one whose validation accuracy is within ``--t
 Everything written, and what was checked, is described in :mod:`lth.export` and docs/deploy.md.
 
 Usage: python scripts/export.py RUN_DIR [--round N] [--tolerance 0.5] [--out DIR] [--fp16] [--onnx] [--data-dir DIR]
+       [--threads N]
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+import torch
 
 from lth.errors import ConfigError
 from lth.export import export, summary
@@ -28,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fp16", action="store_true", help="store the compressed file's values as fp16")
     parser.add_argument("--onnx", action="store_true", help="also write model.onnx (needs onnx and onnxscript)")
     parser.add_argument("--data-dir", type=Path, help="where the test set is (default: the run's paths.data_dir)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 on a shared CPU)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         report = export(args.run_dir, args.round, args.tolerance, args.out, args.fp16, args.onnx, args.data_dir)
     except ConfigError as error:

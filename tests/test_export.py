@@ -38,7 +38,7 @@ from lth.models import CifarResNet, ConvNet, LeNet5, LeNet300100, ViT
 from lth.run import train
 from tests.conftest import FAST, REPO
 
-CONV2 = [
+CONV2 = [  # Conv-2 on CIFAR-shaped images; narrower fc layers and less data keep the run to seconds
     "model=conv2",
     "model.hidden=[64,64]",
     "dataset.channels=3",
@@ -51,8 +51,8 @@ CONV2 = [
     "train.steps=4it",
     "train.eval_every=2it",
 ]
-cli = runpy.run_path(str(REPO / "scripts" / "export.py"))["main"]  # scripts/export.py, in this process
 STEEP = ["prune.scope=layer", "prune.rate=0.8"]  # two rounds to 4%: the output layer keeps 40 of 10 x 100 weights
+cli = runpy.run_path(str(REPO / "scripts" / "export.py"))["main"]  # scripts/export.py's main, run in this process
 
 
 def compose_cfg(output_dir: Path, *overrides: str) -> DictConfig:
@@ -71,6 +71,7 @@ def lenet_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def lenet_export(lenet_run: Path) -> dict:
+    """The export of the LeNet run's sparsest round."""
     return export(lenet_run, round_index=2)
 
 
