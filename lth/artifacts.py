@@ -48,6 +48,20 @@ def write_bytes(path: Path, data: bytes) -> None:
     _atomic_write(path, lambda f: f.write(data), binary=True)
 
 
+def write_section(path: Path, text: str, start: str, end: str) -> None:
+    """Put ``text`` between the markers ``start`` and ``end`` of ``path`` (appended with them if missing).
+
+    How benchmarks keep their table in a doc whose prose stays as written.
+    """
+    old = path.read_text() if path.exists() else ""
+    section = f"{start}\n{text}\n{end}"
+    if start in old and end in old:
+        new = old[: old.index(start)] + section + old[old.index(end) + len(end) :]
+    else:
+        new = f"{old.rstrip()}\n\n{section}\n" if old else f"{section}\n"
+    write_text(path, new)
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as indented JSON atomically."""
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

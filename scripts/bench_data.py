@@ -23,6 +23,7 @@ from types import SimpleNamespace
 
 import torch
 
+from lth.artifacts import write_section
 from lth.data import ImageData
 from lth.data.sources import synthetic
 
@@ -90,18 +91,6 @@ def table(results: dict[tuple[str, str], list[float]], batch_size: int) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Put ``text`` between the benchmark markers of ``path`` (appended with them if they are missing)."""
-    old = path.read_text() if path.exists() else ""
-    section = f"{START}\n{text}\n{END}"
-    if START in old and END in old:
-        new = old[: old.index(START)] + section + old[old.index(END) + len(END) :]
-    else:
-        new = f"{old.rstrip()}\n\n{section}\n" if old else f"{section}\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Parse ``argv``, run the alternating timing windows, print the table and write it to ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -147,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(text)
     if str(args.out) != "-":
-        write_section(args.out, text)
+        write_section(args.out, text, START, END)
         print(f"\nwritten to {args.out}")
 
 

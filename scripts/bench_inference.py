@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lth.artifacts import round_dir
+from lth.artifacts import round_dir, write_section
 from lth.export import (
     BENCH_BATCHES,
     NotShrinkable,
@@ -159,18 +159,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Put ``text`` between the benchmark markers of ``path`` (appended with them if they are missing)."""
-    old = path.read_text() if path.exists() else ""
-    section = f"{START}\n{text}\n{END}"
-    if START in old and END in old:
-        new = old[: old.index(START)] + section + old[old.index(END) + len(END) :]
-    else:
-        new = f"{old.rstrip()}\n\n{section}\n" if old else f"{section}\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Parse ``argv``, time every path of every model and sparsity, print the table and write it to ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -205,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(text)
     if str(args.out) != "-":
-        write_section(args.out, text)
+        write_section(args.out, text, START, END)
         print(f"\nwritten to {args.out}")
 
 
