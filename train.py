@@ -24,15 +24,16 @@ register_resolvers()
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Run IMP; return the sparsest round's test accuracy (a sweep's objective)."""
-    from lth.run import train
+    from lth.run import is_rank_zero, train
 
     try:
         rounds = train(cfg)["rounds"]
     except ConfigError as error:
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
-        if run_dir.is_dir() and not holds_results(run_dir):
-            shutil.rmtree(run_dir)
-        print(f"error: {error}", file=sys.stderr)
+        if is_rank_zero():  # under DDP every rank gets the error; rank 0 says it and cleans up
+            run_dir = Path(HydraConfig.get().runtime.output_dir)
+            if run_dir.is_dir() and not holds_results(run_dir):
+                shutil.rmtree(run_dir)
+            print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     return rounds[-1]["test_acc"]
 

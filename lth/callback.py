@@ -3,6 +3,8 @@
 One ``trainer.fit`` is one round. The callback records the rewind point, multiplies the weights by
 their masks after every optimiser step (so momentum and weight decay cannot revive a pruned weight),
 and :meth:`LotteryTicket.advance` prunes the trained weights and rewinds the survivors between rounds.
+Under DDP every rank calls ``advance``; each fit starts with rank 0's mask broadcast to all ranks, and the
+rewind point is recorded from the weights DDP keeps identical on every rank.
 A new ``Trainer`` per round rebuilds the optimiser and the learning-rate schedule; for a rewind to
 iteration k the callback fast-forwards the schedule to k. It works in any Lightning project::
 
@@ -161,6 +163,8 @@ class LotteryTicket(pl.Callback):
 
     # -- Lightning hooks ---------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size > 1 and self.mask is not None:  # under DDP every rank trains with rank 0's mask
+            self.mask = Mask(trainer.strategy.broadcast(dict(self.mask.cpu()), src=0))
         self._applied = None
         self.apply_mask(pl_module)
         if self.round_index == 0 and self.rewind == "init" and self.rewind_state is None:

@@ -104,7 +104,7 @@ class Mask(dict):
 
     def remaining(self) -> int:
         """Number of surviving weights."""
-        return int(sum(int(m.sum()) for m in self.values()))
+        return sum(int(m.count_nonzero()) for m in self.values())
 
     def weights_remaining(self) -> float:
         """Surviving fraction of the prunable weights."""
@@ -112,8 +112,9 @@ class Mask(dict):
 
     def report(self) -> dict:
         """Sparsity report counted from the mask: per tensor and overall."""
+        counts = {n: int(m.count_nonzero()) for n, m in self.items()}
         layers = {
-            n: {"total": m.numel(), "remaining": int(m.sum()), "weights_remaining": int(m.sum()) / m.numel()}
+            n: {"total": m.numel(), "remaining": counts[n], "weights_remaining": counts[n] / m.numel()}
             for n, m in self.items()
         }
         return {
@@ -167,12 +168,12 @@ def prune_smallest(
     if count <= 0:
         return {n: mask[n].clone() for n in names}
     scores = torch.cat([weights[n].detach().abs().float().masked_fill(~mask[n], math.inf).flatten() for n in names])
-    count = min(count, int(torch.isfinite(scores).sum()))
+    count = min(count, int(torch.isfinite(scores).count_nonzero()))
     if count == 0:
         return {n: mask[n].clone() for n in names}
     threshold = torch.kthvalue(scores.cpu() if scores.device.type == "mps" else scores, count).values.to(scores.device)
     remove = scores < threshold
-    short = count - int(remove.sum())
+    short = count - int(remove.count_nonzero())
     if short > 0:
         ties = torch.nonzero(scores == threshold).flatten()[:short]
         remove[ties] = True
@@ -218,7 +219,7 @@ def prune(
         groups.append((pooled, rate))
     new = Mask(mask)
     for names, group_rate in groups:
-        surviving = sum(int(mask[n].sum()) for n in names)
+        surviving = sum(int(mask[n].count_nonzero()) for n in names)
         total = sum(mask[n].numel() for n in names)
         count = removal_count(surviving, total, group_rate, target, round_index, rounds)
         new.update(prune_smallest(weights, mask, names, count))

@@ -3,15 +3,23 @@
 Round 0 trains the dense network; each later round prunes the trained weights, rewinds the survivors and
 retrains. Each round is one ``trainer.fit``; its early-stop point (lowest validation loss) is where the
 test accuracy is reported. ``train(cfg)`` is what ``train.py`` calls and what tests call directly.
+
+Under DDP every rank runs ``train`` and its loop (see :func:`start_ranks`): rank 0 makes the decisions that
+read files and hands them to the others (:func:`shared`), and only rank 0 writes outputs and logs results.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import time
 import warnings
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import hydra
 import pytorch_lightning as pl
@@ -19,6 +27,7 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.utilities import rank_zero_only
 
 from lth.artifacts import holds_results, round_dir, save_tensors, write_json, write_rounds, write_text
 from lth.callback import LotteryTicket
@@ -42,9 +51,10 @@ from lth.store import (
     restore,
     resumable_rows,
 )
-from lth.tracking import DivergedError, EarlyStopPoint, RandomState, RoundCheckpoint
+from lth.tracking import DivergedError, EarlyStopPoint, RandomState, RankReport, RoundCheckpoint
 
 log = logging.getLogger("lth")
+T = TypeVar("T")
 
 
 def quiet_lightning() -> None:
@@ -67,6 +77,120 @@ def default_run_dir(cfg: DictConfig) -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(cfg.paths.output_dir) / "runs" / run_id(cfg)
+
+
+# -- ranks (DDP) -------------------------------------------------------------------------------------
+
+
+def ddp_processes(hw: DictConfig) -> int:
+    """Processes that ``hardware`` trains with, over all its machines: one per device (1 for a single device)."""
+    devices = hw.devices
+    if isinstance(devices, Sequence) and not isinstance(devices, str):
+        per_node = len(devices)
+    elif isinstance(devices, int) and devices > 0:
+        per_node = devices
+    else:  # "auto" or -1: every GPU of the machine
+        per_node = torch.cuda.device_count() if hw.accelerator in ("auto", "gpu", "cuda") else 1
+    return max(per_node, 1) * int(hw.get("num_nodes", 1))
+
+
+def check_hardware(cfg: DictConfig) -> None:
+    """Refuse the multi-process setups that cannot work, before any process is started.
+
+    ``ddp_spawn`` (and fork/notebook) train each round in new processes whose callbacks' state (masks, rewind
+    point, early-stop point) never comes back. Several devices need ``ddp`` (``auto`` picks it). Lightning
+    starts the other ranks by running the script again with the same arguments: inside a Hydra multirun that
+    would run the sweep again for every rank, so a multirun needs a launcher that starts one process per device
+    itself (submitit, ``tasks_per_node`` = ``hardware.devices``, ``nodes`` = ``hardware.num_nodes``).
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hw = cfg.hardware
+    strategy = str(hw.strategy)
+    if any(word in strategy for word in ("spawn", "fork", "notebook")):
+        raise ConfigError(
+            "hardware.strategy",
+            f"{strategy} trains each round in new processes whose masks and rewind point never come back; use ddp",
+        )
+    processes = ddp_processes(hw)
+    if processes == 1:
+        return
+    if strategy != "auto" and not strategy.startswith("ddp"):
+        raise ConfigError("hardware.strategy", f"got {strategy!r} for {processes} devices; allowed: ddp")
+    if not HydraConfig.initialized():
+        if "LOCAL_RANK" not in os.environ:  # no script to run again: only processes started by torchrun or SLURM
+            raise ConfigError("hardware", f"{processes} DDP processes need python train.py or torchrun, not train(cfg)")
+        return
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return
+    launcher = str(hydra_cfg.launcher.get("_target_", ""))
+    if "submitit" not in launcher:
+        raise ConfigError(
+            "hardware",
+            f"{processes} DDP processes per job cannot run under the {launcher.rsplit('.', 1)[-1]} of a multirun "
+            "(Lightning would rerun the sweep for each rank); use hydra/launcher=slurm or one python train.py per job",
+        )
+    tasks = hydra_cfg.launcher.get("tasks_per_node", 1) * hydra_cfg.launcher.get("nodes", 1)
+    if tasks != processes:
+        raise ConfigError(
+            "hardware", f"{processes} DDP processes but the launcher starts {tasks} tasks; start one task per device"
+        )
+
+
+def start_ranks(cfg: DictConfig) -> None:
+    """Under DDP, start this machine's other ranks now and join all ranks in one process group.
+
+    Lightning's launcher runs the whole script again for each other rank (with Hydra's run folder), so every
+    rank runs :func:`train` from the top. Starting them before anything is read lets rank 0 make each decision
+    that depends on files and hand it on (:func:`shared`); every later Trainer reuses the group. Processes
+    started by torchrun or SLURM only join the group; those of submitit's local executor are given torch's
+    variables first (Lightning reads SLURM's itself).
+    """
+    hw = cfg.hardware
+    if torch.distributed.is_initialized() or not (str(hw.strategy).startswith("ddp") or ddp_processes(hw) > 1):
+        return
+    if os.environ.get("SUBMITIT_EXECUTOR") == "local" and "LOCAL_RANK" not in os.environ:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    from lightning_fabric import Fabric
+
+    Fabric(accelerator=hw.accelerator, devices=hw.devices, num_nodes=hw.get("num_nodes", 1), strategy="ddp").launch()
+    atexit.register(_close_group)  # a process that exits with the gloo group open aborts ("terminate called")
+
+
+def _close_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def world_size() -> int:
+    """Processes training together: the DDP ranks, or 1."""
+    return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is global rank 0 (the one that writes outputs); true without DDP."""
+    return rank_zero_only.rank == 0
+
+
+def shared(compute: Callable[[], T]) -> T:
+    """``compute()`` on rank 0, its result (or its error) handed to every rank: for decisions that read files."""
+    if world_size() == 1:
+        return compute()
+    outcome: list = [(None, None)]
+    if is_rank_zero():
+        try:
+            outcome[0] = (compute(), None)
+        except Exception as error:  # noqa: BLE001 - raised on every rank below
+            outcome[0] = (None, error)
+    torch.distributed.broadcast_object_list(outcome, src=0)
+    value, error = outcome[0]
+    if error is not None:
+        raise error
+    return value
 
 
 def build_data(cfg: DictConfig) -> ImageData:
@@ -139,6 +263,7 @@ def build_trainer(
         num_sanity_val_steps=0,
         accelerator=hw.accelerator,
         devices=hw.devices,
+        num_nodes=hw.get("num_nodes", 1),
         strategy=hw.strategy,
         precision=hw.precision,
         logger=loggers or False,
@@ -177,7 +302,7 @@ def ensure_ticket(cfg: DictConfig, run_dir: Path) -> Path:
     with open_dict(ticket_cfg):
         ticket_cfg.prune.control = None
     ticket_dir = run_dir.parent / run_id(ticket_cfg)
-    with locked(run_dir.parent / f".{ticket_dir.name}.lock"):
+    with locked(run_dir.parent / f".{ticket_dir.name}.lock") if is_rank_zero() else nullcontext():
         log.info("control %s: the ticket's masks come from %s", cfg.prune.control, ticket_dir)
         with open_dict(ticket_cfg):
             ticket_cfg.resume = holds_results(ticket_dir)  # continue a ticket that was interrupted
@@ -192,20 +317,24 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     A finished run is not trained again; with ``resume=true`` an interrupted one continues where it stopped.
     """
     validate(cfg)
+    check_hardware(cfg)
     quiet_lightning()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    done = finished(run_dir)
+    start_ranks(cfg)
+    done = shared(lambda: finished(run_dir))
     if done is not None:
-        print(f"{format_table(done['rounds'])}\n\nalready finished: {run_dir} (delete it to train again)")
+        if is_rank_zero():
+            print(f"{format_table(done['rounds'])}\n\nalready finished: {run_dir} (delete it to train again)")
         return done
-    rows = resumable_rows(cfg, run_dir)
+    rows = shared(lambda: resumable_rows(cfg, run_dir))
     if cfg.hardware.get("threads"):
         torch.set_num_threads(int(cfg.hardware.threads))
     pl.seed_everything(cfg.seed, verbose=False)
     data = build_data(cfg)
     data.setup()
-    total, eval_every = check_lengths(cfg, data.iterations_per_epoch())
-    checkpoint_every = _checkpoint_every(cfg, data.iterations_per_epoch(), eval_every)
+    iterations_per_epoch = data.iterations_per_epoch(world_size())
+    total, eval_every = check_lengths(cfg, iterations_per_epoch)
+    checkpoint_every = _checkpoint_every(cfg, iterations_per_epoch, eval_every)
     control = cfg.prune.get("control")
     apply_control = control_fn(control) if control else None
     module = Classifier(
@@ -214,7 +343,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
         optimizer=hydra.utils.instantiate(cfg.optim.optimizer),
         schedule=OmegaConf.to_container(cfg.optim.schedule, resolve=True),
         total_steps=total,
-        iterations_per_epoch=data.iterations_per_epoch(),
+        iterations_per_epoch=iterations_per_epoch,
     )
     ticket = build_ticket(cfg)
     ticket.parameters_of(module)  # bad layer patterns fail here, before anything is written
@@ -222,15 +351,23 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
         restore(module, [ticket], round_dir(run_dir, len(rows) - 1) / CHECKPOINT)
 
     ticket_dir = ensure_ticket(cfg, run_dir) if control else None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if is_rank_zero():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     loggers = RunLoggers(cfg, run_dir)
     progress = RoundProgress(cfg.prune.rounds)
-    settings = RoundSettings(total, eval_every, checkpoint_every, bool(cfg.train.get("save_weights", True)))
+    progress.enabled &= is_rank_zero()
+    settings = RoundSettings(
+        total,
+        eval_every,
+        checkpoint_every,
+        bool(cfg.train.get("save_weights", True)),
+        bool(cfg.hardware.get("rank_report", False)),
+    )
     try:
         for round_index in range(len(rows), cfg.prune.rounds + 1):
             partial = round_dir(run_dir, round_index) / CHECKPOINT
-            resume_from = partial if partial.is_file() else None
+            resume_from = shared(lambda partial=partial: partial if partial.is_file() else None)
             if resume_from is not None:  # masks and rewind point of the interrupted round; a bad file fails here
                 restore(module, [ticket], resume_from)
             elif round_index and apply_control is not None:
@@ -248,17 +385,19 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
                 row = train_round(cfg, module, ticket, data, run_dir, round_index, settings, loggers, resume_from)
             progress.end(row["test_acc"])
             rows.append(row)
-            write_rounds(run_dir / "rounds.csv", rows)
-            loggers.log_round(row, ticket.mask.report())
-            if round_index:
-                (round_dir(run_dir, round_index - 1) / CHECKPOINT).unlink(missing_ok=True)
+            if is_rank_zero():
+                write_rounds(run_dir / "rounds.csv", rows)
+                loggers.log_round(row, ticket.mask.report())
+                if round_index:
+                    (round_dir(run_dir, round_index - 1) / CHECKPOINT).unlink(missing_ok=True)
     except BaseException:
         loggers.finish(exit_code=1)
         raise
     loggers.finish()
     summary = {"run_id": run_id(cfg), "run_dir": str(run_dir), "rounds": rows}
-    write_json(run_dir / "summary.json", summary)
-    print(f"\n{format_table(rows)}\n\nresults: {run_dir}")
+    if is_rank_zero():
+        write_json(run_dir / "summary.json", summary)
+        print(f"\n{format_table(rows)}\n\nresults: {run_dir}")
     return summary
 
 
@@ -276,12 +415,13 @@ def _checkpoint_every(cfg: DictConfig, iterations_per_epoch: int, eval_every: in
 
 @dataclass(frozen=True)
 class RoundSettings:
-    """What every round of a run shares: lengths in iterations, and whether weights are kept."""
+    """What every round of a run shares: lengths in iterations, whether weights are kept, whether ranks report."""
 
     total: int
     eval_every: int
     checkpoint_every: int | None
     save_weights: bool
+    rank_report: bool = False
 
 
 def dense_round(
@@ -293,16 +433,21 @@ def dense_round(
     settings: RoundSettings,
     loggers: RunLoggers,
 ) -> dict:
-    """Round 0, taken from the runs that share it when one of them trained it, else trained and offered to them."""
+    """Round 0, taken from the runs that share it when one of them trained it, else trained and offered to them.
+
+    Rank 0 holds the store's lock and decides; under DDP the other ranks follow (they train or restore with it).
+    """
     store = dense_dir(cfg, run_dir)
-    with locked(store.with_name(f".{store.name}.lock")):
-        row = adopt_dense(store, run_dir)
+    with locked(store.with_name(f".{store.name}.lock")) if is_rank_zero() else nullcontext():
+        row = shared(lambda: adopt_dense(store, run_dir))
         if row is not None:
             restore(module, [ticket], round_dir(run_dir, 0) / CHECKPOINT)
-            log.info("round 0 (dense) taken from %s", store)
+            if is_rank_zero():
+                log.info("round 0 (dense) taken from %s", store)
             return row
         row = train_round(cfg, module, ticket, data, run_dir, 0, settings, loggers, None)
-        publish_dense(run_dir, store, row)
+        if is_rank_zero():
+            publish_dense(run_dir, store, row)
         return row
 
 
@@ -319,11 +464,13 @@ def train_round(
 ) -> dict:
     """Train one round from the current (masked, rewound) weights, or from ``resume_from``; return its row."""
     where = round_dir(run_dir, round_index)
-    if resume_from is None:
+    if resume_from is None and is_rank_zero():
         save_tensors(where / "mask.pt", dict(ticket.mask))
         write_json(where / "sparsity.json", ticket.mask.report())
     early_stop = EarlyStopPoint("val_loss")
     callbacks = [ticket, early_stop, RandomState(), RoundCheckpoint(where / CHECKPOINT, settings.checkpoint_every)]
+    if settings.rank_report:
+        callbacks.append(RankReport(run_dir / "ranks", ticket))
     trainer = build_trainer(
         cfg,
         run_dir,
@@ -338,14 +485,14 @@ def train_round(
     except DivergedError as error:
         raise RunError(f"round {round_index}: {error}; rounds before it are kept (resume=true continues)") from None
     seconds = time.perf_counter() - start
-    if round_index == 0 and ticket.rewind_state is not None:
+    if round_index == 0 and ticket.rewind_state is not None and trainer.is_global_zero:
         save_tensors(run_dir / "rewind.pt", ticket.rewind_state)
 
     final_test_acc = _test_acc(trainer, module, data)
     final_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     module.load_state_dict(early_stop.state)
     test_acc = _test_acc(trainer, module, data)
-    if settings.save_weights:
+    if settings.save_weights and trainer.is_global_zero:
         save_tensors(where / "early_stop.pt", early_stop.state)
     module.load_state_dict(final_state)
     row = {
@@ -358,6 +505,8 @@ def train_round(
         "final_test_acc": final_test_acc,
         "train_seconds": round(seconds, 3),
     }
+    if not trainer.is_global_zero:
+        return row
     log.info(
         "round %d/%d | weights remaining %.1f%% | early stop it %d | val acc %.2f%% | test acc %.2f%% | %.1fs",
         round_index,

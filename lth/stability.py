@@ -270,7 +270,7 @@ def analyse(
     if cfg.hardware.get("threads"):
         torch.set_num_threads(int(cfg.hardware.threads))
     # one process trains the copies one after the other, on one device
-    cfg = OmegaConf.merge(cfg, {"hardware": {"devices": 1, "strategy": "auto"}})
+    cfg = OmegaConf.merge(cfg, {"hardware": {"devices": 1, "num_nodes": 1, "strategy": "auto"}})
 
     data = build_data(cfg)
     data.setup()

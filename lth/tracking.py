@@ -1,4 +1,5 @@
-"""Callbacks that watch a round: its early-stop point, divergence, the random state, and its checkpoints.
+"""Callbacks that watch a round: its early-stop point, divergence, the random state, its checkpoints, and
+(for checking DDP) what each rank trained with.
 
 Early stopping is as in the paper: the early-stop point of a round is its evaluation with the lowest
 validation loss. The weights there are kept in memory, so the test set is evaluated once, at that point.
@@ -8,13 +9,18 @@ resumes from its last checkpoint exactly where it was.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
+
+if TYPE_CHECKING:
+    from lth.callback import LotteryTicket
 
 
 class DivergedError(RuntimeError):
@@ -92,3 +98,52 @@ class RoundCheckpoint(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save(trainer)
+
+
+def fingerprint(tensors: dict[str, torch.Tensor] | None) -> str | None:
+    """A short hash of named tensors (their names, shapes, dtypes and values)."""
+    if tensors is None:
+        return None
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        value = tensors[name].detach().cpu()
+        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
+        digest.update(value.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class RankReport(pl.Callback):
+    """Appends a JSON line per fit to ``<folder>/rank_<global rank>.jsonl``: what this rank trained with.
+
+    For checking DDP (``hardware.rank_report=true``): fingerprints of the mask, the rewind point and the final
+    weights (equal on every rank), the iterations trained and the training batches per epoch, and a fingerprint
+    of every sample this rank drew in the first epoch of the fit (disjoint between ranks, together the whole
+    training split).
+    """
+
+    def __init__(self, folder: Path, ticket: LotteryTicket) -> None:
+        self.folder, self.ticket = Path(folder), ticket
+        self.samples: list[str] = []
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.current_epoch == 0:
+            rows = batch[0].detach().cpu().flatten(1).contiguous()
+            self.samples += [hashlib.sha256(row.numpy().tobytes()).hexdigest()[:12] for row in rows]
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        line = {
+            "round": self.ticket.round_index,
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "mask": fingerprint(dict(self.ticket.mask)),
+            "rewind": fingerprint(self.ticket.rewind_state),
+            "weights": fingerprint(pl_module.state_dict()),
+            "iterations": trainer.global_step,
+            "batches_per_epoch": int(trainer.num_training_batches),
+            "samples": self.samples,
+        }
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / f"rank_{trainer.global_rank}.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")

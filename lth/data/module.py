@@ -114,10 +114,15 @@ class ImageData(pl.LightningDataModule):
             "test": (norm(data.test_x), data.test_y),
         }
 
-    def iterations_per_epoch(self) -> int:
-        """Training batches per epoch (what ``ep`` means in a Step)."""
+    def iterations_per_epoch(self, world_size: int = 1) -> int:
+        """Training batches per epoch of one rank (what ``ep`` means in a Step): under DDP each of the
+        ``world_size`` ranks draws its own shard, so an epoch is ``1/world_size`` of the single-process batches."""
         self.setup()
-        return len(self.train_dataloader())
+        x, y = self.splits["train"]
+        if self.loader == "torchvision":  # Lightning's DistributedSampler pads every shard to ceil(n / world_size)
+            shard = -(-len(x) // world_size)
+            return -(-shard // self.batch_size)
+        return len(TensorBatches(x, y, self.batch_size, world_size=world_size))
 
     def device(self) -> torch.device:
         """Where batches are used: the attached Trainer's device, else the CPU."""
