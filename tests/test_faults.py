@@ -107,6 +107,14 @@ def test_a_diverging_round_stops_with_one_line_and_keeps_earlier_rounds(make_cfg
     assert "\n" not in str(error.value)
 
 
+def test_train_py_reports_divergence_in_one_line_and_keeps_the_run(tmp_path: Path) -> None:
+    result = run_train(*FAST, "optim=sgd", "optim.optimizer.lr=1e6", "paths.output_dir=out", cwd=tmp_path)
+    assert result.returncode == 3
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: round 0: ") and "Traceback" not in result.stderr
+    assert list((tmp_path / "out" / "runs").glob("*/round_00/mask.pt"))  # what was written stays
+
+
 def test_a_corrupt_or_mismatched_checkpoint_is_one_line_naming_the_file(make_cfg, tmp_path: Path) -> None:
     train(make_cfg("prune.rounds=1", "train.share_dense=false"), run_dir=tmp_path / "run")
     (tmp_path / "run" / "summary.json").unlink()
