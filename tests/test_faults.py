@@ -156,3 +156,16 @@ def test_resume_with_nothing_to_resume_or_another_config(make_cfg, tmp_path: Pat
         ConfigError, match=r"^resume: .*config.yaml was made by another config \(they differ at prune.rate\)"
     ):
         train(make_cfg("prune.rounds=1", "prune.rate=0.5", "resume=true"), run_dir=tmp_path / "run")
+
+
+def test_a_checkpoint_of_another_model_is_refused_naming_the_file(make_cfg, tmp_path: Path) -> None:
+    from lth.run import build_model, build_ticket
+    from lth.store import restore
+
+    train(make_cfg("prune.rounds=0", "train.share_dense=false"), run_dir=tmp_path / "run")
+    other = make_cfg("model.hidden=[50]")
+    module = torch.nn.Module()
+    module.model = build_model(other)
+    with pytest.raises(ConfigError, match=r"round_00/last\.ckpt: does not fit this model: ") as error:
+        restore(module, [build_ticket(other)], tmp_path / "run" / "round_00" / "last.ckpt")
+    assert "\n" not in str(error.value)
