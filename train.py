@@ -25,7 +25,8 @@ register_resolvers()
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Run IMP; return the sparsest round's test accuracy (a sweep's objective)."""
-    from lth.run import RunError, is_rank_zero, train
+    from lth.distributed import is_rank_zero
+    from lth.run import RunError, train
 
     try:
         rounds = train(cfg)["rounds"]
