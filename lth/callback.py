@@ -105,13 +105,15 @@ class LotteryTicket(pl.Callback):
 
     @torch.no_grad()
     def apply_mask(self, module: torch.nn.Module) -> None:
-        """Zero the pruned weights of ``module`` (a fused multiply over all prunable tensors)."""
+        """Zero the pruned weights of ``module`` (one fused multiply over the tensors that have pruned weights)."""
         if self._applied is None:
             params = self._ensure_mask(module)
-            weights = [p.data for p in params.values()]
-            factors = [self.mask[n].to(device=p.device, dtype=p.dtype) for n, p in params.items()]
+            pruned = {n: p for n, p in params.items() if not bool(self.mask[n].all())}  # dense round 0: none
+            weights = [p.data for p in pruned.values()]
+            factors = [self.mask[n].to(device=p.device, dtype=p.dtype) for n, p in pruned.items()]
             self._applied = (weights, factors)
-        torch._foreach_mul_(*self._applied)
+        if self._applied[0]:
+            torch._foreach_mul_(*self._applied)
 
     def _record_rewind_point(self, module: torch.nn.Module) -> None:
         self.rewind_state = {k: v.detach().clone() for k, v in module.state_dict().items()}

@@ -60,6 +60,8 @@ class Classifier(pl.LightningModule):
         schedule: ``{name, milestones, gamma, warmup}`` with Steps as strings.
         total_steps: iterations of round 0 (the schedule's length).
         iterations_per_epoch: to resolve Steps given in epochs.
+        compile: compile ``model`` with ``torch.compile``, in place (``nn.Module.compile``): parameter names,
+            checkpoints and masks are unchanged, and masks are multiplied into the parameters outside the graph.
     """
 
     def __init__(
@@ -70,8 +72,11 @@ class Classifier(pl.LightningModule):
         schedule: dict | None = None,
         total_steps: int = 1,
         iterations_per_epoch: int = 1,
+        compile: bool = False,
     ) -> None:
         super().__init__()
+        if compile:
+            model.compile()
         self.model = model
         self.optimizer_factory = optimizer
         schedule = dict(schedule or {"name": "constant"})
