@@ -28,6 +28,7 @@ RUN_ONLY = (
     "train.progress",
     "train.checkpoint_every",
     "train.share_dense",
+    "train.compile",
     "dataset.num_workers",
 )
 

@@ -11,6 +11,7 @@ read files and hands them to the others, and only rank 0 writes outputs and logs
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from contextlib import nullcontext
@@ -155,7 +156,7 @@ def build_trainer(
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=bool(cfg.train.get("progress", False)),
-        log_every_n_steps=min(50, eval_every),
+        log_every_n_steps=math.gcd(50, eval_every),  # the loss before every evaluation is logged and checked
         default_root_dir=str(run_dir),
     )
 
@@ -228,6 +229,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
         schedule=OmegaConf.to_container(cfg.optim.schedule, resolve=True),
         total_steps=total,
         iterations_per_epoch=iterations_per_epoch,
+        compile=bool(cfg.train.get("compile", False)),
     )
     ticket = build_ticket(cfg)
     ticket.parameters_of(module)  # bad layer patterns fail here, before anything is written
