@@ -85,6 +85,20 @@ def within_epochs(stamps: list[tuple[int, float]], first_epoch: int = 1) -> list
     return [b - a for (ea, a), (eb, b) in zip(stamps, stamps[1:], strict=False) if ea == eb >= first_epoch]
 
 
+def bare_trainer(max_steps: int, callbacks: list) -> pl.Trainer:
+    """A CPU Trainer that does nothing but train: no logger, checkpoint, progress bar or summary."""
+    return pl.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+
+
 class StepClock(pl.Callback):
     """Stamps the end of every training step with its epoch."""
 
@@ -125,17 +139,7 @@ def lightning_steps(kind: str, sparsity: float, model: str, data: TensorBatches,
             )
         )
     clock = StepClock()
-    trainer = pl.Trainer(
-        max_steps=len(data) + steps,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[*callbacks, clock],
-    )
-    trainer.fit(module, train_dataloaders=data)
+    bare_trainer(len(data) + steps, [*callbacks, clock]).fit(module, train_dataloaders=data)
     return statistics.median(within_epochs(clock.stamps)), weights_remaining(module)
 
 
@@ -215,16 +219,7 @@ def step_times(args: argparse.Namespace, data: TensorBatches) -> dict:
 
 def one_step_fit(module: Classifier, ticket: LotteryTicket, x: torch.Tensor, y: torch.Tensor) -> None:
     """Round 0 cut to one step: it records the rewind point and changes the weights."""
-    pl.Trainer(
-        max_steps=1,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[ticket],
-    ).fit(module, train_dataloaders=TensorBatches(x, y, len(y)))
+    bare_trainer(1, [ticket]).fit(module, train_dataloaders=TensorBatches(x, y, len(y)))
 
 
 def prune_rewind(rounds: int) -> dict:
