@@ -138,3 +138,35 @@ def test_steps_this_round_and_schedule_offsets_per_rewind_mode() -> None:
         ticket.round0_steps, ticket.round_index, ticket._iterations_per_epoch = 100, 1, 10
         assert ticket.schedule_offset() == offset
         assert ticket.steps_this_round(100) == (70 if isinstance(rewind, Step) else 100)
+
+
+def test_the_readme_example_runs_as_written_in_a_plain_lightning_project() -> None:
+    """The README's drop-in example, executed verbatim on a small module and datamodule of a 'foreign' project."""
+    import re
+
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    (code,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "LotteryTicket(" in block]
+
+    class Foreign(Tiny):
+        def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+            x, y = batch
+            self.log("test_loss", nn.functional.cross_entropy(self(x), y))
+
+    class Data(pl.LightningDataModule):
+        def train_dataloader(self) -> TensorBatches:
+            return batches()
+
+        def test_dataloader(self) -> TensorBatches:
+            return batches(1)
+
+    pl.seed_everything(0)
+    code = code.replace("5000", "4").replace("pl.Trainer(", "pl.Trainer(logger=False, enable_progress_bar=False, ")
+    scope = {"model": Foreign(), "data": Data()}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own example
+    ticket = scope["ticket"]
+    assert ticket.round_index == 5
+    assert ticket.mask.weights_remaining() == pytest.approx(0.8**5, abs=0.01)
+    for name, p in ticket.parameters_of(scope["model"]).items():
+        assert torch.count_nonzero(p[~ticket.mask[name]]) == 0
