@@ -140,7 +140,9 @@ def test_steps_this_round_and_schedule_offsets_per_rewind_mode() -> None:
         assert ticket.steps_this_round(100) == (70 if isinstance(rewind, Step) else 100)
 
 
-def test_the_readme_example_runs_as_written_in_a_plain_lightning_project() -> None:
+def test_the_readme_example_runs_as_written_in_a_plain_lightning_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The README's drop-in example, executed verbatim on a small module and datamodule of a 'foreign' project."""
     import re
 
@@ -161,6 +163,7 @@ def test_the_readme_example_runs_as_written_in_a_plain_lightning_project() -> No
         def test_dataloader(self) -> TensorBatches:
             return batches(1)
 
+    monkeypatch.chdir(tmp_path)  # Lightning's default checkpoints and logs land here, not in the repository
     pl.seed_everything(0)
     code = code.replace("5000", "4").replace("pl.Trainer(", "pl.Trainer(logger=False, enable_progress_bar=False, ")
     scope = {"model": Foreign(), "data": Data()}
