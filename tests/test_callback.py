@@ -43,16 +43,15 @@ def batches(seed: int = 0) -> TensorBatches:
     return TensorBatches(torch.randn(64, 1, 8, 8, generator=g), torch.randint(3, (64,), generator=g), 16, shuffle=True)
 
 
-def fit(model: pl.LightningModule, ticket: LotteryTicket, steps: int, **kwargs: object) -> pl.Trainer:
+def fit(model: pl.LightningModule, ticket: LotteryTicket, steps: int, *others: pl.Callback) -> pl.Trainer:
     trainer = pl.Trainer(
         max_steps=steps,
-        callbacks=[ticket],
+        callbacks=[ticket, *others],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         accelerator="cpu",
-        **kwargs,
     )
     trainer.fit(model, train_dataloaders=batches())
     return trainer
@@ -98,16 +97,7 @@ def test_rewind_to_a_step_restores_the_weights_saved_at_that_step() -> None:
             if trainer.global_step == 5:
                 seen.update({k: v.clone() for k, v in pl_module.state_dict().items()})
 
-    trainer = pl.Trainer(
-        max_steps=10,
-        callbacks=[ticket, Spy()],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
-    trainer.fit(model, train_dataloaders=batches())
+    fit(model, ticket, 10, Spy())
     ticket.advance(model)
     assert ticket.steps_this_round(10) == 5
     for key, value in seen.items():
