@@ -59,11 +59,15 @@ def identity(cfg: DictConfig) -> dict:
     return _drop_nulls(plain)
 
 
-def run_id(cfg: DictConfig) -> str:
-    """``<model>_<dataset>-<hash>``: the run folder's name, a short hash of :func:`identity`."""
-    text = json.dumps(identity(cfg), sort_keys=True, default=str)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+def folder_name(cfg: DictConfig, ident: dict) -> str:
+    """``<model>_<dataset>-<hash>``: a folder name for ``ident`` (an identity, or a part of one)."""
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{cfg.model.get('name', 'model')}_{cfg.dataset.get('name', 'data')}-{digest}"
+
+
+def run_id(cfg: DictConfig) -> str:
+    """The run folder's name: a short hash of :func:`identity`."""
+    return folder_name(cfg, identity(cfg))
 
 
 def register_resolvers() -> None:

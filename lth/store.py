@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lth.artifacts import holds_results, read_rounds, round_dir, write_json
-from lth.config import identity
+from lth.config import folder_name, identity
 from lth.errors import ConfigError
 
 CHECKPOINT = "last.ckpt"
@@ -108,13 +108,10 @@ def restore(module: torch.nn.Module, callbacks: list, path: Path) -> None:
 
 def dense_id(cfg: DictConfig) -> str:
     """The identity of round 0: the experiment's identity less the keys that only later rounds use."""
-    import hashlib
-
     ident = identity(cfg)
     prune = ident.pop("prune", {})
     ident["round0"] = {"rewind": prune.get("rewind"), "init": "reinit" if prune.get("control") == "reinit" else "init"}
-    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return f"{cfg.model.get('name', 'model')}_{cfg.dataset.get('name', 'data')}-{digest}"
+    return folder_name(cfg, ident)
 
 
 def dense_dir(cfg: DictConfig, run_dir: Path) -> Path:
