@@ -79,7 +79,7 @@ class LotteryTicket(pl.Callback):
         self.mask: Mask | None = None
         self.rewind_state: dict[str, torch.Tensor] | None = None
         self.round0_steps: int | None = None
-        self._iterations_per_epoch: int | None = None
+        self.iterations_per_epoch: int | None = None
         self._applied: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
 
     # -- the tensors -------------------------------------------------------------------------------
@@ -122,19 +122,37 @@ class LotteryTicket(pl.Callback):
         self.rewind_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
 
     # -- rounds ------------------------------------------------------------------------------------
-    def schedule_offset(self) -> int:
-        """Where this round's learning-rate schedule starts (iterations into round 0's schedule)."""
-        if self.round_index == 0 or self.rewind in ("init", "lr"):
-            return 0
-        if self.rewind == "none":
-            return self.round0_steps or 0
-        return self.rewind.to_iterations(self._iterations_per_epoch or 0)
+    def start_iteration(self) -> int:
+        """Where this round starts on the iteration axis (iterations since the initialisation its weights come from).
 
-    def steps_this_round(self, total: int) -> int:
-        """Iterations to train this round when round 0 trains ``total``: a rewind to k trains total - k."""
-        if isinstance(self.rewind, Step) and self.round_index > 0:
-            return total - self.schedule_offset()
-        return total
+        Round 0 and rounds rewound to ``init``, ``lr`` or ``none`` start at 0; a round rewound to a Step k starts at
+        k: its weights are round 0's at iteration k, and it trains from there to the end of round 0's length.
+        """
+        if self.round_index == 0 or not isinstance(self.rewind, Step):
+            return 0
+        if self.rewind.epochs and self.iterations_per_epoch is None:
+            raise RuntimeError(f"rewind={self.rewind} needs the iterations per epoch; call steps_this_round first")
+        return self.rewind.to_iterations(self.iterations_per_epoch or 0)
+
+    def schedule_offset(self) -> int:
+        """Where this round's learning-rate schedule starts (iterations into round 0's schedule).
+
+        ``init`` and ``lr`` replay the schedule from 0, a Step k resumes it at k, ``none`` stays at its end.
+        """
+        if self.round_index > 0 and self.rewind == "none":
+            if self.round0_steps is None:
+                raise RuntimeError("rewind=none needs round 0's length; train round 0 or restore its checkpoint first")
+            return self.round0_steps
+        return self.start_iteration()
+
+    def steps_this_round(self, total: int, iterations_per_epoch: int | None = None) -> int:
+        """Iterations to train this round when round 0 trains ``total``: a rewind to k trains total - k.
+
+        ``iterations_per_epoch`` resolves a rewind given in epochs (else the one seen in round 0 is used).
+        """
+        if iterations_per_epoch is not None:
+            self.iterations_per_epoch = iterations_per_epoch
+        return total - self.start_iteration()
 
     @torch.no_grad()
     def advance(self, module: torch.nn.Module, mask: Mask | None = None) -> Mask:
@@ -176,9 +194,10 @@ class LotteryTicket(pl.Callback):
             self._record_rewind_point(pl_module)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._iterations_per_epoch = (
-            int(trainer.num_training_batches) if trainer.num_training_batches != float("inf") else None
-        )
+        if trainer.num_training_batches != float("inf"):
+            self.iterations_per_epoch = int(trainer.num_training_batches)
+        if self.round_index == 0:  # before any checkpoint is written, so every checkpoint knows it
+            self.round0_steps = int(trainer.max_steps)
         offset = self.schedule_offset() if trainer.global_step == 0 else 0  # a resumed round restored its schedule
         if offset:
             with warnings.catch_warnings():
@@ -192,12 +211,8 @@ class LotteryTicket(pl.Callback):
     ) -> None:
         self.apply_mask(pl_module)
         if self.round_index == 0 and isinstance(self.rewind, Step) and self.rewind_state is None:
-            if trainer.global_step >= self.rewind.to_iterations(self._iterations_per_epoch or 0):
+            if trainer.global_step >= self.rewind.to_iterations(self.iterations_per_epoch or 0):
                 self._record_rewind_point(pl_module)
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.round_index == 0:
-            self.round0_steps = trainer.global_step
 
     # -- checkpoints -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -206,6 +221,7 @@ class LotteryTicket(pl.Callback):
             "mask": dict(self.mask.cpu()) if self.mask is not None else None,
             "rewind_state": self.rewind_state,
             "round0_steps": self.round0_steps,
+            "iterations_per_epoch": self.iterations_per_epoch,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -213,4 +229,5 @@ class LotteryTicket(pl.Callback):
         self.mask = Mask(state_dict["mask"]) if state_dict["mask"] is not None else None
         self.rewind_state = state_dict["rewind_state"]
         self.round0_steps = state_dict["round0_steps"]
+        self.iterations_per_epoch = state_dict.get("iterations_per_epoch", self.iterations_per_epoch)
         self._applied = None

@@ -36,11 +36,14 @@ from lth.loggers import RunLoggers
 from lth.masks import Mask
 from lth.module import Classifier
 from lth.progress import RoundProgress
+from lth.provenance import machine, provenance
 from lth.seeds import stream
 from lth.steps import Step
 from lth.store import (
     CHECKPOINT,
+    MACHINE,
     adopt_dense,
+    check_machine,
     dense_dir,
     finished,
     locked,
@@ -48,7 +51,7 @@ from lth.store import (
     restore,
     resumable_rows,
 )
-from lth.tracking import DivergedError, EarlyStopPoint, RandomState, RankReport, RoundCheckpoint
+from lth.tracking import DivergedError, EarlyStopPoint, EvaluationCadence, RandomState, RankReport, RoundCheckpoint
 
 log = logging.getLogger("lth")
 
@@ -135,9 +138,16 @@ def build_ticket(cfg: DictConfig) -> LotteryTicket:
 
 
 def build_trainer(
-    cfg: DictConfig, run_dir: Path, max_steps: int, eval_every: int, callbacks: list[pl.Callback], loggers: list
+    cfg: DictConfig,
+    run_dir: Path,
+    max_steps: int,
+    eval_every: int,
+    callbacks: list[pl.Callback],
+    loggers: list,
+    start: int = 0,
 ) -> pl.Trainer:
-    """A Trainer for one round: the hardware preset, validation every ``eval_every`` iterations, ``loggers``."""
+    """A Trainer for one round from iteration ``start`` of the axis: the hardware preset, ``loggers``, and
+    validation every ``eval_every`` iterations (on the axis when ``callbacks`` hold an ``EvaluationCadence``)."""
     if loggers:
         callbacks = [*callbacks, LearningRateMonitor(logging_interval="step")]
     hw = cfg.hardware
@@ -156,7 +166,8 @@ def build_trainer(
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=bool(cfg.train.get("progress", False)),
-        log_every_n_steps=math.gcd(50, eval_every),  # the loss before every evaluation is logged and checked
+        # the loss before every evaluation (multiples of eval_every on the axis, and the end) is logged and checked
+        log_every_n_steps=math.gcd(50, eval_every, start, start + max_steps),
         default_root_dir=str(run_dir),
     )
 
@@ -214,6 +225,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     rows = shared(lambda: resumable_rows(cfg, run_dir))
     if cfg.hardware.get("threads"):
         torch.set_num_threads(int(cfg.hardware.threads))
+    trained_on = machine(cfg.hardware.accelerator)
+    shared(lambda: check_machine(run_dir, trained_on))
     pl.seed_everything(cfg.seed, verbose=False)
     data = build_data(cfg)
     data.setup()
@@ -223,7 +236,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     control = cfg.prune.get("control")
     apply_control = control_fn(control) if control else None
     module = Classifier(
-        build_model(cfg, init_stream="reinit" if control == "reinit" else "init"),
+        build_model(cfg),
         num_classes=cfg.dataset.num_classes,
         optimizer=hydra.utils.instantiate(cfg.optim.optimizer),
         schedule=OmegaConf.to_container(cfg.optim.schedule, resolve=True),
@@ -240,15 +253,18 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     if is_rank_zero():
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_json(run_dir / MACHINE, trained_on)
     loggers = RunLoggers(cfg, run_dir)
     progress = RoundProgress(cfg.prune.rounds)
     progress.enabled &= is_rank_zero()
     settings = RoundSettings(
         total,
+        iterations_per_epoch,
         eval_every,
         checkpoint_every,
         bool(cfg.train.get("save_weights", True)),
         bool(cfg.hardware.get("rank_report", False)),
+        trained_on,
     )
     try:
         for round_index in range(len(rows), cfg.prune.rounds + 1):
@@ -257,6 +273,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
             if resume_from is not None:  # masks and rewind point of the interrupted round; a bad file fails here
                 restore(module, [ticket], resume_from)
             elif round_index and apply_control is not None:
+                if control == "reinit" and ticket.round_index == 0:
+                    reinit_rewind_point(cfg, module, ticket, run_dir)
                 ticket_mask = Mask(torch.load(round_dir(ticket_dir, round_index) / "mask.pt"))
                 draws = torch.Generator().manual_seed(stream(cfg.seed, f"control/{control}/round{round_index}"))
                 ticket.advance(module, mask=apply_control(ticket_mask, ticket.mask.cpu(), draws))
@@ -280,11 +298,28 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
         loggers.finish(exit_code=1)
         raise
     loggers.finish()
-    summary = {"run_id": run_id(cfg), "run_dir": str(run_dir), "rounds": rows}
+    summary = {
+        "run_id": run_id(cfg),
+        "run_dir": str(run_dir),
+        "rounds": rows,
+        "provenance": provenance(cfg.hardware.accelerator),
+    }
     if is_rank_zero():
         write_json(run_dir / "summary.json", summary)
         print(f"\n{format_table(rows)}\n\nresults: {run_dir}")
     return summary
+
+
+def reinit_rewind_point(cfg: DictConfig, module: Classifier, ticket: LotteryTicket, run_dir: Path) -> None:
+    """Make the reinit control's rewind point a fresh draw from the model's initialiser (stream ``reinit``).
+
+    Its round 0 is the ticket's (the dense network); every later round starts from this draw under the ticket's
+    mask and trains exactly as the ticket's round does (from the rewind iteration k of the schedule to the end).
+    """
+    draw = {f"model.{k}": v for k, v in build_model(cfg, init_stream="reinit").state_dict().items()}
+    ticket.rewind_state = {k: draw[k].to(v.device) for k, v in module.state_dict().items()}
+    if is_rank_zero():
+        save_tensors(run_dir / "rewind.pt", ticket.rewind_state)
 
 
 def _checkpoint_every(cfg: DictConfig, iterations_per_epoch: int, eval_every: int) -> int | None:
@@ -304,10 +339,12 @@ class RoundSettings:
     """What every round of a run shares: lengths in iterations, whether weights are kept, whether ranks report."""
 
     total: int
+    iterations_per_epoch: int
     eval_every: int
     checkpoint_every: int | None
     save_weights: bool
     rank_report: bool = False
+    machine: dict | None = None  # what of this machine changes the numbers (see lth.provenance)
 
 
 def dense_round(
@@ -323,7 +360,7 @@ def dense_round(
 
     Rank 0 holds the store's lock and decides; under DDP the other ranks follow (they train or restore with it).
     """
-    store = dense_dir(cfg, run_dir)
+    store = dense_dir(cfg, run_dir, settings.machine or machine(cfg.hardware.accelerator))
     with locked(store.with_name(f".{store.name}.lock")) if is_rank_zero() else nullcontext():
         row = shared(lambda: adopt_dense(store, run_dir))
         if row is not None:
@@ -353,17 +390,21 @@ def train_round(
     if resume_from is None and is_rank_zero():
         save_tensors(where / "mask.pt", dict(ticket.mask))
         write_json(where / "sparsity.json", ticket.mask.report())
-    early_stop = EarlyStopPoint("val_loss")
-    callbacks = [ticket, early_stop, RandomState(), RoundCheckpoint(where / CHECKPOINT, settings.checkpoint_every)]
+    steps = ticket.steps_this_round(settings.total, settings.iterations_per_epoch)
+    start = ticket.start_iteration()
+    data.start_iteration = start
+    early_stop = EarlyStopPoint("val_loss", start=start)
+    callbacks = [
+        ticket,
+        EvaluationCadence(start, settings.eval_every, settings.total),
+        early_stop,
+        RandomState(),
+        RoundCheckpoint(where / CHECKPOINT, settings.checkpoint_every, start=start),
+    ]
     if settings.rank_report:
         callbacks.append(RankReport(run_dir / "ranks", ticket))
     trainer = build_trainer(
-        cfg,
-        run_dir,
-        ticket.steps_this_round(settings.total),
-        settings.eval_every,
-        callbacks,
-        loggers.for_round(round_index),
+        cfg, run_dir, steps, settings.eval_every, callbacks, loggers.for_round(round_index), start=start
     )
     start = time.perf_counter()
     try:

@@ -29,6 +29,7 @@ from lth.config import folder_name, identity
 from lth.errors import ConfigError
 
 CHECKPOINT = "last.ckpt"
+MACHINE = "machine.json"  # the settings of the machine that trained the run (see lth.provenance)
 DENSE_FILES = ("round_00", "rewind.pt")
 
 
@@ -106,17 +107,37 @@ def restore(module: torch.nn.Module, callbacks: list, path: Path) -> None:
         callback.load_state_dict(checkpoint["callbacks"][callback.state_key])
 
 
-def dense_id(cfg: DictConfig) -> str:
-    """The identity of round 0: the experiment's identity less the keys that only later rounds use."""
+ROUND0_PRUNE_KEYS = ("rewind", "include", "exclude", "extra")  # the rewind point and which tensors the mask covers
+
+
+def dense_id(cfg: DictConfig, machine: dict) -> str:
+    """The identity of round 0: the experiment's identity less the keys that only later rounds use, plus the
+    ``machine`` settings that change its numbers (device kind, CPU threads), so runs on two setups never share it."""
     ident = identity(cfg)
     prune = ident.pop("prune", {})
-    ident["round0"] = {"rewind": prune.get("rewind"), "init": "reinit" if prune.get("control") == "reinit" else "init"}
+    ident["round0"] = {key: prune.get(key) for key in ROUND0_PRUNE_KEYS if prune.get(key)}
+    ident["machine"] = machine
     return folder_name(cfg, ident)
 
 
-def dense_dir(cfg: DictConfig, run_dir: Path) -> Path:
-    """Where the round 0 shared by ``run_dir``'s siblings is kept."""
-    return run_dir.parent / "dense" / dense_id(cfg)
+def dense_dir(cfg: DictConfig, run_dir: Path, machine: dict) -> Path:
+    """Where the round 0 shared by ``run_dir``'s siblings on this ``machine`` is kept."""
+    return run_dir.parent / "dense" / dense_id(cfg, machine)
+
+
+def check_machine(run_dir: Path, machine: dict) -> None:
+    """Refuse to continue ``run_dir`` on settings that change its numbers; record them for a new run."""
+    path = run_dir / MACHINE
+    if not path.is_file():
+        return
+    before = json.loads(path.read_text())
+    for key, value in before.items():
+        if machine.get(key) != value:
+            raise ConfigError(
+                f"hardware.{key}",
+                f"{run_dir} was trained with {key}={value}, this process has {machine.get(key)}; "
+                f"continue it with hardware.{key}={value} (it changes the numbers)",
+            )
 
 
 def _link_tree(source: Path, target: Path) -> None:

@@ -1,5 +1,10 @@
-"""Callbacks that watch a round: its early-stop point, divergence, the random state, its checkpoints, and
-(for checking DDP) what each rank trained with.
+"""Callbacks that watch a round: when it is evaluated, its early-stop point, divergence, the random state, its
+checkpoints, and (for checking DDP) what each rank trained with.
+
+Every round lives on one iteration axis: iterations since the initialisation its weights come from. Round 0
+runs from 0 to ``train.steps``; a round rewound to iteration k runs from k to ``train.steps``. Rounds are
+evaluated at the same points of that axis (multiples of ``train.eval_every``, and the last iteration), and
+iterations are reported on it, so rounds with and without a rewind compare point for point.
 
 Early stopping is as in the paper: the early-stop point of a round is its evaluation with the lowest
 validation loss. The weights there are kept in memory, so the test set is evaluated once, at that point.
@@ -27,15 +32,45 @@ class DivergedError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+NEVER = 2**62  # a validation interval no fit reaches
+
+
+class EvaluationCadence(pl.Callback):
+    """Evaluates a fit that starts at iteration ``start`` of the axis at every multiple of ``every`` and at ``end``.
+
+    Lightning counts its validation interval from the start of each fit; this callback decides before each
+    validation check instead (setting the Trainer's interval to 1 when an evaluation is due, else to never).
+    """
+
+    def __init__(self, start: int, every: int, end: int) -> None:
+        self.start, self.every, self.end = start, every, end
+
+    def due(self, iteration: int) -> bool:
+        """Whether the axis point ``iteration`` is evaluated."""
+        return iteration > self.start and (iteration % self.every == 0 or iteration == self.end)
+
+    def _arm(self, trainer: pl.Trainer) -> None:
+        trainer.val_check_batch = 1 if self.due(self.start + trainer.global_step) else NEVER
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._arm(trainer)  # a resumed fit checks the batch it stopped after before training on
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._arm(trainer)
+
+
 class EarlyStopPoint(pl.Callback):
     """Remembers the iteration, validation metrics and weights of the lowest validation loss of a fit.
 
-    It also stops the round when a loss is no longer finite (checked at each evaluation, where the
-    metrics are on the host anyway, so training steps pay nothing for it).
+    ``start`` is where the fit starts on the iteration axis, so the iteration reported is ``start`` plus the
+    iterations trained. It also stops the round when a loss is no longer finite (checked at each evaluation,
+    where the metrics are on the host anyway, so training steps pay nothing for it).
     """
 
-    def __init__(self, monitor: str = "val_loss") -> None:
-        self.monitor = monitor
+    def __init__(self, monitor: str = "val_loss", start: int = 0) -> None:
+        self.monitor, self.start = monitor, start
         self.iteration: int | None = None
         self.metrics: dict[str, float] = {}
         self.state: dict[str, torch.Tensor] | None = None
@@ -46,11 +81,11 @@ class EarlyStopPoint(pl.Callback):
         for key in (self.monitor, "train_loss"):
             if key in trainer.callback_metrics and not math.isfinite(float(trainer.callback_metrics[key])):
                 raise DivergedError(
-                    f"{key} is {float(trainer.callback_metrics[key])} at iteration {trainer.global_step}"
+                    f"{key} is {float(trainer.callback_metrics[key])} at iteration {self.start + trainer.global_step}"
                 )
         value = float(trainer.callback_metrics[self.monitor])
         if self.state is None or value < self.metrics.get(self.monitor, math.inf):
-            self.iteration = trainer.global_step
+            self.iteration = self.start + trainer.global_step
             self.metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
             self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
 
@@ -77,13 +112,14 @@ class RandomState(pl.Callback):
 
 
 class RoundCheckpoint(pl.Callback):
-    """Writes ``path`` after the evaluation at every ``every``-th iteration and when the round ends.
+    """Writes ``path`` after the evaluation at every multiple of ``every`` on the axis and when the round ends.
 
-    Written atomically (a temporary file, then a rename), so a kill leaves the previous checkpoint whole.
+    ``start`` is where the fit starts on the iteration axis. Written atomically (a temporary file, then a
+    rename), so a kill leaves the previous checkpoint whole.
     """
 
-    def __init__(self, path: Path, every: int | None = None) -> None:
-        self.path, self.every = Path(path), every
+    def __init__(self, path: Path, every: int | None = None, start: int = 0) -> None:
+        self.path, self.every, self.start = Path(path), every, start
 
     def _save(self, trainer: pl.Trainer) -> None:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
@@ -93,7 +129,7 @@ class RoundCheckpoint(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after the evaluation, so a resumed round neither repeats nor skips one (every is a multiple of eval_every)
-        if self.every and not trainer.sanity_checking and trainer.global_step % self.every == 0:
+        if self.every and not trainer.sanity_checking and (self.start + trainer.global_step) % self.every == 0:
             self._save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -356,7 +356,7 @@ def imp_rounds(args: argparse.Namespace) -> dict:
             iterations_per_epoch=iterations_per_epoch,
         )
         ticket = RoundClock(rate=cfg.prune.rate, scope=cfg.prune.scope, rewind=cfg.prune.rewind)
-        settings = RoundSettings(total, eval_every, None, True)
+        settings = RoundSettings(total, iterations_per_epoch, eval_every, None, True)
         run_dir = Path(tmp) / "run"
         loggers = RunLoggers(cfg, run_dir)
         train_x, train_y = data.split("train")

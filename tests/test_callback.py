@@ -125,7 +125,7 @@ def test_state_round_trips_through_a_lightning_checkpoint(tmp_path: Path) -> Non
 def test_steps_this_round_and_schedule_offsets_per_rewind_mode() -> None:
     for rewind, offset in [("init", 0), ("lr", 0), ("none", 100), (Step(0, 30), 30)]:
         ticket = LotteryTicket(rewind=rewind)
-        ticket.round0_steps, ticket.round_index, ticket._iterations_per_epoch = 100, 1, 10
+        ticket.round0_steps, ticket.round_index, ticket.iterations_per_epoch = 100, 1, 10
         assert ticket.schedule_offset() == offset
         assert ticket.steps_this_round(100) == (70 if isinstance(rewind, Step) else 100)
 

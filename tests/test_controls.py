@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lth.artifacts import read_rounds
 from lth.callback import LotteryTicket
 from lth.run import train
 from tests.test_callback import Tiny, fit
@@ -49,7 +50,11 @@ def test_reinit_keeps_the_mask_but_draws_new_weights(controls: dict[str, Path]) 
     w_ticket = torch.load(ticket / "rewind.pt")["model.layers.0.weight"]
     w_reinit = torch.load(reinit / "rewind.pt")["model.layers.0.weight"]
     assert not torch.equal(w_ticket, w_reinit)
-    assert w_reinit.std() == pytest.approx(w_ticket.std(), rel=0.02)  # the same (Glorot-normal) distribution
+    # the same (Glorot-normal) distribution; floats, since pytest 9's approx cannot iterate a 0-d tensor
+    assert float(w_reinit.std()) == pytest.approx(float(w_ticket.std()), rel=0.02)
+    # round 0 of the control is the ticket's dense network: it has no mask to test
+    (dense_control, *_), (dense_ticket, *_) = read_rounds(reinit / "rounds.csv"), read_rounds(ticket / "rounds.csv")
+    assert {**dense_control, "train_seconds": 0} == {**dense_ticket, "train_seconds": 0}
 
 
 @pytest.mark.parametrize("control", ["random_prune", "shuffle"])

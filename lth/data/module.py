@@ -3,7 +3,9 @@
 Two loaders, picked by ``dataset.loader``: ``memory`` (the default) holds each split as tensors on the device
 the Trainer uses and draws batches by index (:class:`~lth.data.loader.TensorBatches`), augmenting whole
 batches there; ``torchvision`` is the usual path, a DataLoader with per-sample transforms in worker
-processes, kept to compare against. Only the training split is augmented.
+processes, kept to compare against. Only the training split is augmented. With the ``memory`` loader a round
+rewound to iteration k continues round 0's data order from k (as open_lth does); the ``torchvision`` loader
+starts every round at its first batch.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class ImageData(pl.LightningDataModule):
         self.loader, self.num_workers = loader, num_workers
         self.augment: Augment | None = None
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.start_iteration = 0  # the data order of the next fit continues from this iteration of round 0's
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
@@ -141,9 +144,13 @@ class ImageData(pl.LightningDataModule):
             transform = self.augment.per_sample(tuple(x.shape[-2:])) if self.augment is not None else None
             return self._dataloader(TransformedTensors(x, y, transform), self.batch_size, shuffle=True)
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-        return TensorBatches(
+        batches = TensorBatches(
             x, y, self.batch_size, shuffle=True, seed=self.seed, rank=rank, world_size=world_size, augment=self.augment
         )
+        if self.start_iteration:  # a round rewound to iteration k sees the batches round 0 saw from k on
+            epoch, batch = divmod(self.start_iteration, len(batches))
+            batches.load_state_dict({"epoch": epoch, "batch": batch})
+        return batches
 
     def val_dataloader(self) -> TensorBatches | DataLoader:
         return self._eval_dataloader("val")
