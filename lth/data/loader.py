@@ -83,10 +83,10 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if not self.resuming and self.batch:
             self.epoch, self.batch = self.epoch + 1, 0
-        self.resuming = False
         return self._epoch(self.epoch, self.batch)
 
     def _epoch(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.resuming = False  # at the first batch drawn: an iterator made and dropped keeps a loaded position
         order = self.order(epoch).to(self.x.device)
         for b in range(start, len(self)):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
