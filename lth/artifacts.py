@@ -8,7 +8,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +95,80 @@ def write_rounds(path: Path, rows: Sequence[dict]) -> None:
     write_text(path, out.getvalue())
 
 
+INTEGER_COLUMNS = ("round", "early_stop_iteration")
+
+
 def read_rounds(path: Path) -> list[dict]:
-    """Read ``rounds.csv`` back with numbers as numbers."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [{k: (int(v) if k in ("round", "early_stop_iteration") else float(v)) for k, v in r.items()} for r in rows]
+    """Read ``rounds.csv`` back with numbers as numbers (a header alone gives no rows).
+
+    A file that is missing, cut short or garbled is a one-line :class:`~lth.errors.ConfigError` naming it.
+    """
+    from lth.errors import ConfigError
+
+    where = str(path)
+    try:
+        with open(path, newline="") as f:
+            table = list(csv.reader(f))
+    except FileNotFoundError:
+        raise ConfigError(where, "is missing") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ConfigError(where, f"cannot be read ({type(error).__name__}: {error})") from None
+    if not table or not any(table[0]):
+        raise ConfigError(where, f"is empty; a rounds.csv starts with the header {','.join(ROUND_COLUMNS)}")
+    header, body = table[0], [line for line in table[1:] if line]
+    missing = [c for c in ROUND_COLUMNS if c not in header]
+    if missing:
+        raise ConfigError(where, f"the header lacks {', '.join(missing)} (is it cut short or not a rounds.csv?)")
+    rows = []
+    for number, line in enumerate(body, start=1):
+        if len(line) != len(header):
+            raise ConfigError(where, f"row {number} has {len(line)} values for {len(header)} columns (cut short?)")
+        row = {}
+        for column, text in zip(header, line, strict=True):
+            try:
+                row[column] = int(text) if column in INTEGER_COLUMNS else float(text)
+            except ValueError:
+                kind = "an integer" if column in INTEGER_COLUMNS else "a number"
+                raise ConfigError(where, f"row {number}, {column}: {text!r} is not {kind}") from None
+        rows.append(row)
+    return rows
+
+
+def read_tensors(path: Path) -> dict[str, Any]:
+    """A ``name -> tensor`` file of a run (``mask.pt``, ``early_stop.pt``, ``rewind.pt``), on the CPU.
+
+    One that is missing, unreadable (truncated, not a torch file) or holds anything but tensors by name is a
+    one-line :class:`~lth.errors.ConfigError` naming it.
+    """
+    import torch
+
+    from lth.errors import ConfigError, first_line
+
+    if not path.is_file():
+        raise ConfigError(str(path), "is missing")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise ConfigError(str(path), f"cannot be read ({first_line(error)})") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in data.items()):
+        raise ConfigError(str(path), "is not a mapping of tensor names to tensors")
+    return data
+
+
+def check_state(state: Mapping[str, Any], model: Any, path: Path) -> None:
+    """Raise a :class:`~lth.errors.ConfigError` naming ``path`` unless ``state`` (a state dict read from it) has
+    the names and shapes of ``model.state_dict()``."""
+    from lth.errors import ConfigError
+
+    expected, kind = model.state_dict(), type(model).__name__
+    missing, unknown = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unknown:
+        raise ConfigError(str(path), f"does not fit {kind} (missing {missing[:3]}, unknown {unknown[:3]})")
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise ConfigError(
+                str(path), f"{name} has shape {tuple(tensor.shape)}, {kind} has {tuple(expected[name].shape)}"
+            )
 
 
 def round_dir(run_dir: Path, round_index: int) -> Path:

@@ -137,12 +137,12 @@ class LotteryTicket(pl.Callback):
     def schedule_offset(self) -> int:
         """Where this round's learning-rate schedule starts (iterations into round 0's schedule).
 
-        ``init`` and ``lr`` replay the schedule from 0, a Step k resumes it at k, ``none`` stays at its end.
+        ``init`` and ``lr`` replay the schedule from 0, a Step k resumes it at k, ``none`` stays at its end (round 0's
+        length is in the callback's state, so a round 0 restored from a checkpoint counts). Weights this callback
+        did not train in round 0 (a pre-trained model pruned at once) fine-tune from the schedule's start.
         """
         if self.round_index > 0 and self.rewind == "none":
-            if self.round0_steps is None:
-                raise RuntimeError("rewind=none needs round 0's length; train round 0 or restore its checkpoint first")
-            return self.round0_steps
+            return self.round0_steps or 0
         return self.start_iteration()
 
     def steps_this_round(self, total: int, iterations_per_epoch: int | None = None) -> int:

@@ -36,8 +36,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from lth.artifacts import read_rounds, round_dir, save_tensors, write_bytes, write_json, write_text
-from lth.errors import ConfigError
+from lth.artifacts import (
+    check_state,
+    read_rounds,
+    read_tensors,
+    round_dir,
+    save_tensors,
+    write_bytes,
+    write_json,
+    write_text,
+)
+from lth.config import validate
+from lth.errors import ConfigError, first_line
 from lth.masks import Mask, prunable_parameters
 from lth.models import VGG, ConvNet, LeNet5, LeNet300100, ViT
 from lth.models.resnet import ResNet
@@ -57,48 +67,60 @@ class NotShrinkable(ValueError):
     """A model whose units cannot be removed layer by layer; the message says why."""
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
 # -- reading a run ----------------------------------------------------------------------------------
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     """A ``name -> tensor`` file of the run, on the CPU; anything else is an :class:`ExportError`."""
-    if not path.is_file():
-        raise ExportError(str(path), "is missing")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        raise ExportError(str(path), f"cannot be read ({_first_line(error)})") from None
-    if not isinstance(data, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in data.items()):
-        raise ExportError(str(path), "is not a mapping of tensor names to tensors")
-    return data
+        return read_tensors(path)
+    except ConfigError as error:
+        raise ExportError(error.key, error.message) from None
 
 
 def read_run(run_dir: Path) -> tuple[DictConfig, list[dict]]:
-    """The resolved config and the rows of ``rounds.csv`` of a run folder."""
+    """The resolved config (checked as a run checks it) and the rows of ``rounds.csv`` of a run folder."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ExportError(str(run_dir), "is not a folder" if run_dir.exists() else "no such folder")
     cfg_path, rounds_path = run_dir / "config.yaml", run_dir / "rounds.csv"
     for path in (cfg_path, rounds_path):
         if not path.is_file():
             raise ExportError(str(path), "is missing (is this a run folder?)")
-    try:
-        cfg = OmegaConf.load(cfg_path)
-    except Exception as error:
-        raise ExportError(str(cfg_path), f"cannot be read ({_first_line(error)})") from None
+    cfg = read_config(cfg_path)
     try:
         rows = read_rounds(rounds_path)
-    except (KeyError, ValueError, TypeError) as error:
-        raise ExportError(str(rounds_path), f"cannot be read ({_first_line(error)})") from None
-    if not rows or rows[0]["round"] != 0:
+    except ConfigError as error:
+        raise ExportError(error.key, error.message) from None
+    if not rows:
+        raise ExportError(str(rounds_path), "has a header and no rows: no round finished")
+    if rows[0]["round"] != 0:
         raise ExportError(str(rounds_path), "has no round 0")
     return cfg, rows
 
 
+def read_config(path: Path) -> DictConfig:
+    """A run's ``config.yaml``, checked key by key as :func:`lth.config.validate` checks a new run's config;
+    a file that is unreadable, not a mapping or holds a bad value is an :class:`ExportError` naming it."""
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as error:  # yaml and omegaconf raise many types for garbled files
+        raise ExportError(str(path), f"cannot be read ({first_line(error)})") from None
+    if not isinstance(cfg, DictConfig):
+        raise ExportError(str(path), f"holds a {type(cfg).__name__}; a run's config is a mapping of keys")
+    try:
+        validate(cfg)
+    except ConfigError as error:
+        raise ExportError(str(path), str(error)) from None
+    except Exception as error:  # a value of the wrong type deep inside: not a config a run wrote
+        raise ExportError(str(path), f"is not a run's config ({first_line(error)})") from None
+    return cfg
+
+
 def choose_round(rows: list[dict], tolerance: float = 0.5) -> int:
     """The sparsest round whose validation accuracy is at most ``tolerance`` points below round 0's."""
+    if not (isinstance(tolerance, int | float) and math.isfinite(tolerance) and tolerance >= 0):
+        raise ConfigError("tolerance", f"got {tolerance!r}; allowed: a number >= 0 (accuracy points)")
     floor = rows[0]["val_acc"] - tolerance / 100 - 1e-9
     good = [r for r in rows if r["val_acc"] >= floor]
     return min(good, key=lambda r: (r["weights_remaining"], -r["round"]))["round"]
@@ -112,15 +134,10 @@ def _strip(state: Mapping[str, torch.Tensor], path: Path) -> dict[str, torch.Ten
 
 
 def _check_state(state: Mapping[str, torch.Tensor], model: nn.Module, path: Path) -> None:
-    expected, kind = model.state_dict(), type(model).__name__
-    missing, unknown = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unknown:
-        raise ExportError(str(path), f"does not fit {kind} (missing {missing[:3]}, unknown {unknown[:3]})")
-    for name, tensor in state.items():
-        if tensor.shape != expected[name].shape:
-            raise ExportError(
-                str(path), f"{name} has shape {tuple(tensor.shape)}, {kind} has {tuple(expected[name].shape)}"
-            )
+    try:
+        check_state(state, model, path)
+    except ConfigError as error:
+        raise ExportError(error.key, error.message) from None
 
 
 @dataclass
@@ -141,7 +158,10 @@ def _model_state(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_round(run_dir: Path, cfg: DictConfig, row: dict) -> RoundFiles:
     """Read and check the mask, the early-stop weights and the rewind point of round ``row['round']``."""
-    model = build_model(cfg)
+    try:
+        model = build_model(cfg)
+    except Exception as error:  # hydra raises many types for a model key that names no model
+        raise ExportError(str(run_dir / "config.yaml"), f"builds no model ({first_line(error)})") from None
     where = round_dir(run_dir, row["round"])
     params = prunable_parameters(
         nn.ModuleDict({PREFIX[:-1]: model}), cfg.prune.include or (), cfg.prune.exclude or (), cfg.prune.extra or ()
@@ -294,7 +314,7 @@ def decompress(path: Path) -> dict[str, torch.Tensor]:
             raise ValueError(f"payload is {len(body)} bytes, the header lists more or fewer")
         return {n: decode_tensor(e, body[e["offset"] : e["offset"] + e["nbytes"]]) for n, e in tensors.items()}
     except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as error:
-        raise ExportError(str(path), f"cannot be read ({_first_line(error)})") from None
+        raise ExportError(str(path), f"cannot be read ({first_line(error)})") from None
 
 
 # -- the shrunk model -------------------------------------------------------------------------------
@@ -461,7 +481,7 @@ def load_shrunk(path: Path) -> nn.Sequential:
         chain = build_chain(saved["layers"])
         chain.load_state_dict(saved["state_dict"], strict=True)
     except Exception as error:
-        raise ExportError(str(path), f"cannot be read ({_first_line(error)})") from None
+        raise ExportError(str(path), f"cannot be read ({first_line(error)})") from None
     return chain.eval()
 
 
@@ -640,9 +660,13 @@ def export(
     chosen = choose_round(rows, tolerance) if round_index is None else round_index
     by_round = {r["round"]: r for r in rows}
     if chosen not in by_round:
-        raise ExportError(str(run_dir / "rounds.csv"), f"has no round {chosen}; rounds: 0..{rows[-1]['round']}")
+        rounds = ", ".join(str(r) for r in by_round)
+        raise ConfigError("round", f"got {chosen}; {run_dir / 'rounds.csv'} has rounds {rounds}")
     files = load_round(run_dir, cfg, by_round[chosen])
     out = Path(out_dir) if out_dir is not None else run_dir / "export" / f"round_{chosen:02d}"
+    if out.exists() and not out.is_dir():
+        raise ConfigError("out_dir", f"{out} is a file; allowed: a folder (made if missing)")
+    x, y = read_test_split(cfg, data_dir)  # before anything is written: a missing test set writes nothing
     config = model_config(cfg)
     report: dict = {
         "run_dir": str(run_dir),
@@ -673,7 +697,6 @@ def export(
     plain.load_state_dict(state, strict=True)
     save_tensors(out / "model.pt", state)
     write_text(out / "model.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
-    x, y = read_test_split(cfg, data_dir)
     batch_size = cfg.train.get("eval_batch_size", 1000)
     right = correct(plain, x, y, batch_size)
     recorded = files.row["test_acc"]

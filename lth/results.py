@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from lth.artifacts import read_rounds
 from lth.config import identity
+from lth.errors import ConfigError, MissingFileError, first_line
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -118,9 +119,19 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
 
 
 def read_run(path: Path) -> Run:
-    """The run in folder ``path``."""
-    config = flatten(identity(OmegaConf.load(path / "config.yaml")))
-    return Run(path=path, config=config, rounds=read_rounds(path / "rounds.csv"))
+    """The run in folder ``path``; a config or ``rounds.csv`` that cannot be read, or a ``rounds.csv`` without
+    rows, is a one-line :class:`~lth.errors.ConfigError` naming the file."""
+    config_path, rounds_path = path / "config.yaml", path / "rounds.csv"
+    try:
+        config = OmegaConf.load(config_path)
+    except Exception as error:  # yaml and omegaconf raise many types for garbled files
+        raise ConfigError(str(config_path), f"cannot be read ({first_line(error)})") from None
+    if not isinstance(config, DictConfig):
+        raise ConfigError(str(config_path), f"holds a {type(config).__name__}; a run's config is a mapping of keys")
+    rounds = read_rounds(rounds_path)
+    if not rounds:
+        raise ConfigError(str(rounds_path), "has a header and no rows: no round finished")
+    return Run(path=path, config=flatten(identity(config)), rounds=rounds)
 
 
 def _show(value: Any) -> str:
@@ -153,18 +164,24 @@ def group_runs(runs: Sequence[Run], ignore: Sequence[str] = ("seed",)) -> list[G
 
 
 def load_groups(paths: Iterable[Path], ignore: Sequence[str] = ("seed",)) -> list[Group]:
-    """Find, read and group the runs under ``paths``; raise ``FileNotFoundError`` if there are none."""
-    paths = list(paths)
+    """Find, read and group the runs under ``paths``.
+
+    A path that does not exist, or no run folder under any of them, is a :class:`~lth.errors.MissingFileError`.
+    """
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        if not path.exists():
+            raise MissingFileError(str(path), "no such file or folder")
     found = find_runs(paths)
     if not found:
         where = ", ".join(str(p) for p in paths)
-        raise FileNotFoundError(f"no run folders (rounds.csv and config.yaml) under {where}")
+        raise MissingFileError(where, "no run folder (rounds.csv and config.yaml side by side) in it or below it")
     return group_runs([read_run(path) for path in found], ignore)
 
 
 def nearest(points: Sequence[Point], percent: float, tolerance: float = 0.1) -> Point | None:
     """The point closest to ``percent`` weights remaining (on a log scale), if within ``tolerance`` (relative)."""
-    close = [p for p in points if abs(p.weights_remaining / percent - 1) <= tolerance]
+    close = [p for p in points if p.weights_remaining > 0 and abs(p.weights_remaining / percent - 1) <= tolerance]
     return min(close, key=lambda p: abs(math.log(p.weights_remaining / percent)), default=None)
 
 
@@ -186,6 +203,7 @@ def markdown_table(
 ) -> str:
     """``metric`` at each of ``sparsities`` (% weights remaining) as a Markdown table: a row per sparsity that
     some group reaches within ``tolerance``, a column per group, cells ``mean ± std`` over seeds."""
+    check_rows(sparsities, tolerance)
     shown = METRICS[metric]
     header = ["weights remaining", *(f"{g.label} (n={len(g.runs)})".replace("|", "\\|") for g in groups)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
@@ -197,8 +215,18 @@ def markdown_table(
     return "\n".join(lines)
 
 
+def check_rows(sparsities: Sequence[float], tolerance: float) -> None:
+    """Raise a :class:`~lth.errors.ConfigError` unless every sparsity is in (0, 100] and ``tolerance`` >= 0."""
+    for percent in sparsities:
+        if not (isinstance(percent, int | float) and 0 < percent <= 100):
+            raise ConfigError("sparsities", f"got {percent!r}; allowed: % weights remaining in (0, 100]")
+    if not (isinstance(tolerance, int | float) and math.isfinite(tolerance) and tolerance >= 0):
+        raise ConfigError("tolerance", f"got {tolerance!r}; allowed: a number >= 0 (relative distance)")
+
+
 def report(groups: Sequence[Group], sparsities: Sequence[float] = PAPER_SPARSITIES, tolerance: float = 0.1) -> str:
     """A Markdown section per metric of :data:`METRICS`, each with its :func:`markdown_table`."""
+    check_rows(sparsities, tolerance)
     sections = [
         f"mean ± std over seeds at the round nearest each sparsity (within {100 * tolerance:g}% of it)",
     ]
@@ -216,7 +244,7 @@ def figure(groups: Sequence[Group], metric: str = "test_acc", spread: str = "min
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     if spread not in SPREADS:
-        raise ValueError(f"spread must be one of {', '.join(SPREADS)}; got {spread!r}")
+        raise ConfigError("spread", f"got {spread!r}; allowed: {', '.join(SPREADS)}")
     shown = METRICS[metric]
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.add_subplot()
@@ -250,10 +278,13 @@ def save_figures(
     groups: Sequence[Group], out_dir: Path, formats: Sequence[str] = ("png",), spread: str = "minmax"
 ) -> list[Path]:
     """Write a :func:`figure` per metric of :data:`METRICS` as ``<out_dir>/<metric>.<format>``."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError("out_dir", f"{out_dir} is a file; allowed: a folder (made if missing)")
+    figures = {metric: figure(groups, metric, spread) for metric in METRICS}  # every check before any file
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for metric in METRICS:
-        fig = figure(groups, metric, spread)
+    for metric, fig in figures.items():
         for fmt in formats:
             paths.append(out_dir / f"{metric}.{fmt}")
             fig.savefig(paths[-1], dpi=150)

@@ -31,10 +31,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lth.artifacts import round_dir, write_json, write_text
+from lth.artifacts import check_state, read_tensors, round_dir, write_json, write_text
 from lth.callback import parse_rewind
 from lth.config import check_lengths, validate
 from lth.data import ImageData
+from lth.errors import ConfigError, MissingFileError, first_line
 from lth.masks import Mask
 from lth.module import Classifier
 from lth.run import build_data, build_model, build_ticket, build_trainer, quiet_lightning
@@ -58,7 +59,7 @@ Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 def alphas(count: int) -> list[float]:
     """``count`` evenly spaced points of [0, 1], both ends included (11 gives 0, 0.1, ..., 1)."""
     if count < 2:
-        raise ValueError(f"need at least 2 points on the path, got {count}")
+        raise ConfigError("alphas", f"got {count}; allowed: at least 2 points on the path (its two ends)")
     return [i / (count - 1) for i in range(count)]
 
 
@@ -172,16 +173,39 @@ def error_curve(
 
 def load_config(run_dir: Path, data_dir: str | Path | None = None, steps: str | None = None) -> DictConfig:
     """The resolved config a run left in ``run_dir/config.yaml``, with ``paths.data_dir`` and ``train.steps``
-    replaced where given (a shorter ``train.steps`` also shortens ``train.eval_every``)."""
-    path = Path(run_dir) / "config.yaml"
+    replaced where given (a shorter ``train.steps`` also shortens ``train.eval_every``).
+
+    A missing folder or file is a :class:`~lth.errors.MissingFileError`; a config that is unreadable or that a run
+    would refuse is a :class:`~lth.errors.ConfigError` naming the file, and ``steps`` that do not fit the run one
+    naming ``steps``.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MissingFileError(str(run_dir), "is not a folder" if run_dir.exists() else "no such folder")
+    path = run_dir / "config.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.yaml")
-    cfg = OmegaConf.load(path)
+        raise MissingFileError(str(path), "is missing (is this a run folder?)")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as error:  # yaml and omegaconf raise many types for garbled files
+        raise ConfigError(str(path), f"cannot be read ({first_line(error)})") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(str(path), f"holds a {type(cfg).__name__}; a run's config is a mapping of keys")
+    try:
+        validate(cfg)
+    except ConfigError as error:
+        raise ConfigError(str(path), str(error)) from None
+    except Exception as error:  # a value of the wrong type deep inside: not a config a run wrote
+        raise ConfigError(str(path), f"is not a run's config ({first_line(error)})") from None
     if data_dir is not None:
         cfg.paths.data_dir = str(data_dir)
     if steps is not None:
         cfg.train.steps = steps
         cfg.train.eval_every = steps  # the copies are evaluated at their end only; this keeps the config valid
+        try:
+            validate(cfg)
+        except ConfigError as error:
+            raise ConfigError("steps", f"{steps!r} does not fit this run ({error})") from None
     return cfg
 
 
@@ -252,19 +276,32 @@ def analyse(
     the other on one device, whatever ``hardware.devices`` the run used.
     """
     run_dir = Path(run_dir)
-    if len(set(data_seeds)) != 2:
-        raise ValueError(f"need two different data seeds, got {list(data_seeds)}")
+    if len(data_seeds) != 2 or len(set(data_seeds)) != 2:
+        raise ConfigError("data_seeds", f"got {list(data_seeds)}; allowed: two different seeds")
+    if num_alphas < 2:
+        raise ConfigError("alphas", f"got {num_alphas}; allowed: at least 2 points on the path (its two ends)")
+    if bn_batches < 1:
+        raise ConfigError("bn_batches", f"got {bn_batches}; allowed: at least 1 training batch")
     rewind_path = run_dir / "rewind.pt"
     if not rewind_path.is_file():
-        raise FileNotFoundError(
-            f"{run_dir} has no rewind.pt: the copies start from the rewind point, which only runs with "
-            f"prune.rewind=init or a Step (like 500it) save; this run has prune.rewind={cfg.prune.rewind}"
+        rewind = cfg.prune.rewind
+        why = (
+            f"this run has prune.rewind={rewind}, which saves none"
+            if parse_rewind(rewind) in ("lr", "none")
+            else "the run folder lost it"
+        )
+        raise MissingFileError(
+            str(rewind_path),
+            f"is missing: the copies start from the rewind point, which runs with prune.rewind=init or a Step "
+            f"(like 500it) save; {why}",
         )
     found = available_rounds(run_dir)
     rounds = list(dict.fromkeys(found if rounds is None else rounds))
     missing = sorted(set(rounds) - set(found))
     if missing:
-        raise FileNotFoundError(f"{run_dir} has no mask for round(s) {missing}; it has {found}")
+        raise ConfigError("rounds", f"{run_dir} has no mask for round(s) {missing}; it has {found}")
+    if not rounds:
+        raise MissingFileError(str(run_dir / "round_00" / "mask.pt"), "is missing: the run has no round with a mask")
     validate(cfg)
     quiet_lightning()
     if cfg.hardware.get("threads"):
@@ -277,10 +314,18 @@ def analyse(
     ipe = data.iterations_per_epoch()
     total, _ = check_lengths(cfg, ipe)
     model = build_classifier(cfg, data)
+    # every file is read and checked before the first copy trains: a bad one fails at once and writes nothing
+    start = read_tensors(rewind_path)
+    check_state(start, model, rewind_path)
+    ticket = build_ticket(cfg)
+    masks = {}
+    for round_index in rounds:
+        path = round_dir(run_dir, round_index) / "mask.pt"
+        masks[round_index] = Mask(read_tensors(path))
+        masks[round_index].check_against(ticket.parameters_of(model), source=str(path))
     batchnorm = has_batchnorm(model)
     # the same training batches (the run's own first ones) set the BatchNorm statistics at every α of every round
     norm_batches = list(itertools.islice(data.train_dataloader(), bn_batches)) if batchnorm else []
-    start = torch.load(rewind_path, map_location="cpu")
     result: dict[str, Any] = {
         "run_dir": str(run_dir),
         "data_seeds": list(data_seeds),
@@ -297,7 +342,7 @@ def analyse(
     parameter_names = [n for n, _ in model.named_parameters()]
     for round_index in rounds:
         began = time.perf_counter()
-        mask = Mask(torch.load(round_dir(run_dir, round_index) / "mask.pt", map_location="cpu"))
+        mask = masks[round_index]
         a, b = (train_copy(cfg, data, start, mask, seed, run_dir) for seed in data_seeds)
         model.to(data.device())
         errors = error_curve(model, a, b, result["alphas"], data.test_dataloader(), norm_batches)

@@ -3,9 +3,11 @@
 Both paths are the ones a run uses (``ImageData`` with ``dataset.loader=memory`` or ``torchvision``), on
 generated MNIST-shaped images (no augmentation) and CIFAR-shaped images (random crop with 4-pixel padding and
 flip). The loaders take turns, one timing window each, in one process; the table gives the median window.
-It is printed and written into the benchmark section of docs/data.md with the exact command.
+It is printed; ``--write-docs`` also writes it, with the exact command, into the benchmark section of docs/data.md
+(``--out FILE``: into that file instead). A bad argument is one line on stderr, exit code 2, and nothing written.
 
 Usage: python scripts/bench_data.py [--samples 10000] [--batches 100] [--repeats 3] [--workers 0 2] [--device cpu]
+       [--threads 1] [--write-docs | --out FILE]
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ from types import SimpleNamespace
 import torch
 
 from lth.artifacts import write_section
+from lth.cli import ArgumentParser, integer, one_line_errors, output_file
 from lth.data import ImageData
 from lth.data.sources import synthetic
+from lth.errors import ConfigError
 
 START, END = "<!-- bench_data:start -->", "<!-- bench_data:end -->"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "data.md"  # what --write-docs rewrites (its section only)
+VAL_SIZE = 100
 SHAPES = {  # name: (channels, image size, augment)
     "MNIST-shaped 1x28x28": (1, 28, None),
     "CIFAR-shaped 3x32x32 + crop/flip": (3, 32, {"crop_padding": 4, "flip": True}),
@@ -40,7 +46,7 @@ def datamodule(shape: str, loader: str, samples: int, batch_size: int, workers: 
     data = ImageData(
         lambda root: synthetic(root, samples, 100, channels, size, seed=0),
         root=".",
-        val_size=100,
+        val_size=VAL_SIZE,
         batch_size=batch_size,
         mean=None,
         std=None,
@@ -91,21 +97,61 @@ def table(results: dict[tuple[str, str], list[float]], batch_size: int) -> str:
     return "\n".join(lines)
 
 
+def device_of(text: str) -> torch.device:
+    """An argument type: a torch device that exists here (``cpu``, ``cuda``, ``cuda:1``)."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"got {text!r}, but there is no CUDA device here; allowed: cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"got {text!r}; this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: cpu, cuda or cuda:N")
+    return device
+
+
+def parser() -> ArgumentParser:
+    """The command line, every value range-checked as it is parsed; nothing is written to docs/ unless asked."""
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=integer(1), default=10000, help="training images per shape (default: 10000)")
+    parser.add_argument("--batch-size", type=integer(1), default=128, help="default: 128")
+    parser.add_argument("--batches", type=integer(1), default=100, help="batches per timing window (default: 100)")
+    parser.add_argument("--repeats", type=integer(1), default=3, help="timed windows per loader (default: 3)")
+    parser.add_argument(
+        "--workers", type=integer(0), nargs="+", default=[0, 2], help="DataLoader workers (default: 0 2)"
+    )
+    parser.add_argument(
+        "--device",
+        type=device_of,
+        default=torch.device("cuda" if torch.cuda.is_available() else "cpu"),
+        help="default: cuda if any",
+    )
+    parser.add_argument("--threads", type=integer(1), help="torch CPU threads, >= 1 (default: torch's)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--write-docs", action="store_true", help="write the table into docs/data.md (default: print it only)"
+    )
+    where.add_argument("--out", type=output_file, help="write the table into this Markdown file (default: none)")
+    return parser
+
+
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
-    """Parse ``argv``, run the alternating timing windows, print the table and write it to ``--out``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=int, default=10000, help="training images per shape (default: 10000)")
-    parser.add_argument("--batch-size", type=int, default=128, help="default: 128")
-    parser.add_argument("--batches", type=int, default=100, help="batches per timing window (default: 100)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed windows per loader (default: 3)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers (default: 0 2)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda if any")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--out", type=Path, default=Path("docs/data.md"), help="default: docs/data.md; '-' for none")
-    args = parser.parse_args(argv)
+    """Parse ``argv``, run the alternating timing windows, print the table; write it to docs/data.md with
+    ``--write-docs`` or to ``--out``. Bad input is one line on stderr and exit code 2."""
+    args = parser().parse_args(argv)
+    if args.samples < VAL_SIZE + args.batch_size:
+        raise ConfigError(
+            "--samples",
+            f"got {args.samples}; allowed: at least {VAL_SIZE + args.batch_size} "
+            f"({VAL_SIZE} validation images and one batch of --batch-size {args.batch_size})",
+        )
+    out = DOC if args.write_docs else args.out
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = args.device
     loaders = [("memory", 0)] + [("torchvision", w) for w in args.workers]
     streams = {
         (shape, f"{loader}, {workers} workers" if loader == "torchvision" else "memory (device-resident)"): forever(
@@ -135,9 +181,9 @@ def main(argv: list[str] | None = None) -> None:
         ]
     )
     print(text)
-    if str(args.out) != "-":
-        write_section(args.out, text, START, END)
-        print(f"\nwritten to {args.out}")
+    if out is not None:
+        write_section(out, text, START, END)
+        print(f"\nwritten to {out}")
 
 
 if __name__ == "__main__":

@@ -11,15 +11,16 @@ checked against the dense path's before it is timed.
 - ResNet-18 (``lth.models.ResNet18(3, 32, 10)``, 11M weights): random masks at the same sparsities on untrained
   weights and random CIFAR-shaped inputs: latency only.
 
-The table is printed and written into the benchmark section of docs/deploy.md with the exact command.
+The table is printed; ``--write-docs`` also writes it, with the exact command, into the benchmark section of
+docs/deploy.md (``--out FILE``: into that file instead). Every argument and run file is checked before anything is
+timed: a bad one is one line on stderr, exit code 2, and nothing written.
 
 Usage: python scripts/bench_inference.py --run RUN_DIR [--data-dir DIR] [--remaining 0.21 0.07 0.02]
-       [--repeats 5] [--window 0.05] [--threads 1] [--no-resnet] [--out docs/deploy.md]
+       [--repeats 5] [--window 0.05] [--threads 1] [--no-resnet] [--write-docs | --out FILE]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import shlex
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 
 from lth.artifacts import round_dir, write_section
+from lth.cli import ArgumentParser, folder, integer, number, one_line_errors, output_file
 from lth.export import (
     BENCH_BATCHES,
     NotShrinkable,
@@ -50,6 +52,7 @@ from lth.masks import prunable_parameters
 from lth.models import ResNet18
 
 START, END = "<!-- bench_inference:start -->", "<!-- bench_inference:end -->"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "deploy.md"  # what --write-docs rewrites (its section only)
 
 
 def weight_count(model: nn.Module, kinds: tuple[type, ...] = (nn.Linear, nn.Conv2d)) -> int:
@@ -109,13 +112,13 @@ def time_paths(
 def lenet_rows(run: Path, data_dir: Path | None, targets: list[float], repeats: int, window: float) -> list[dict]:
     """Rows for the rounds of ``run`` nearest to each weights-remaining target."""
     cfg, rounds = read_run(run)
+    chosen = [min(rounds, key=lambda r: abs(r["weights_remaining"] - target)) for target in targets]
+    files = [load_round(run, cfg, row) for row in chosen]  # every file checked before anything is timed
     x, _ = read_test_split(cfg, data_dir)
     out = []
-    for target in targets:
-        row = min(rounds, key=lambda r: abs(r["weights_remaining"] - target))
-        files = load_round(run, cfg, row)
+    for row, round_files in zip(chosen, files, strict=True):
         model = build_plain(model_config(cfg))
-        model.load_state_dict(fold(files.weights, files.mask), strict=True)
+        model.load_state_dict(fold(round_files.weights, round_files.mask), strict=True)
         label = f"LeNet-300-100, MNIST, {round_dir(run, row['round']).name}"
         out += time_paths(label, row["weights_remaining"], model, x, repeats, window, latency_only=False)
     return out
@@ -159,22 +162,40 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse ``argv``, time every path of every model and sparsity, print the table and write it to ``--out``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", type=Path, required=True, help="a finished LeNet-300-100 run folder")
-    parser.add_argument("--data-dir", type=Path, help="where the run's test set is (default: its paths.data_dir)")
+def parser() -> ArgumentParser:
+    """The command line, every value range-checked as it is parsed; nothing is written to docs/ unless asked."""
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=folder, required=True, help="a finished LeNet-300-100 run folder")
+    parser.add_argument("--data-dir", type=folder, help="where the run's test set is (default: its paths.data_dir)")
     parser.add_argument(
-        "--remaining", type=float, nargs="+", default=[0.21, 0.07, 0.02], help="default: 0.21 0.07 0.02"
+        "--remaining",
+        type=number(0, 1, open_low=True),
+        nargs="+",
+        default=[0.21, 0.07, 0.02],
+        help="fractions of weights remaining, each in (0, 1] (default: 0.21 0.07 0.02)",
     )
-    parser.add_argument("--repeats", type=int, default=5, help="timed windows per path, median taken (default: 5)")
-    parser.add_argument("--window", type=float, default=0.05, help="seconds per timing window (default: 0.05)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    parser.add_argument(
+        "--repeats", type=integer(1), default=5, help="timed windows per path, median taken (default: 5)"
+    )
+    parser.add_argument(
+        "--window", type=number(0, open_low=True), default=0.05, help="seconds per timing window (default: 0.05)"
+    )
+    parser.add_argument("--threads", type=integer(1), default=1, help="torch CPU threads (default: 1)")
     parser.add_argument("--no-resnet", action="store_true", help="skip ResNet-18")
-    parser.add_argument(
-        "--out", type=Path, default=Path("docs/deploy.md"), help="default: docs/deploy.md; '-' for none"
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--write-docs", action="store_true", help="write the table into docs/deploy.md (default: print it only)"
     )
-    args = parser.parse_args(argv)
+    where.add_argument("--out", type=output_file, help="write the table into this Markdown file (default: none)")
+    return parser
+
+
+@one_line_errors
+def main(argv: list[str] | None = None) -> None:
+    """Parse ``argv``, time every path of every model and sparsity, print the table; write it to docs/deploy.md
+    with ``--write-docs`` or to ``--out``. Bad input is one line on stderr and exit code 2."""
+    args = parser().parse_args(argv)
+    out = DOC if args.write_docs else args.out
     torch.set_num_threads(args.threads)
     rows = lenet_rows(args.run, args.data_dir, args.remaining, args.repeats, args.window)
     if not args.no_resnet:
@@ -192,9 +213,9 @@ def main(argv: list[str] | None = None) -> None:
         ]
     )
     print(text)
-    if str(args.out) != "-":
-        write_section(args.out, text, START, END)
-        print(f"\nwritten to {args.out}")
+    if out is not None:
+        write_section(out, text, START, END)
+        print(f"\nwritten to {out}")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,12 @@ Also measured: (e) one prune-and-rewind (``LotteryTicket.advance``, global 20%) 
 one-step round 0; (f) whole IMP rounds run by :func:`lth.run.train_round` with the default config on MNIST-shaped
 generated data (55K training / 5K validation / 10K test images, validation every 100 iterations, evaluation batch
 1000, CSV logger), split into training steps and everything else, against (d) for the same steps and mask;
-(g) ``python train.py --help``. The tables are printed, written to ``--out`` and the numbers to ``--json``.
+(g) ``python train.py --help``. The tables are printed, the numbers written to ``--json``, and the tables into the
+results section of docs/performance.md with ``--write-docs`` (``--out FILE``: into that file instead). A bad argument
+is one line on stderr, exit code 2, and nothing written.
 
 Usage: python scripts/benchmark.py [--model lenet300] [--batch-size 60] [--steps 500] [--warmup 100]
-       [--threads 1 2] [--repeats 7] [--round-steps 1000] [--compile] [--json PATH] [--out docs/performance.md]
+       [--threads 1 2] [--repeats 7] [--round-steps 1000] [--compile] [--json PATH] [--write-docs | --out FILE]
 """
 
 from __future__ import annotations
@@ -53,8 +55,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelPruning
 
-from lth.artifacts import write_section
+from lth.artifacts import write_section, write_text
 from lth.callback import LotteryTicket
+from lth.cli import ArgumentParser, integer, number, one_line_errors, output_file
 from lth.data import TensorBatches
 from lth.masks import Mask, prunable_parameters, prune
 from lth.models import LeNet5, LeNet300100, ResNet18
@@ -62,6 +65,7 @@ from lth.module import Classifier
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+DOC = REPO / "docs" / "performance.md"  # what --write-docs rewrites (its section only)
 MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "lenet300": lambda: LeNet300100(1, 28, 10),
     "lenet5": lambda: LeNet5(1, 28, 10),
@@ -549,24 +553,53 @@ def report(args: argparse.Namespace, results: dict, command: str) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse ``argv``, run every measurement per thread count, print the report, write ``--out`` and ``--json``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser() -> ArgumentParser:
+    """The command line, every value range-checked as it is parsed; nothing is written to docs/ unless asked."""
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="lenet300", help="default: lenet300")
-    parser.add_argument("--batch-size", type=int, default=60, help="default: 60")
-    parser.add_argument("--steps", type=int, default=500, help="timed steps per fit (default: 500)")
-    parser.add_argument("--warmup", type=int, default=100, help="steps per epoch, the first one untimed (default: 100)")
-    parser.add_argument("--sparsity", type=float, nargs="+", default=[0.5, 0.9], help="default: 0.5 0.9")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads (default: 1 2)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed fits per variant (default: 7)")
-    parser.add_argument("--resnet-rounds", type=int, default=5, help="ResNet-18 prune + rewind rounds (default: 5)")
-    parser.add_argument("--round-steps", type=int, default=1000, help="iterations of an IMP round (default: 1000)")
-    parser.add_argument("--round-repeats", type=int, default=3, help="timed IMP rounds; 0: none (default: 3)")
-    parser.add_argument("--help-repeats", type=int, default=3, help="runs of train.py --help; 0: none (default: 3)")
+    parser.add_argument("--batch-size", type=integer(1), default=60, help="default: 60")
+    parser.add_argument("--steps", type=integer(2), default=500, help="timed steps per fit, >= 2 (default: 500)")
+    parser.add_argument(
+        "--warmup", type=integer(2), default=100, help="steps per epoch, the first one untimed, >= 2 (default: 100)"
+    )
+    parser.add_argument(
+        "--sparsity",
+        type=number(0, 1, open_low=True, open_high=True),
+        nargs="+",
+        default=[0.5, 0.9],
+        help="fractions pruned, each in (0, 1) (default: 0.5 0.9)",
+    )
+    parser.add_argument("--threads", type=integer(1), nargs="+", default=[1, 2], help="torch threads (default: 1 2)")
+    parser.add_argument("--repeats", type=integer(1), default=7, help="timed fits per variant (default: 7)")
+    parser.add_argument(
+        "--resnet-rounds", type=integer(1), default=5, help="ResNet-18 prune + rewind rounds (default: 5)"
+    )
+    parser.add_argument(
+        "--round-steps",
+        type=integer(100),
+        default=1000,
+        help="iterations of an IMP round, >= 100 (one validation per 100) (default: 1000)",
+    )
+    parser.add_argument("--round-repeats", type=integer(0), default=3, help="timed IMP rounds; 0: none (default: 3)")
+    parser.add_argument(
+        "--help-repeats", type=integer(0), default=3, help="runs of train.py --help; 0: none (default: 3)"
+    )
     parser.add_argument("--compile", action="store_true", help="also (b) with the network compiled (torch.compile)")
-    parser.add_argument("--json", type=Path, help="write every number here")
-    parser.add_argument("--out", default="docs/performance.md", help="default: docs/performance.md; '-' for none")
-    args = parser.parse_args(argv)
+    parser.add_argument("--json", type=output_file, help="write every number here")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--write-docs", action="store_true", help="write the tables into docs/performance.md (default: print only)"
+    )
+    where.add_argument("--out", type=output_file, help="write the tables into this Markdown file (default: none)")
+    return parser
+
+
+@one_line_errors
+def main(argv: list[str] | None = None) -> None:
+    """Parse ``argv``, run every measurement per thread count, print the report; write it to docs/performance.md
+    with ``--write-docs`` or to ``--out``, and the numbers to ``--json``. Bad input is one line, exit code 2."""
+    args = parser().parse_args(argv)
+    out = DOC if args.write_docs else args.out
     command = shlex.join(["python", "scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
 
     from lth.run import quiet_lightning
@@ -588,16 +621,17 @@ def main(argv: list[str] | None = None) -> None:
     results["help"] = help_seconds(args.help_repeats) if args.help_repeats else []
     text = report(args, results, command)
     print(text)
-    if args.out != "-":
-        write_section(REPO / args.out, text, START, END)
-        print(f"\nwritten to {args.out}")
+    if out is not None:
+        write_section(out, text, START, END)
+        print(f"\nwritten to {out}")
     if args.json:
         serialisable = {
             str(t): {**r, "steps": [{"kind": k, "sparsity": s, **v} for (k, s), v in r["steps"].items()]}
             for t, r in results.items()
             if isinstance(t, int)
         }
-        args.json.write_text(
+        write_text(
+            args.json,
             json.dumps(
                 {
                     "command": command,
@@ -609,7 +643,7 @@ def main(argv: list[str] | None = None) -> None:
                 },
                 indent=2,
             )
-            + "\n"
+            + "\n",
         )
         print(f"numbers written to {args.json}")
 

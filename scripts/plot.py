@@ -6,25 +6,30 @@ Usage: python scripts/plot.py outputs/multirun/<time> [more run folders] --out f
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from lth.cli import ArgumentParser, one_line_errors, output_folder
 from lth.results import SPREADS, load_groups, save_figures
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse ``argv``, write the figures, print their paths."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser() -> ArgumentParser:
+    """The command line, every value checked as it is parsed."""
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run folders, or folders searched for them (sweeps)")
-    parser.add_argument("--out", type=Path, default=Path("figures"), help="folder for the figures (default: figures)")
+    parser.add_argument(
+        "--out", type=output_folder, default=Path("figures"), help="folder for the figures (default: figures)"
+    )
     parser.add_argument("--format", nargs="+", default=["png"], choices=["png", "svg", "pdf"], help="default: png")
     parser.add_argument("--spread", choices=SPREADS, default="minmax", help="error bars (default: minmax)")
     parser.add_argument("--ignore", nargs="*", default=["seed"], help="config keys pooled over (default: seed)")
-    args = parser.parse_args(argv)
-    try:
-        groups = load_groups(args.paths, ignore=args.ignore)
-    except FileNotFoundError as error:
-        parser.error(str(error))
+    return parser
+
+
+@one_line_errors
+def main(argv: list[str] | None = None) -> None:
+    """Parse ``argv``, write the figures, print their paths; bad input is one line on stderr, exit code 2."""
+    args = parser().parse_args(argv)
+    groups = load_groups(args.paths, ignore=args.ignore)
     for path in save_figures(groups, args.out, args.format, args.spread):
         print(path)
 

@@ -7,32 +7,43 @@ Usage: python scripts/report.py outputs/multirun/<time> [more run folders] [--ou
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from lth.artifacts import write_text
+from lth.cli import ArgumentParser, number, one_line_errors, output_file
 from lth.results import PAPER_SPARSITIES, load_groups, report
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse ``argv``, print the report (and write it to ``--out`` if given)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser() -> ArgumentParser:
+    """The command line, every value range-checked as it is parsed."""
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run folders, or folders searched for them (sweeps)")
-    parser.add_argument("--out", type=Path, help="also write the report to this file")
+    parser.add_argument("--out", type=output_file, help="also write the report to this file")
     parser.add_argument(
-        "--sparsities", nargs="+", type=float, default=list(PAPER_SPARSITIES), help="rows, in %% weights remaining"
+        "--sparsities",
+        nargs="+",
+        type=number(0, 100, open_low=True),
+        default=list(PAPER_SPARSITIES),
+        help="rows, in %% weights remaining, each in (0, 100] (default: the paper's)",
     )
     parser.add_argument(
-        "--tolerance", type=float, default=0.1, help="nearest round within this relative distance (default: 0.1)"
+        "--tolerance",
+        type=number(0),
+        default=0.1,
+        help="nearest round within this relative distance, >= 0 (default: 0.1)",
     )
     parser.add_argument("--ignore", nargs="*", default=["seed"], help="config keys pooled over (default: seed)")
-    args = parser.parse_args(argv)
-    try:
-        groups = load_groups(args.paths, ignore=args.ignore)
-    except FileNotFoundError as error:
-        parser.error(str(error))
+    return parser
+
+
+@one_line_errors
+def main(argv: list[str] | None = None) -> None:
+    """Parse ``argv``, print the report (and write it to ``--out`` if given); bad input is one line, exit code 2."""
+    args = parser().parse_args(argv)
+    groups = load_groups(args.paths, ignore=args.ignore)
     text = report(groups, args.sparsities, args.tolerance)
     if args.out:
-        args.out.write_text(text)
+        write_text(args.out, text)
     print(text, end="")
 
 

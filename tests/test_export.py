@@ -256,7 +256,9 @@ def test_a_corrupt_or_mismatched_file_is_one_line_naming_it(
     assert {"truncated mask": "cannot be read", "mask of another model": "do not match"}.get(damage, "LeNet300100") in (
         message
     )
-    assert cli([str(run), "--round", "1"]) == 1
+    with pytest.raises(SystemExit) as exit_:
+        cli([str(run), "--round", "1"])
+    assert exit_.value.code == 2
     assert capsys.readouterr().err == f"error: {message}\n"
 
 

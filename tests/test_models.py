@@ -27,6 +27,7 @@ MNIST = (1, 28)  # channels, image size
 CIFAR = (3, 32)
 NUM_CLASSES = 7  # not 10, so a hard-coded head size shows
 TINY_VIT = {"dim": 32, "depth": 1, "heads": 2, "mlp_dim": 64}
+SMALL_RESNET18 = {"width": 0.125}
 
 
 def build(name: str, shape: tuple[int, int] = CIFAR, num_classes: int = 10, **options) -> nn.Module:
@@ -127,9 +128,39 @@ def test_vit_attention_input_projection_is_prunable_by_default():
     assert not {"cls_token", "position", "norm.weight", "blocks.0.norm1.weight"} & set(prunable)
 
 
+# -- BatchNorm initialisation: 1 by default, U[0, 1) as open_lth with batchnorm_init=uniform ------------------
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.BatchNorm2d]:
+    """The BatchNorm layers of ``model``, in module order."""
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def same_state(a: nn.Module, b: nn.Module) -> bool:
+    """True if ``a`` and ``b`` hold the same tensors under the same names."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize(("name", "options"), [("vgg11", {}), ("resnet20", {}), ("resnet18", SMALL_RESNET18)])
+def test_batchnorm_init_uniform_draws_the_weights_and_the_default_keeps_ones(name, options):
+    default = build(name, **options)
+    assert OmegaConf.load(CONF / "model" / f"{name}.yaml").batchnorm_init is None  # null: no new run identity
+    for bn in batchnorm_layers(default):
+        assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and not bn.bias.any()
+    ones = build(name, batchnorm_init="ones", **options)
+    assert same_state(default, ones)
+    uniform = build(name, batchnorm_init="uniform", **options)
+    weights = torch.cat([bn.weight.detach() for bn in batchnorm_layers(uniform)])
+    assert 0 <= weights.min() and weights.max() < 1 and weights.std() > 0.1  # U[0, 1): std 0.29
+    assert all(bn.weight.unique().numel() > 1 and not bn.bias.any() for bn in batchnorm_layers(uniform))
+    again = build(name, batchnorm_init="uniform", **options)  # drawn from the global generator, seeded by build
+    assert same_state(uniform, again)
+
+
 # -- shapes on each dataset, and the images a model refuses -----------------------------------------
 
-SMALL = {"resnet18": {"width": 0.125}, "vit": TINY_VIT}  # same code path, a fraction of the compute
+SMALL = {"resnet18": SMALL_RESNET18, "vit": TINY_VIT}  # same code path, a fraction of the compute
 REFUSES_MNIST = {"conv6", "vgg11", "vgg16", "vgg19"}  # pooling would not divide 28 exactly
 SHAPES = [
     (name, shape)
@@ -164,6 +195,8 @@ def test_forward_gives_batch_by_classes_or_refuses(name, shape):
         ("resnet20", {"depth": 21}, CIFAR, "depth 6n + 2"),
         ("resnet20", {"shortcut": "C"}, CIFAR, "allowed: A"),
         ("resnet18", {"width": 0}, CIFAR, "width must be a positive multiplier"),
+        ("vgg11", {"batchnorm_init": "normal"}, CIFAR, "batchnorm_init 'normal' is unknown; allowed: ones"),
+        ("resnet20", {"batchnorm_init": "fixed"}, CIFAR, "batchnorm_init 'fixed' is unknown; allowed: ones"),
     ],
 )
 def test_refusals_are_one_line_config_errors_naming_model(name, options, shape, says):

@@ -39,13 +39,40 @@ def init_glorot(model: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def init_kaiming(model: nn.Module) -> None:
-    """Kaiming-normal weights for Linear and Conv layers, zero biases, BatchNorm at identity (He et al. 2015)."""
+BATCHNORM_INITS = ("ones", "uniform")
+
+
+def check_batchnorm_init(batchnorm_init: str | None) -> str:
+    """The BatchNorm weight initialisation asked for: ``ones`` (also for ``None``, the default) or ``uniform``.
+
+    A model config leaves ``batchnorm_init`` null by default, so the key changes no run's identity.
+    """
+    mode = "ones" if batchnorm_init is None else batchnorm_init
+    if mode not in BATCHNORM_INITS:
+        refuse(
+            f"batchnorm_init {batchnorm_init!r} is unknown; allowed: ones (weight 1, the default), "
+            "uniform (weight drawn from U[0, 1), as open_lth's batchnorm_init='uniform')"
+        )
+    return mode
+
+
+def init_kaiming(model: nn.Module, batchnorm_init: str | None = None) -> None:
+    """Kaiming-normal weights for Linear and Conv layers, zero biases (He et al. 2015); BatchNorm bias zero.
+
+    The BatchNorm weight is 1 (identity) by default; ``batchnorm_init="uniform"`` draws it from U[0, 1) as
+    open_lth does for its CIFAR VGGs and ResNets. Every draw comes from torch's global generator, layer by
+    layer in module order (the run seeds it from a named stream), so the default draws exactly what it did
+    before the option existed.
+    """
+    mode = check_batchnorm_init(batchnorm_init)
     for m in model.modules():
         if isinstance(m, nn.Linear | nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
+            if mode == "uniform":
+                nn.init.uniform_(m.weight, 0.0, 1.0)
+            else:
+                nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

@@ -4,6 +4,8 @@
 Carbin 2019 call ResNet-20 "Resnet-18". :class:`ResNet18` is the standard 11M-parameter ResNet-18 with the
 3x3 stride-1 stem and no max-pool used for small images. Where a block changes shape the shortcut is
 ``A`` (subsample and zero-pad the new channels: no parameters, He et al.) or ``B`` (1x1 conv + BatchNorm, open_lth).
+BatchNorm weights start at 1, or uniformly at random in [0, 1) with ``batchnorm_init="uniform"`` (open_lth's
+``cifar_resnet_*`` default).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lth.models.common import init_kaiming, refuse, scaled
+from lth.models.common import check_batchnorm_init, init_kaiming, refuse, scaled
 
 SHORTCUTS = ("A", "B")
 
@@ -57,13 +59,21 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """``stem`` (3x3 conv, BatchNorm, ReLU), stages of BasicBlocks, global average pool, ``out``.
 
-    The first stage keeps the resolution, each later one halves it in its first block.
+    The first stage keeps the resolution, each later one halves it in its first block. ``batchnorm_init``:
+    ``None``/``"ones"`` (BatchNorm weight 1) or ``"uniform"`` (drawn from U[0, 1), as open_lth).
     """
 
     def __init__(
-        self, in_channels: int, num_classes: int, widths: Sequence[int], blocks: Sequence[int], shortcut: str
+        self,
+        in_channels: int,
+        num_classes: int,
+        widths: Sequence[int],
+        blocks: Sequence[int],
+        shortcut: str,
+        batchnorm_init: str | None = None,
     ) -> None:
         super().__init__()
+        check_batchnorm_init(batchnorm_init)
         if shortcut not in SHORTCUTS:
             refuse(f"shortcut {shortcut!r} is unknown; allowed: A (zero-padding, no parameters), B (1x1 conv + BN)")
         self.stem = nn.Sequential(
@@ -76,7 +86,7 @@ class ResNet(nn.Module):
             channels = width
         self.stages = nn.Sequential(*stages)
         self.out = nn.Linear(channels, num_classes)
-        init_kaiming(self)
+        init_kaiming(self, batchnorm_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.stages(self.stem(x)).mean(dim=(2, 3)))
@@ -96,11 +106,12 @@ class CifarResNet(ResNet):
         depth: int = 20,
         shortcut: str = "B",
         width: float = 1.0,
+        batchnorm_init: str | None = None,
     ) -> None:
         if depth < 8 or (depth - 2) % 6:
             refuse(f"CIFAR ResNets have depth 6n + 2 (20, 32, 44, 56, 110, ...); got depth {depth}")
         widths = [scaled(c, width) for c in (16, 32, 64)]
-        super().__init__(in_channels, num_classes, widths, [(depth - 2) // 6] * 3, shortcut)
+        super().__init__(in_channels, num_classes, widths, [(depth - 2) // 6] * 3, shortcut, batchnorm_init)
 
 
 class ResNet18(ResNet):
@@ -110,7 +121,13 @@ class ResNet18(ResNet):
     """
 
     def __init__(
-        self, in_channels: int, image_size: int, num_classes: int, width: float = 1.0, shortcut: str = "B"
+        self,
+        in_channels: int,
+        image_size: int,
+        num_classes: int,
+        width: float = 1.0,
+        shortcut: str = "B",
+        batchnorm_init: str | None = None,
     ) -> None:
         widths = [scaled(c, width) for c in (64, 128, 256, 512)]
-        super().__init__(in_channels, num_classes, widths, [2, 2, 2, 2], shortcut)
+        super().__init__(in_channels, num_classes, widths, [2, 2, 2, 2], shortcut, batchnorm_init)
