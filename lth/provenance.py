@@ -21,7 +21,7 @@ def machine(accelerator: str) -> dict:
     import torch
 
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    kind = "gpu" if gpu else accelerator
+    kind = "gpu" if gpu else "cpu" if accelerator == "auto" else accelerator
     return {"accelerator": kind, "threads": torch.get_num_threads()}
 
 
