@@ -7,14 +7,20 @@ renames old results. It names the run folder, so the same command finds the same
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import hashlib
 import json
 import numbers
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lth.errors import ConfigError
+from lth.hardware import check_values
 from lth.steps import Step
 
 RUN_ONLY = (
@@ -30,6 +36,7 @@ RUN_ONLY = (
     "train.share_dense",
     "train.compile",
     "dataset.num_workers",
+    "dataset.source.download",
 )
 
 
@@ -48,7 +55,13 @@ def _drop_nulls(value: Any) -> Any:
 
 
 def identity(cfg: DictConfig) -> dict:
-    """The part of the config that defines the experiment (what the run folder's hash covers)."""
+    """The part of the config that defines the experiment (what the run folder's hash covers).
+
+    The hardware is run-only except for what changes the trained weights beyond floating-point order: the number
+    of processes (the effective batch is ``train.batch_size`` times it) and the precision. They enter the identity
+    as ``hardware.world_size`` and ``hardware.precision`` when they differ from one process in 32-bit, so runs
+    made on one device keep their names.
+    """
     plain = {k: _plain(cfg[k]) for k in cfg if k not in RUN_ONLY}  # never resolve hydra's node (it names the run)
     for key in RUN_ONLY:
         *parents, leaf = key.split(".")
@@ -56,7 +69,27 @@ def identity(cfg: DictConfig) -> dict:
         for parent in parents:
             node = node.get(parent) or {}
         node.pop(leaf, None)
+    hardware = training_hardware(cfg)
+    if hardware != DEFAULT_TRAINING_HARDWARE:
+        plain["hardware"] = hardware
     return _drop_nulls(plain)
+
+
+DEFAULT_TRAINING_HARDWARE = {"world_size": 1, "precision": "32-true"}
+
+
+def training_hardware(cfg: DictConfig) -> dict:
+    """What of ``cfg.hardware`` changes the trained weights: processes in all, and the numeric precision."""
+    hw = cfg.get("hardware") or {}
+    devices, nodes = hw.get("devices", 1), hw.get("num_nodes", 1)
+    if isinstance(devices, ListConfig | list):  # device indices: one process each
+        devices = len(devices)
+    # "auto" or -1 (every device of the machine) is named as given: how many that is depends on the machine
+    world_size = devices * nodes if isinstance(devices, int) and devices > 0 and isinstance(nodes, int) else None
+    return {
+        "world_size": world_size if world_size is not None else f"{devices}x{nodes}",
+        "precision": str(hw.get("precision", "32-true")),
+    }
 
 
 def folder_name(cfg: DictConfig, ident: dict) -> str:
@@ -71,12 +104,58 @@ def run_id(cfg: DictConfig) -> str:
 
 
 def register_resolvers() -> None:
-    """Register ``${run_id:}`` so Hydra's run and sweep folders are named by the experiment's identity."""
+    """Register ``${run_id:}`` so Hydra's run and sweep folders are named by the experiment's identity, and
+    ``${class_folders:<data_dir>,<name>}``, the class count of ``dataset=image_folder`` (:func:`class_folders`)."""
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", lambda *, _root_: run_id(_root_))
+    if not OmegaConf.has_resolver("class_folders"):
+        OmegaConf.register_new_resolver("class_folders", class_folders)
 
 
 # -- validation -------------------------------------------------------------------------------------
+# Everything here runs before torch or Lightning is imported (train.py validates first): the names that live
+# next to the code using them (lth.module.SCHEDULES, lth.controls.CONTROLS, ...) are repeated here, and
+# tests/test_bad_input.py checks that the copies agree.
+
+MAX_ITERATIONS = 10**9  # a length past a billion iterations is a typo, not an experiment
+MAX_EPOCHS = 10**6
+MAX_ROUNDS = 1000
+SCHEDULES = ("constant", "step", "cosine")  # lth.module.SCHEDULES
+CONTROLS = ("reinit", "random_prune", "shuffle")  # lth.controls.CONTROLS
+REWIND_MODES = ("init", "lr", "none")  # lth.callback.REWIND_MODES
+LOADERS = ("memory", "torchvision")  # lth.data.module.LOADERS
+AUGMENT_KEYS = ("crop_padding", "flip")  # lth.data.augment.KEYS
+WANDB_MODES = ("online", "offline", "disabled")
+# Where ``+key=value`` may add a key that no config group defines (fnmatch patterns of dotted keys); anywhere
+# else a new key is a typo. Optimiser keyword arguments may be added when the optimiser takes them.
+OPEN_KEYS = ("hydra.*", "prune.layer_rates.*", "logger.csv.*", "logger.tensorboard.*", "logger.wandb.*")
+_ADAM = tuple("lr betas eps weight_decay amsgrad foreach maximize capturable differentiable fused".split())
+_SGD = tuple("lr momentum dampening weight_decay nesterov maximize foreach differentiable fused".split())
+OPTIMIZER_KEYS = {  # the keyword arguments of each optimiser class (torch 2.2 to 2.14)
+    "torch.optim.Adam": (*_ADAM, "decoupled_weight_decay"),
+    "torch.optim.AdamW": _ADAM,
+    "torch.optim.SGD": _SGD,
+}
+
+
+@dataclass(frozen=True)
+class KnownData:
+    """What a dataset of fixed files is: training images (before the validation split) and their shape."""
+
+    train_size: int
+    channels: int
+    image_size: int
+    num_classes: int
+
+
+KNOWN_DATASETS = {  # by the source's _target_
+    "lth.data.sources.mnist": KnownData(60000, 1, 28, 10),
+    "lth.data.sources.fashion_mnist": KnownData(60000, 1, 28, 10),
+    "lth.data.sources.cifar10": KnownData(50000, 3, 32, 10),
+    "lth.data.sources.cifar100": KnownData(50000, 3, 32, 100),
+}
+IMAGE_FOLDER = "lth.data.sources.image_folder"
+SYNTHETIC = "lth.data.sources.synthetic"
 
 
 def _number(
@@ -104,11 +183,17 @@ def _number(
     return value
 
 
-def _step(cfg: DictConfig, key: str, positive: bool = True) -> Step:
-    step = Step.parse(OmegaConf.select(cfg, key), key=key)
+def _parse_step(value: Any, key: str, positive: bool = True) -> Step:
+    step = Step.parse(value, key=key)
     if positive and step == Step():
         raise ConfigError(key, f"got {step}; it must be longer than 0it")
+    if step.iterations > MAX_ITERATIONS or step.epochs > MAX_EPOCHS:
+        raise ConfigError(key, f"got {value!r}; allowed: at most {MAX_ITERATIONS}it or {MAX_EPOCHS}ep")
     return step
+
+
+def _step(cfg: DictConfig, key: str, positive: bool = True) -> Step:
+    return _parse_step(OmegaConf.select(cfg, key), key, positive)
 
 
 def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> str:
@@ -118,18 +203,306 @@ def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check every user-set key up front; raise :class:`ConfigError` naming the first bad key."""
-    from lth.callback import parse_rewind  # imported here: train.py --help must not wait for torch
-    from lth.controls import control_fn
-    from lth.module import SCHEDULES
+def _bool(cfg: DictConfig, key: str, allow_none: bool = False) -> bool | None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"got {value!r}; allowed: true or false{' or null' if allow_none else ''}")
+    return value
 
+
+def _rewind(cfg: DictConfig) -> str | Step:
+    """``prune.rewind``: init | lr | none | a Step (what :func:`lth.callback.parse_rewind` accepts)."""
+    value = OmegaConf.select(cfg, "prune.rewind")
+    if value in REWIND_MODES:
+        return value
+    try:
+        Step.parse(value, key="prune.rewind")
+    except ConfigError:
+        raise ConfigError(
+            "prune.rewind", f"{value!r} is not allowed; use init, lr, none or a Step like 500it"
+        ) from None
+    return _parse_step(value, "prune.rewind", positive=False)
+
+
+def _paths(cfg: DictConfig, key: str) -> list:
+    value = OmegaConf.select(cfg, key)
+    if value is not None and not (isinstance(value, ListConfig | list) and all(isinstance(v, str) for v in value)):
+        raise ConfigError(key, f"got {value!r}; allowed: a list of name patterns, e.g. ['*conv*']")
+    return list(value or [])
+
+
+def check_output_folder(value: Any, key: str) -> None:
+    """Refuse an output folder that cannot be made: empty, a file, under a file, or in a read-only folder."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(key, f"got {value!r}; allowed: a folder path")
+    path = Path(value).expanduser()
+    for folder in (path, *path.parents):
+        if not folder.exists():
+            continue
+        if not folder.is_dir():
+            where = "is a file" if folder == path else f"lies under {folder}, which is a file"
+            raise ConfigError(key, f"{value} {where}; allowed: a folder")
+        if not os.access(folder, os.W_OK | os.X_OK) or not folder.stat().st_mode & 0o222:
+            raise ConfigError(key, f"{folder} is read-only; allowed: a folder that can be written")
+        return
+
+
+def class_folders(data_dir: str, name: str) -> int | None:
+    """The number of class folders in ``<data_dir>/<name>/train`` (``dataset=image_folder``), None if none."""
+    train = Path(str(data_dir)).expanduser() / str(name) / "train"
+    count = sum(1 for p in train.iterdir() if p.is_dir()) if train.is_dir() else 0
+    return count or None
+
+
+def _dataset(cfg: DictConfig) -> int | None:
+    """Check ``dataset``; return the size of the training split (after validation) when known without reading."""
+    inf = float("inf")
+    source = OmegaConf.select(cfg, "dataset.source") or {}
+    target = source.get("_target_") if isinstance(source, DictConfig) else None
+    known = KNOWN_DATASETS.get(target)
+    channels = _number(cfg, "dataset.channels", 1, inf, open_low=False, integer=True)
+    _number(cfg, "dataset.image_size", 1, inf, open_low=False, integer=True)
+    if target == IMAGE_FOLDER:
+        if channels not in (1, 3):
+            raise ConfigError("dataset.channels", f"got {channels!r}; allowed for image folders: 1 (grey) or 3 (RGB)")
+        if OmegaConf.select(cfg, "dataset.num_classes") is None:
+            folder = Path(str(cfg.paths.data_dir)) / str(OmegaConf.select(cfg, "dataset.name"))
+            raise ConfigError(
+                "paths.data_dir",
+                f"no class folders in {folder}/train; put one sub-folder of .png/.jpg images per class in "
+                f"{folder}/train and {folder}/test, or pass paths.data_dir=<folder holding them>",
+            )
+    _number(cfg, "dataset.num_classes", 2, inf, open_low=False, integer=True)
+    if known is not None:
+        name = target.rsplit(".", 1)[-1]
+        for key in ("channels", "image_size", "num_classes"):
+            if cfg.dataset[key] != getattr(known, key):
+                raise ConfigError(
+                    f"dataset.{key}", f"got {cfg.dataset[key]!r}; {name} has {getattr(known, key)}; allowed: that"
+                )
+    val_size = _number(cfg, "dataset.val_size", 1, inf, open_low=False, integer=True)
+    size = known.train_size if known is not None else None
+    if target == SYNTHETIC:
+        size = _number(cfg, "dataset.source.train_size", 2, inf, open_low=False, integer=True)
+        _number(cfg, "dataset.source.test_size", 1, inf, open_low=False, integer=True)
+    if size is not None and val_size >= size:
+        raise ConfigError("dataset.val_size", f"must be in [1, {size - 1}] for {size} training images")
+    for key in ("mean", "std"):
+        values = OmegaConf.select(cfg, f"dataset.{key}")
+        if values is None:
+            continue
+        ok = isinstance(values, ListConfig | list) and all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values
+        )
+        if not ok or len(values) != channels:
+            raise ConfigError(
+                f"dataset.{key}", f"got {values!r}; allowed: {channels} number(s), one per channel, or null"
+            )
+        if key == "std" and any(v <= 0 for v in values):
+            raise ConfigError("dataset.std", f"got {values!r}; allowed: numbers > 0 (images are divided by them)")
+    _choice(cfg, "dataset.loader", LOADERS)
+    _number(cfg, "dataset.num_workers", 0, inf, open_low=False, integer=True)
+    if "download" in source:
+        _bool(cfg, "dataset.source.download")
+    augment = OmegaConf.select(cfg, "dataset.augment")
+    if augment is not None:
+        if not isinstance(augment, DictConfig):
+            raise ConfigError("dataset.augment", f"got {augment!r}; allowed: null or {{crop_padding: 4, flip: true}}")
+        for key in augment:
+            if key not in AUGMENT_KEYS:
+                raise ConfigError(f"dataset.augment.{key}", f"unknown key; allowed: {', '.join(AUGMENT_KEYS)}")
+        if augment.get("crop_padding") is not None:
+            _number(cfg, "dataset.augment.crop_padding", 0, inf, open_low=False, integer=True)
+        _bool(cfg, "dataset.augment.flip", allow_none=True)
+    return size - val_size if size is not None else None
+
+
+def _comparable(a: Step, b: Step, ipe: int | None) -> tuple[int, int] | None:
+    """``a`` and ``b`` in one unit; None when that needs the length of an epoch and it is not known."""
+    if ipe is not None:
+        return a.to_iterations(ipe), b.to_iterations(ipe)
+    if not a.epochs and not b.epochs:
+        return a.iterations, b.iterations
+    if not a.iterations and not b.iterations:
+        return a.epochs, b.epochs
+    return None
+
+
+def check_steps(cfg: DictConfig, iterations_per_epoch: int | None) -> None:
+    """Check that every Step of ``cfg`` fits in ``train.steps``: the evaluation cadence, the rewind point, the
+    schedule's milestones and warm-up, the checkpoint cadence; and that training is not absurdly long.
+
+    With ``iterations_per_epoch=None`` (the data not read yet) only Steps in the same unit are compared.
+    """
+    ipe = iterations_per_epoch
+    steps, eval_every = _step(cfg, "train.steps"), _step(cfg, "train.eval_every")
+    if ipe is not None and steps.to_iterations(ipe) > MAX_ITERATIONS:
+        raise ConfigError("train.steps", f"{steps} is {steps.to_iterations(ipe)} it; allowed: at most {MAX_ITERATIONS}")
+    pair = _comparable(eval_every, steps, ipe)
+    if pair and pair[0] > pair[1]:
+        raise ConfigError("train.eval_every", f"{eval_every} is beyond train.steps={steps}; allowed: at most that")
+    rewind = _rewind(cfg)
+    pair = _comparable(rewind, steps, ipe) if isinstance(rewind, Step) else None
+    if pair and pair[0] >= pair[1]:
+        raise ConfigError("prune.rewind", f"{rewind} is not before the end of training (train.steps={steps})")
+    milestones = OmegaConf.select(cfg, "optim.schedule.milestones")
+    if milestones is not None and not isinstance(milestones, ListConfig | list):
+        raise ConfigError("optim.schedule.milestones", f"got {milestones!r}; allowed: a list of Steps, e.g. [80ep]")
+    for milestone in milestones or []:
+        step = _parse_step(milestone, "optim.schedule.milestones")
+        pair = _comparable(step, steps, ipe)
+        if pair and pair[0] >= pair[1]:
+            raise ConfigError(
+                "optim.schedule.milestones", f"{step} is not before the end of training (train.steps={steps})"
+            )
+    warmup = _step(cfg, "optim.schedule.warmup", positive=False)
+    pair = _comparable(warmup, steps, ipe)
+    if pair and pair[0] > pair[1]:
+        raise ConfigError("optim.schedule.warmup", f"{warmup} is longer than training (train.steps={steps})")
+    if OmegaConf.select(cfg, "train.checkpoint_every") is not None:
+        every = _step(cfg, "train.checkpoint_every")
+        pair = _comparable(every, eval_every, ipe)
+        if pair and pair[0] % pair[1]:
+            raise ConfigError(
+                "train.checkpoint_every", f"{every} must be a positive multiple of train.eval_every={eval_every}"
+            )
+
+
+def _processes(cfg: DictConfig) -> int | None:
+    """DDP processes in all when ``hardware`` says so without asking the machine ('auto' or -1: None)."""
+    devices, nodes = OmegaConf.select(cfg, "hardware.devices"), OmegaConf.select(cfg, "hardware.num_nodes") or 1
+    if isinstance(devices, ListConfig | list):
+        return len(devices) * nodes
+    return devices * nodes if isinstance(devices, int) and devices > 0 else None
+
+
+def _iterations_per_epoch(cfg: DictConfig, train_size: int | None, batch_size: int) -> int | None:
+    """What :meth:`lth.data.ImageData.iterations_per_epoch` will say, when the split's size is known; also
+    refuse a batch larger than the training split (of one rank's shard under DDP)."""
+    if train_size is None:
+        return None
+    world = _processes(cfg)
+    per_rank = train_size // (world or 1)
+    if batch_size > per_rank:
+        shard = f" per process ({world} processes)" if (world or 1) > 1 else ""
+        raise ConfigError(
+            "train.batch_size",
+            f"got {batch_size}; allowed: at most {per_rank}, the training images{shard} "
+            f"({train_size} after dataset.val_size)",
+        )
+    if world is None:
+        return None
+    if cfg.dataset.loader == "torchvision":  # Lightning's DistributedSampler pads every shard to ceil(n / world)
+        return _ceil(_ceil(train_size, world), batch_size)
+    return _ceil(per_rank, batch_size)  # the memory loader: len(x) // world samples per rank and epoch
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _optimizer(cfg: DictConfig) -> None:
+    inf = float("inf")
+    optimizer = OmegaConf.select(cfg, "optim.optimizer")
+    if not isinstance(optimizer, DictConfig):
+        raise ConfigError("optim.optimizer", f"got {optimizer!r}; allowed: an optimiser config (optim=adam, sgd)")
+    target = optimizer.get("_target_")
+    allowed = OPTIMIZER_KEYS.get(target)
+    for key in optimizer:
+        if allowed is not None and not key.startswith("_") and key not in allowed:
+            raise ConfigError(
+                f"optim.optimizer.{key}", f"{target} takes no {key!r}; allowed: {', '.join(sorted(allowed))}"
+            )
+    _number(cfg, "optim.optimizer.lr", 0, inf)
+    present = lambda key: key in optimizer and optimizer[key] is not None  # noqa: E731
+    if present("weight_decay"):
+        _number(cfg, "optim.optimizer.weight_decay", 0, inf, open_low=False)
+    if present("momentum"):
+        _number(cfg, "optim.optimizer.momentum", 0, 1, open_low=False)
+    if present("dampening"):
+        _number(cfg, "optim.optimizer.dampening", 0, 1, open_low=False, open_high=False)
+    if present("eps"):
+        _number(cfg, "optim.optimizer.eps", 0, inf)
+    if present("betas"):
+        betas = optimizer.betas
+        if not (
+            isinstance(betas, ListConfig | list)
+            and len(betas) == 2
+            and all(isinstance(b, numbers.Real) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
+        ):
+            raise ConfigError(
+                "optim.optimizer.betas", f"got {betas!r}; allowed: two numbers in [0, 1), e.g. [0.9,0.999]"
+            )
+    for key in ("nesterov", "amsgrad", "maximize", "capturable", "differentiable", "foreach", "fused"):
+        if key in optimizer:
+            _bool(cfg, f"optim.optimizer.{key}", allow_none=key in ("foreach", "fused"))
+    if optimizer.get("nesterov") and ((optimizer.get("momentum") or 0) <= 0 or (optimizer.get("dampening") or 0)):
+        raise ConfigError("optim.optimizer.nesterov", "needs optim.optimizer.momentum > 0 and dampening 0")
+
+
+def _logger(cfg: DictConfig) -> None:
+    loggers = OmegaConf.select(cfg, "logger")
+    if loggers is None:
+        return
+    if not isinstance(loggers, DictConfig):
+        raise ConfigError("logger", f"got {loggers!r}; allowed: csv, tensorboard, wandb, many, none or a list of them")
+    wandb = loggers.get("wandb")
+    if isinstance(wandb, DictConfig):
+        mode = wandb.get("mode")
+        if mode is not None and mode not in WANDB_MODES:
+            raise ConfigError("logger.wandb.mode", f"got {mode!r}; allowed: {', '.join(WANDB_MODES)} or null")
+        if wandb.get("init_timeout") is not None:
+            _number(cfg, "logger.wandb.init_timeout", 0, float("inf"))
+
+
+def new_key_allowed(cfg: DictConfig, key: str) -> bool:
+    """Whether ``+key=value`` may add ``key``, which no config group defines (see :data:`OPEN_KEYS`)."""
+    if any(fnmatch.fnmatchcase(key, pattern) for pattern in OPEN_KEYS):
+        return True
+    parent, _, leaf = key.rpartition(".")
+    if parent == "optim.optimizer":
+        return leaf in OPTIMIZER_KEYS.get(OmegaConf.select(cfg, "optim.optimizer._target_"), ())
+    return False
+
+
+def unknown_key(cfg: DictConfig, key: str) -> ConfigError:
+    """The error for a key that the config does not have: its siblings, and the closest of them."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not isinstance(node, DictConfig):
+        return ConfigError(key, f"no such key: {parent} holds no keys")
+    if parent == "optim.optimizer" and node.get("_target_") in OPTIMIZER_KEYS:
+        target, allowed = node._target_, OPTIMIZER_KEYS[node._target_]
+        if leaf in allowed:
+            return ConfigError(key, f"not in this optim preset; add it with +{key}=<value>")
+        return ConfigError(key, f"{target} takes no {leaf!r}; allowed: {', '.join(sorted(allowed))}")
+    siblings = sorted(str(k) for k in node if not str(k).startswith("_") and str(k) != "hydra")
+    close = difflib.get_close_matches(leaf, siblings, n=1)
+    hint = f"; did you mean {parent + '.' if parent else ''}{close[0]}?" if close else ""
+    return ConfigError(key, f"no such key; {parent or 'the config'} has: {', '.join(siblings)}{hint}")
+
+
+def validate(cfg: DictConfig, machine: bool = True) -> None:
+    """Check every user-set key up front, without importing torch; raise :class:`ConfigError` naming the first bad key.
+
+    ``machine``: also check what this machine must have (the GPUs asked for); off where the jobs run elsewhere
+    (a SLURM sweep is validated on the machine that submits it).
+    """
     inf = float("inf")
     _number(cfg, "seed", 0, 2**31, open_low=False, integer=True)
     _number(cfg, "data_seed", 0, 2**31, open_low=False, integer=True, allow_none=True)
+    _bool(cfg, "resume")
+    check_output_folder(OmegaConf.select(cfg, "paths.output_dir"), "paths.output_dir")
+    check_output_folder(str(Path(str(cfg.paths.output_dir)) / "runs"), "paths.output_dir")
+    data_dir = OmegaConf.select(cfg, "paths.data_dir")
+    if not isinstance(data_dir, str) or not data_dir.strip() or Path(data_dir).expanduser().is_file():
+        raise ConfigError("paths.data_dir", f"got {data_dir!r}; allowed: a folder path")
+    check_values(cfg, machine=machine)  # hardware
     # pruning
     _number(cfg, "prune.rate", 0, 1)
-    rounds = _number(cfg, "prune.rounds", 0, inf, open_low=False, integer=True)
+    rounds = _number(cfg, "prune.rounds", 0, MAX_ROUNDS, open_low=False, open_high=False, integer=True)
     target = _number(cfg, "prune.target_sparsity", 0, 1, allow_none=True)
     _choice(cfg, "prune.scope", ("global", "layer"))
     layer_rates = OmegaConf.select(cfg, "prune.layer_rates") or {}
@@ -138,35 +511,42 @@ def validate(cfg: DictConfig) -> None:
     for pattern in layer_rates:
         value = layer_rates[pattern]
         if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 < value < 1:
-            raise ConfigError(f"prune.layer_rates.{pattern}", f"got {value!r}; allowed: a number in (0, 1)")
+            nested = isinstance(value, DictConfig)
+            hint = f" (a dotted pattern is one key: prune.layer_rates={{{pattern}.x: 0.1}})" if nested else ""
+            raise ConfigError(f"prune.layer_rates.{pattern}", f"got {value!r}; allowed: a number in (0, 1){hint}")
     if target is not None and layer_rates:
         raise ConfigError("prune.target_sparsity", "cannot be combined with prune.layer_rates; set one of them")
     if target is not None and rounds == 0:
         raise ConfigError("prune.rounds", "must be at least 1 when prune.target_sparsity is set")
-    for key in ("include", "exclude", "extra"):
-        value = OmegaConf.select(cfg, f"prune.{key}")
-        if value is not None and not (isinstance(value, ListConfig | list) and all(isinstance(v, str) for v in value)):
-            raise ConfigError(f"prune.{key}", f"got {value!r}; allowed: a list of name patterns, e.g. ['*conv*']")
-    rewind = parse_rewind(OmegaConf.select(cfg, "prune.rewind"))
+    _paths(cfg, "prune.include")
+    if any(set(pattern) <= {"*"} for pattern in _paths(cfg, "prune.exclude")):
+        raise ConfigError("prune.exclude", "'*' excludes every layer, which leaves no prunable weights")
+    _paths(cfg, "prune.extra")
+    rewind = _rewind(cfg)
+    if rewind == "none" and OmegaConf.select(cfg, "optim.schedule.name") == "cosine":
+        raise ConfigError(
+            "prune.rewind",
+            "none fine-tunes at the schedule's final learning rate, which is 0 under optim.schedule.name=cosine; "
+            "use prune.rewind=lr, or a step or constant optim.schedule.name",
+        )
     control = OmegaConf.select(cfg, "prune.control")
     if control is not None:
-        control_fn(control)
+        if control not in CONTROLS:
+            raise ConfigError("prune.control", f"unknown control {control!r}; allowed: null, {', '.join(CONTROLS)}")
         if rewind in ("lr", "none"):
             raise ConfigError("prune.control", f"{control} needs a rewind to weights (init or a Step), not {rewind}")
-    # training
-    _step(cfg, "train.steps")
-    _step(cfg, "train.eval_every")
-    _number(cfg, "train.batch_size", 1, inf, open_low=False, integer=True)
+    # training and data
+    batch_size = _number(cfg, "train.batch_size", 1, inf, open_low=False, integer=True)
     _number(cfg, "train.eval_batch_size", 1, inf, open_low=False, integer=True)
-    check_lengths(cfg, iterations_per_epoch=None)
-    _number(cfg, "dataset.val_size", 1, inf, open_low=False, integer=True)
+    for key in ("save_weights", "progress", "compile", "share_dense"):
+        _bool(cfg, f"train.{key}", allow_none=key != "save_weights")
+    train_size = _dataset(cfg)
+    check_steps(cfg, _iterations_per_epoch(cfg, train_size, batch_size))
     # optimiser
-    _number(cfg, "optim.optimizer.lr", 0, inf)
+    _optimizer(cfg)
     _choice(cfg, "optim.schedule.name", SCHEDULES)
-    for milestone in OmegaConf.select(cfg, "optim.schedule.milestones") or []:
-        Step.parse(milestone, key="optim.schedule.milestones")
-    _step(cfg, "optim.schedule.warmup", positive=False)
     _number(cfg, "optim.schedule.gamma", 0, inf)
+    _logger(cfg)
 
 
 def check_lengths(cfg: DictConfig, iterations_per_epoch: int | None) -> tuple[int, int]:

@@ -1,80 +1,26 @@
-"""Several processes training together (DDP): which setups work, starting the ranks, and rank 0's decisions.
+"""Several processes training together (DDP): starting the ranks, and rank 0's decisions.
 
 Under DDP every rank runs :func:`lth.run.train` and its loop. Rank 0 makes each decision that reads files and
 hands it to the others (:func:`shared`); only rank 0 writes outputs and logs results (:func:`is_rank_zero`).
+Which setups can work is checked, without torch, by :mod:`lth.hardware` (re-exported here).
 """
 
 from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TypeVar
 
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
-from lth.errors import ConfigError
+from lth.hardware import check_hardware, ddp_processes
 
 T = TypeVar("T")
 
-
-def ddp_processes(hw: DictConfig) -> int:
-    """Processes that ``hardware`` trains with, over all its machines: one per device (1 for a single device)."""
-    devices = hw.devices
-    if isinstance(devices, Sequence) and not isinstance(devices, str):
-        per_node = len(devices)
-    elif isinstance(devices, int) and devices > 0:
-        per_node = devices
-    else:  # "auto" or -1: every GPU of the machine
-        per_node = torch.cuda.device_count() if hw.accelerator in ("auto", "gpu", "cuda") else 1
-    return max(per_node, 1) * int(hw.get("num_nodes", 1))
-
-
-def check_hardware(cfg: DictConfig) -> None:
-    """Refuse the multi-process setups that cannot work, before any process is started.
-
-    ``ddp_spawn`` (and fork/notebook) train each round in new processes whose callbacks' state (masks, rewind
-    point, early-stop point) never comes back. Several devices need ``ddp`` (``auto`` picks it). Lightning
-    starts the other ranks by running the script again with the same arguments: inside a Hydra multirun that
-    would run the sweep again for every rank, so a multirun needs a launcher that starts one process per device
-    itself (submitit, ``tasks_per_node`` = ``hardware.devices``, ``nodes`` = ``hardware.num_nodes``).
-    """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    hw = cfg.hardware
-    strategy = str(hw.strategy)
-    if any(word in strategy for word in ("spawn", "fork", "notebook")):
-        raise ConfigError(
-            "hardware.strategy",
-            f"{strategy} trains each round in new processes whose masks and rewind point never come back; use ddp",
-        )
-    processes = ddp_processes(hw)
-    if processes == 1:
-        return
-    if strategy != "auto" and not strategy.startswith("ddp"):
-        raise ConfigError("hardware.strategy", f"got {strategy!r} for {processes} devices; allowed: ddp")
-    if not HydraConfig.initialized():
-        if "LOCAL_RANK" not in os.environ:  # no script to run again: only processes started by torchrun or SLURM
-            raise ConfigError("hardware", f"{processes} DDP processes need python train.py or torchrun, not train(cfg)")
-        return
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return
-    launcher = str(hydra_cfg.launcher.get("_target_", ""))
-    if "submitit" not in launcher:
-        raise ConfigError(
-            "hardware",
-            f"{processes} DDP processes per job cannot run under the {launcher.rsplit('.', 1)[-1]} of a multirun "
-            "(Lightning would rerun the sweep for each rank); use hydra/launcher=slurm or one python train.py per job",
-        )
-    tasks = hydra_cfg.launcher.get("tasks_per_node", 1) * hydra_cfg.launcher.get("nodes", 1)
-    if tasks != processes:
-        raise ConfigError(
-            "hardware", f"{processes} DDP processes but the launcher starts {tasks} tasks; start one task per device"
-        )
+__all__ = ["check_hardware", "ddp_processes", "is_rank_zero", "shared", "start_ranks", "world_size"]
 
 
 def start_ranks(cfg: DictConfig) -> None:

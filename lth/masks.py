@@ -79,7 +79,11 @@ def prunable_parameters(
             continue
         chosen[n] = p
     if not chosen:
-        raise ConfigError(f"{key}.include", "no prunable tensor is left after include/exclude")
+        field, patterns = ("exclude", exclude) if exclude else ("include", include)
+        kept = f" of those {key}.include keeps" if exclude and include else ""
+        raise ConfigError(
+            f"{key}.{field}", f"{patterns} leaves no prunable weights{kept}; they are {_sample(candidates)}"
+        )
     order = {n: i for i, n in enumerate(names)}
     return dict(sorted(chosen.items(), key=lambda item: order[item[0]]))
 

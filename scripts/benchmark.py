@@ -23,9 +23,10 @@ Also measured: (e) one prune-and-rewind (``LotteryTicket.advance``, global 20%) 
 one-step round 0; (f) whole IMP rounds run by :func:`lth.run.train_round` with the default config on MNIST-shaped
 generated data (55K training / 5K validation / 10K test images, validation every 100 iterations, evaluation batch
 1000, CSV logger), split into training steps and everything else, against (d) for the same steps and mask;
-(g) ``python train.py --help``. The tables are printed, the numbers written to ``--json``, and the tables into the
-results section of docs/performance.md with ``--write-docs`` (``--out FILE``: into that file instead). A bad argument
-is one line on stderr, exit code 2, and nothing written.
+(g) ``python train.py --help`` and ``python train.py prune.rate=2`` (a bad value, refused). The tables are printed,
+the numbers written to ``--json``, and the tables into the results section of docs/performance.md with
+``--write-docs`` (``--out FILE``: into that file instead). A bad argument is one line on stderr, exit code 2, and
+nothing written.
 
 Usage: python scripts/benchmark.py [--model lenet300] [--batch-size 60] [--steps 500] [--warmup 100]
        [--threads 1 2] [--repeats 7] [--round-steps 1000] [--compile] [--json PATH] [--write-docs | --out FILE]
@@ -409,6 +410,20 @@ def help_seconds(repeats: int) -> list[float]:
     return times
 
 
+def bad_value_seconds(repeats: int) -> list[float]:
+    """Wall seconds of ``python train.py prune.rate=2`` in a fresh process: refused (one line, exit code 2)."""
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            command = [sys.executable, str(REPO / "train.py"), "prune.rate=2", f"paths.output_dir={tmp}"]
+            result = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
+            times.append(time.perf_counter() - start)
+            if result.returncode != 2:
+                raise RuntimeError(f"train.py prune.rate=2 exited with {result.returncode}: {result.stderr[-500:]}")
+    return times
+
+
 # -- report --------------------------------------------------------------------------------------------
 
 
@@ -549,6 +564,11 @@ def report(args: argparse.Namespace, results: dict, command: str) -> str:
             f"| `python train.py --help` < 5 s | - | {spread(results['help'], fmt='.2f')} s | "
             f"{verdict(statistics.median(results['help']) < 5)} |"
         )
+    if results.get("bad_value"):
+        targets_lines.append(
+            f"| `python train.py prune.rate=2` refused < 2 s | - | {spread(results['bad_value'], fmt='.2f')} s | "
+            f"{verdict(statistics.median(results['bad_value']) < 2)} |"
+        )
     out += ["", "**Targets**", "", *targets_lines]
     return "\n".join(out)
 
@@ -582,7 +602,10 @@ def parser() -> ArgumentParser:
     )
     parser.add_argument("--round-repeats", type=integer(0), default=3, help="timed IMP rounds; 0: none (default: 3)")
     parser.add_argument(
-        "--help-repeats", type=integer(0), default=3, help="runs of train.py --help; 0: none (default: 3)"
+        "--help-repeats",
+        type=integer(0),
+        default=3,
+        help="runs of train.py --help and a bad value; 0: none (default: 3)",
     )
     parser.add_argument("--compile", action="store_true", help="also (b) with the network compiled (torch.compile)")
     parser.add_argument("--json", type=output_file, help="write every number here")
@@ -619,6 +642,7 @@ def main(argv: list[str] | None = None) -> None:
             results[threads]["round"] = imp_rounds(args)
     results["load_after"] = os.getloadavg()[0]
     results["help"] = help_seconds(args.help_repeats) if args.help_repeats else []
+    results["bad_value"] = bad_value_seconds(args.help_repeats) if args.help_repeats else []
     text = report(args, results, command)
     print(text)
     if out is not None:
@@ -639,6 +663,7 @@ def main(argv: list[str] | None = None) -> None:
                     "torch": torch.__version__,
                     "load_after": results["load_after"],
                     "help_seconds": results["help"],
+                    "bad_value_seconds": results["bad_value"],
                     "threads": serialisable,
                 },
                 indent=2,
