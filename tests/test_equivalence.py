@@ -84,10 +84,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[tuple[str, 
     controls = ",".join(CONTROLS)
     sweep(root / "shared", f"prune.rewind={','.join(TO_WEIGHTS)}", f"prune.control={controls}")
     sweep(root / "shared", "prune.rewind=lr,none")
+    sweep(root / "later", "prune.rewind=1ep,none", "prune.rate=0.2,0.3")  # rate 0.3 takes round 0 from the store
     alone = ["train.share_dense=false"]
     sweep(root / "alone", *alone, f"prune.rewind={','.join(TO_WEIGHTS)}", f"prune.control={','.join(CONTROLS[::-1])}")
     sweep(root / "alone", *alone, "prune.rewind=lr,none")
     found = {"shared": by_case(root / "shared"), "alone": by_case(root / "alone")}
+    found["later"] = {
+        (str(OmegaConf.load(r / "config.yaml").prune.rewind), "null"): r
+        for r in run_folders(root / "later")
+        if OmegaConf.load(r / "config.yaml").prune.rate == 0.3
+    }
     assert set(found["shared"]) == set(found["alone"]) == set(CASES)
     return found
 
@@ -118,12 +124,16 @@ def logged_steps(run: Path, round_index: int, column: str) -> list[tuple[int, fl
     return [(int(r["step"]), float(r[name])) for r in rows if r[name]]
 
 
-@pytest.mark.parametrize(("rewind", "control"), CASES)
-@pytest.mark.parametrize("variant", ["shared", "alone"])
+LATER = [("later", "1ep", "null"), ("later", "none", "null")]  # round 0 from the store, trained by another job
+
+
+@pytest.mark.parametrize(
+    ("variant", "rewind", "control"), [(v, r, c) for v in ("shared", "alone") for r, c in CASES] + LATER
+)
 def test_every_logged_learning_rate_is_the_closed_form_of_its_rewind_mode(runs, variant, rewind, control) -> None:
     run = runs[variant][(rewind, control)]
     trained = [k for k in range(3) if (run / "logs" / f"round_{k:02d}" / "metrics.csv").is_file()]
-    assert trained[-2:] == [1, 2] and (variant == "shared" or trained == [0, 1, 2])
+    assert trained == {"alone": [0, 1, 2], "later": [1, 2]}.get(variant, trained) and trained[-2:] == [1, 2]
     for round_index in trained:  # a round 0 taken from the store was logged by the job that trained it
         logged = logged_steps(run, round_index, "lr-")
         length = TOTAL - start_of(rewind, round_index)
@@ -190,6 +200,19 @@ def test_a_run_killed_mid_round_and_at_a_round_boundary_resumes_to_the_same_run(
     overrides = [*SETUP, f"prune.rewind={rewind}", f"prune.control={control}", f"train.checkpoint_every={EVAL_EVERY}it"]
     run_dir = tmp_path / "runs" / "run"
 
+    write_rounds = lth.run.write_rounds
+
+    def killed_after_round_0(path, rows) -> None:
+        write_rounds(path, rows)
+        if len(rows) == 1 and path.parent == run_dir:
+            raise Killed
+
+    monkeypatch.setattr(lth.run, "write_rounds", killed_after_round_0)
+    with pytest.raises(Killed):
+        train(make_cfg(*overrides, fast=False), run_dir=run_dir)
+    assert len(read_rounds(run_dir / "rounds.csv")) == 1
+    monkeypatch.setattr(lth.run, "write_rounds", write_rounds)
+
     save = RoundCheckpoint.on_validation_end
 
     def killed_mid_round_1(self, trainer, pl_module) -> None:
@@ -199,22 +222,9 @@ def test_a_run_killed_mid_round_and_at_a_round_boundary_resumes_to_the_same_run(
 
     monkeypatch.setattr(RoundCheckpoint, "on_validation_end", killed_mid_round_1)
     with pytest.raises(Killed):
-        train(make_cfg(*overrides, fast=False), run_dir=run_dir)
+        train(make_cfg(*overrides, "resume=true", fast=False), run_dir=run_dir)
     assert len(read_rounds(run_dir / "rounds.csv")) == 1 and (run_dir / "round_01" / "last.ckpt").is_file()
     monkeypatch.setattr(RoundCheckpoint, "on_validation_end", save)
-
-    write_rounds = lth.run.write_rounds
-
-    def killed_after_round_1(path, rows) -> None:
-        write_rounds(path, rows)
-        if len(rows) == 2 and path.parent == run_dir:
-            raise Killed
-
-    monkeypatch.setattr(lth.run, "write_rounds", killed_after_round_1)
-    with pytest.raises(Killed):
-        train(make_cfg(*overrides, "resume=true", fast=False), run_dir=run_dir)
-    assert len(read_rounds(run_dir / "rounds.csv")) == 2
-    monkeypatch.setattr(lth.run, "write_rounds", write_rounds)
 
     train(make_cfg(*overrides, "resume=true", fast=False), run_dir=run_dir)
     assert_same_run(run_dir, runs["shared"][(rewind, control)])
