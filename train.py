@@ -2,7 +2,9 @@
 
 Examples: ``python train.py prune.rate=0.2 prune.rounds=10``, ``python train.py experiment=lenet_mnist``,
 ``python train.py -m prune.rate=0.1,0.2,0.3 seed=0,1``. A bad config exits with one line naming the key (exit
-code 2); a round whose loss diverges exits with one line naming the round and iteration (exit code 3).
+code 2); a round whose loss diverges exits with one line naming the round and iteration (exit code 3). SIGTERM
+and SIGINT stop a run once its checkpoint is written, with one line giving the command that continues it (exit
+code 143 and 130); a second process on a run folder that one uses is refused in one line naming it (exit code 75).
 
 The command line is checked before Hydra makes a folder and before torch is imported: every job it describes
 (each job of a sweep) is composed and validated, and Hydra's own errors (an unknown group option or key, a
@@ -46,7 +48,9 @@ def main(cfg: DictConfig) -> float:
     except ConfigError as error:
         refuse(error, cfg, rank_zero=_rank() == 0)
     from lth.distributed import is_rank_zero
+    from lth.locks import BUSY, BusyError
     from lth.run import RunError, train
+    from lth.signals import Interrupted, exit_stopped
 
     try:
         rounds = train(cfg)["rounds"]
@@ -56,6 +60,12 @@ def main(cfg: DictConfig) -> float:
         if is_rank_zero():
             print(f"error: {error}", file=sys.stderr)
         sys.exit(3)
+    except BusyError as error:  # another process runs in this folder: it is left alone (nothing is removed)
+        if is_rank_zero():
+            print(f"error: {error}", file=sys.stderr)
+        sys.exit(BUSY)
+    except Interrupted as stop:  # SIGTERM, SIGINT: the checkpoint is written; one line says how to continue
+        exit_stopped(stop, _COMMAND[1] if _COMMAND and _COMMAND[0] == os.getpid() else None, is_rank_zero())
     return rounds[-1]["test_acc"]
 
 
@@ -105,9 +115,14 @@ class Job:
     swept: list[str]
 
 
+_COMMAND: tuple[int, list[str]] | None = None  # (pid, arguments) of the command line as typed, for a stop's line
+
+
 def cli(argv: list[str] | None = None) -> None:
     """``python train.py``: check the command line (every job of it), then hand it to Hydra."""
+    global _COMMAND
     argv = list(sys.argv[1:] if argv is None else argv)
+    _COMMAND = (os.getpid(), list(argv))
     try:
         argv = check_command_line(argv)
     except ConfigError as error:

@@ -24,11 +24,31 @@ ROUND_COLUMNS = (
 )
 
 
+def umask() -> int:
+    """The process's umask (read without changing it where the system allows)."""
+    try:  # Linux: changing the umask to read it would race with other threads creating files
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the umask (0o644 under umask 022), readable by colleagues
+    on a shared cluster where the umask says so. Temporary files (``mkstemp``) are 0o600 and are given this."""
+    return 0o666 & ~umask()
+
+
 def _atomic_write(path: Path, write: Any, binary: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
+            os.chmod(tmp, file_mode())  # mkstemp makes it 0o600
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -176,11 +196,31 @@ def round_dir(run_dir: Path, round_index: int) -> Path:
     return run_dir / f"round_{round_index:02d}"
 
 
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is the temporary file of a write (``.<name>.<random>.tmp``) that a kill left behind."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def remove_temporaries(run_dir: Path) -> list[Path]:
+    """Remove the temporary files that killed writes left in ``run_dir`` and its round folders; return them.
+
+    Call it only when nothing writes to ``run_dir`` (at the end of a run that succeeded).
+    """
+    if not run_dir.is_dir():
+        return []
+    folders = [run_dir, *sorted(p for p in run_dir.glob("round_*") if p.is_dir())]
+    found = [p for folder in folders for p in folder.iterdir() if p.is_file() and is_temporary(p)]
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
+
+
 HYDRA_ONLY = (".hydra",)
+RUN_LOCK = (".lock", ".lock.owner")  # the lock of the process that runs in the folder, and who it is (lth.locks)
 
 
 def holds_results(run_dir: Path) -> bool:
-    """True if ``run_dir`` holds anything besides what Hydra writes before the task runs."""
+    """True if ``run_dir`` holds anything besides what Hydra writes before the task runs (and the run's lock)."""
     if not run_dir.is_dir():
         return False
-    return any(p.name not in HYDRA_ONLY and p.suffix != ".log" for p in run_dir.iterdir())
+    return any(p.name not in (*HYDRA_ONLY, *RUN_LOCK) and p.suffix != ".log" for p in run_dir.iterdir())

@@ -6,11 +6,13 @@ one :class:`RunLoggers`; each round asks it for that round's Lightning loggers, 
 given the round's row of ``rounds.csv`` and its sparsity report.
 
 CSV and TensorBoard write one folder per round, ``logs/round_<k>`` (TensorBoard also ``logs/rounds``, the
-per-round results against ``round``). W&B is one run for the whole job, see :class:`WandbRun`.
+per-round results against ``round``). W&B is one run for the whole job, see :class:`WandbRun`. A round resumed
+from its checkpoint continues its ``metrics.csv``; a round that restarts from its start writes it afresh.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
@@ -21,7 +23,7 @@ from urllib.parse import urlparse
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from lth.artifacts import ROUND_COLUMNS
@@ -200,6 +202,40 @@ class WandbRun:
         self.run.finish(exit_code=exit_code)
 
 
+def read_step_log(path: Path, before: int) -> list[dict[str, str]]:
+    """The rows of a ``metrics.csv`` step log logged before step ``before``, as written (empty cells left out); a
+    missing file gives none, and a row cut short (a write interrupted by a kill or a full disk) is skipped."""
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if None in row or None in row.values():  # too many or too few cells
+                continue
+            try:
+                step = int(row["step"])
+            except (KeyError, ValueError):
+                continue
+            if step < before:
+                rows.append({k: v for k, v in row.items() if v != ""})
+    return rows
+
+
+def continue_step_log(logger: CSVLogger, before: int) -> None:
+    """Make ``logger``, the CSV logger of a round resumed from its checkpoint at step ``before`` of its fit, continue
+    that round's ``metrics.csv`` instead of starting it afresh (what Lightning's CSV logger does).
+
+    The rows of the interrupted part up to the checkpoint are written back at once; the rows it logged after the
+    checkpoint are dropped, as the resumed part logs those steps again. So the file holds each step of the round
+    once, as an uninterrupted round's does.
+    """
+    kept = read_step_log(Path(logger.log_dir) / "metrics.csv", before)
+    writer = logger.experiment  # Lightning removes the old file here
+    if kept:
+        writer.metrics = kept  # type: ignore[assignment]  # cells as they were written
+        writer.save()
+
+
 class RunLoggers:
     """Builds each round's Lightning loggers from ``cfg.logger`` and records per-round results."""
 
@@ -220,10 +256,15 @@ class RunLoggers:
     def _per_round(self, spec: DictConfig, version: str) -> Logger:
         return hydra.utils.instantiate(spec, save_dir=str(self.log_dir), name="", version=version)
 
-    def for_round(self, round_index: int) -> list[Logger]:
+    def for_round(self, round_index: int, resumed_at: int | None = None) -> list[Logger]:
         """The loggers for one round's ``trainer.fit``: fresh CSV/TensorBoard loggers writing to
-        ``logs/round_<k>``, and the run's one W&B logger."""
+        ``logs/round_<k>``, and the run's one W&B logger. ``resumed_at``: the round resumes from its checkpoint
+        at that step of its fit, so its CSV step log continues the interrupted part's (:func:`continue_step_log`)."""
         loggers = [self._per_round(spec, f"round_{round_index:02d}") for spec in self.specs.values()]
+        if resumed_at is not None and rank_zero_only.rank == 0:
+            for logger in loggers:
+                if isinstance(logger, CSVLogger):
+                    continue_step_log(logger, resumed_at)
         if self.wandb is not None:
             loggers.append(self.wandb.for_round(round_index))
         return loggers

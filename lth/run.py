@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import math
-import time
+import os
+import shutil
 import warnings
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,19 +26,30 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor
 
-from lth.artifacts import holds_results, round_dir, save_tensors, write_json, write_rounds, write_text
+from lth.artifacts import (
+    holds_results,
+    remove_temporaries,
+    round_dir,
+    save_tensors,
+    write_json,
+    write_rounds,
+    write_text,
+)
 from lth.callback import LotteryTicket
 from lth.config import check_lengths, run_id, validate
 from lth.controls import control_fn
 from lth.data import ImageData
 from lth.distributed import check_hardware, is_rank_zero, shared, start_ranks, world_size
 from lth.errors import ConfigError
+from lth.locks import run_lock
 from lth.loggers import RunLoggers
 from lth.masks import Mask
 from lth.module import Classifier
 from lth.progress import RoundProgress
 from lth.provenance import machine, provenance
+from lth.reuse import reuse_finished
 from lth.seeds import stream
+from lth.signals import STOP, Interrupted, SafeStop, requeued, slurm_plugins
 from lth.steps import Step
 from lth.store import (
     CHECKPOINT,
@@ -45,13 +57,25 @@ from lth.store import (
     adopt_dense,
     check_machine,
     dense_dir,
+    discard_unusable_dense,
     finished,
     locked,
     publish_dense,
     restore,
     resumable_rows,
+    round_start,
+    stored_name,
+    unusable,
 )
-from lth.tracking import DivergedError, EarlyStopPoint, EvaluationCadence, RandomState, RankReport, RoundCheckpoint
+from lth.tracking import (
+    DivergedError,
+    EarlyStopPoint,
+    EvaluationCadence,
+    RandomState,
+    RankReport,
+    RoundCheckpoint,
+    RoundClock,
+)
 
 log = logging.getLogger("lth")
 
@@ -65,6 +89,7 @@ def quiet_lightning() -> None:
         ".*smaller than the logging interval.*",
         ".*LeafSpec.*",
         ".*`isinstance.*treespec.*",
+        ".*Experiment logs directory .* exists and is not empty.*",  # a round's step log is restarted or continued
     ):
         warnings.filterwarnings("ignore", message=message)
 
@@ -169,6 +194,7 @@ def build_trainer(
         # the loss before every evaluation (multiples of eval_every on the axis, and the end) is logged and checked
         log_every_n_steps=math.gcd(50, eval_every, start, start + max_steps),
         default_root_dir=str(run_dir),
+        plugins=slurm_plugins(),  # on SLURM without Lightning's auto-requeue (lth.signals requeues and resumes)
     )
 
 
@@ -192,13 +218,20 @@ class RunError(RuntimeError):
     """A run that cannot go on (a diverged round): one line, earlier rounds stay on disk and resumable."""
 
 
+def say(line: str) -> None:
+    """Print one line about what the run does with its folder (rank 0 only)."""
+    if is_rank_zero():
+        print(line, flush=True)
+
+
 def ensure_ticket(cfg: DictConfig, run_dir: Path) -> Path:
     """The folder of the ticket a control run is compared with (same config, no control), trained if missing."""
     ticket_cfg = cfg.copy()
     with open_dict(ticket_cfg):
         ticket_cfg.prune.control = None
     ticket_dir = run_dir.parent / run_id(ticket_cfg)
-    with locked(run_dir.parent / f".{ticket_dir.name}.lock") if is_rank_zero() else nullcontext():
+    # a ticket that another process trains is waited for (its run holds this lock), then taken
+    with locked(run_lock(ticket_dir), what=f"the ticket {ticket_dir}") if is_rank_zero() else nullcontext():
         log.info("control %s: the ticket's masks come from %s", cfg.prune.control, ticket_dir)
         with open_dict(ticket_cfg):
             ticket_cfg.resume = holds_results(ticket_dir)  # continue a ticket that was interrupted
@@ -210,18 +243,67 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     """Run IMP as ``cfg`` says and return ``{"run_dir", "run_id", "rounds"}`` (rounds as in ``rounds.csv``).
 
     Everything is checked before anything is written: a bad config raises :class:`~lth.errors.ConfigError`.
-    A finished run is not trained again; with ``resume=true`` an interrupted one continues where it stopped.
+    A finished run is not trained again; with ``resume=true`` an interrupted one continues where it stopped: its
+    interrupted round from its checkpoint or, without a usable one, from its start (saying so in one line).
+    A run of the same experiment finished elsewhere under ``paths.output_dir`` is linked, not trained
+    (:mod:`lth.reuse`). Rank 0 holds the folder's lock throughout: another process on it raises
+    :class:`~lth.locks.BusyError`. SIGTERM and SIGINT raise :class:`~lth.signals.Interrupted` once the round's
+    checkpoint is written (:mod:`lth.signals`).
     """
     validate(cfg)
     check_hardware(cfg)
     quiet_lightning()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     start_ranks(cfg)
+    with STOP.installed(), ExitStack() as hold:
+        # one process per run folder: rank 0 holds its lock for the whole run, a second one is refused (BusyError)
+        shared(lambda: hold_run_folder(hold, run_dir))
+        try:
+            return _train(cfg, run_dir)
+        except Interrupted as stop:  # resume=true continues it, unless its folder holds nothing yet
+            stop.resume = holds_results(run_dir)
+            raise
+
+
+def hold_run_folder(hold: ExitStack, run_dir: Path) -> None:
+    """Take ``run_dir``'s lock (``<run>/.lock``) until ``hold`` closes, or raise :class:`~lth.locks.BusyError`.
+
+    A folder that this call made and that holds no results when ``hold`` closes (a config refused, a run stopped
+    before its first file) is removed again, with the folders made for it that are left empty, before the lock is
+    released, so that nothing is left behind.
+    """
+    made = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
+    hold.enter_context(locked(run_lock(run_dir), wait=False, what=str(run_dir)))
+    if made:
+        hold.callback(_remove_unused, run_dir, made[1:])
+
+
+def _remove_unused(run_dir: Path, parents: list[Path]) -> None:
+    if holds_results(run_dir):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for folder in parents:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: another run's
+            break
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict:
+    """:func:`train` in ``run_dir``, whose lock this process holds (rank 0)."""
     done = shared(lambda: finished(run_dir))
     if done is not None:
         if is_rank_zero():
             print(f"{format_table(done['rounds'])}\n\nalready finished: {run_dir} (delete it to train again)")
         return done
+    reused = shared(lambda: None if holds_results(run_dir) else reuse_finished(cfg, run_dir))
+    if reused is not None:
+        say(
+            f"{format_table(reused['rounds'])}\n\nalready finished in {reused['reused_from']}: "
+            f"its files are linked into {run_dir} (nothing trained)"
+        )
+        return reused
+    cfg = resume_as_needed(cfg, run_dir)
     rows = shared(lambda: resumable_rows(cfg, run_dir))
     if cfg.hardware.get("threads"):
         torch.set_num_threads(int(cfg.hardware.threads))
@@ -246,8 +328,11 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     )
     ticket = build_ticket(cfg)
     ticket.parameters_of(module)  # bad layer patterns fail here, before anything is written
-    if rows:  # the end of the last finished round: trained weights, masks, rewind point
-        restore(module, [ticket], round_dir(run_dir, len(rows) - 1) / CHECKPOINT)
+    store = dense_dir(cfg, run_dir, trained_on)  # where round 0 is kept for the runs that share it
+    restarted = False  # round 0 restarts as its checkpoint is unusable (said already)
+    if rows and len(rows) <= cfg.prune.rounds:  # the end of the last finished round: trained weights, masks, rewind
+        kept = restore_finished(module, ticket, run_dir, rows, store)
+        restarted, rows = len(kept) < len(rows), kept
 
     ticket_dir = ensure_ticket(cfg, run_dir) if control else None
     if is_rank_zero():
@@ -266,27 +351,32 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
         bool(cfg.hardware.get("rank_report", False)),
         trained_on,
     )
+    resume, first_round = bool(cfg.get("resume", False)), len(rows)
+    if resume and first_round > cfg.prune.rounds:
+        say(f"resume: all rounds in {run_dir} are finished; its summary is written")
     try:
         for round_index in range(len(rows), cfg.prune.rounds + 1):
-            partial = round_dir(run_dir, round_index) / CHECKPOINT
-            resume_from = shared(lambda partial=partial: partial if partial.is_file() else None)
-            if resume_from is not None:  # masks and rewind point of the interrupted round; a bad file fails here
-                restore(module, [ticket], resume_from)
-            elif round_index and apply_control is not None:
-                if control == "reinit" and ticket.round_index == 0:
-                    reinit_rewind_point(cfg, module, ticket, run_dir)
-                ticket_mask = Mask(torch.load(round_dir(ticket_dir, round_index) / "mask.pt"))
-                draws = torch.Generator().manual_seed(stream(cfg.seed, f"control/{control}/round{round_index}"))
-                ticket.advance(module, mask=apply_control(ticket_mask, ticket.mask.cpu(), draws))
-            elif round_index:
-                ticket.advance(module)
-            else:
-                ticket.apply_mask(module)
+            resume_from, resumed_at = resume_point(
+                module, ticket, run_dir, round_index, store, resume and round_index == first_round and not restarted
+            )
+            if resume_from is None:  # else module and ticket are where the interrupted round stopped
+                if round_index and apply_control is not None:
+                    if control == "reinit" and ticket.round_index == 0:
+                        reinit_rewind_point(cfg, module, ticket, run_dir)
+                    ticket_mask = Mask(torch.load(round_dir(ticket_dir, round_index) / "mask.pt"))
+                    draws = torch.Generator().manual_seed(stream(cfg.seed, f"control/{control}/round{round_index}"))
+                    ticket.advance(module, mask=apply_control(ticket_mask, ticket.mask.cpu(), draws))
+                elif round_index:
+                    ticket.advance(module)
+                else:
+                    ticket.apply_mask(module)
             progress.start(round_index, ticket.mask.weights_remaining())
-            if round_index == 0 and resume_from is None and cfg.train.get("share_dense", True):
-                row = dense_round(cfg, module, ticket, data, run_dir, settings, loggers)
+            if round_index == 0 and cfg.train.get("share_dense", True):
+                row = dense_round(cfg, module, ticket, data, run_dir, settings, loggers, resume_from, resumed_at)
             else:
-                row = train_round(cfg, module, ticket, data, run_dir, round_index, settings, loggers, resume_from)
+                row = train_round(
+                    cfg, module, ticket, data, run_dir, round_index, settings, loggers, resume_from, resumed_at
+                )
             progress.end(row["test_acc"])
             rows.append(row)
             if is_rank_zero():
@@ -306,8 +396,89 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     }
     if is_rank_zero():
         write_json(run_dir / "summary.json", summary)
+        for path in remove_temporaries(run_dir):  # what kills left mid-write
+            log.info("removed %s (a write that was interrupted)", path)
         print(f"\n{format_table(rows)}\n\nresults: {run_dir}")
     return summary
+
+
+def restore_finished(
+    module: Classifier, ticket: LotteryTicket, run_dir: Path, rows: list[dict], store: Path
+) -> list[dict]:
+    """Restore the end of the last of the finished ``rows`` (trained weights, masks, rewind point) from its
+    checkpoint and return the rows to keep: all of them, or none when round 0 alone is finished and its checkpoint
+    cannot be read (it is removed, and round 0 trained again). A later round's is needed: the run cannot go on
+    without it."""
+    last = round_dir(run_dir, len(rows) - 1) / CHECKPOINT
+    problem = shared(lambda: unusable(stored_name(last, store)))  # a file of the dense store is named as such
+    if problem is None:
+        restore(module, [ticket], last)
+        return rows
+    if len(rows) == 1:
+        say(f"resume: {problem}; round 0 restarts from its start")
+        if is_rank_zero():
+            last.unlink(missing_ok=True)
+        return []
+    raise ConfigError(
+        "resume",
+        f"{problem}; round {len(rows)} starts from the end of round {len(rows) - 1}, which only that file holds: "
+        f"delete {run_dir} to train the run again",
+    )
+
+
+def resume_point(
+    module: Classifier, ticket: LotteryTicket, run_dir: Path, round_index: int, store: Path, resumed: bool
+) -> tuple[Path | None, int | None]:
+    """The checkpoint of an interrupted round to continue from, and the iterations its fit had trained (module and
+    ticket are restored from it); ``(None, None)`` when the round starts from its start.
+
+    One line says which: a round continues from its checkpoint, and restarts from its start when the checkpoint is
+    unusable (then removed) or, in the first round of a ``resumed`` run, missing (killed before its first one).
+    """
+    partial = round_dir(run_dir, round_index) / CHECKPOINT
+    found = shared(lambda: partial.is_file())
+    start = round_start(round_index)
+    if not found:
+        if resumed:
+            say(f"resume: no checkpoint of round {round_index} in {run_dir}; round {round_index} restarts from {start}")
+        return None, None
+    problem = shared(lambda: unusable(stored_name(partial, store)))
+    if problem is not None:
+        say(f"resume: {problem}; round {round_index} restarts from {start}")
+        if is_rank_zero():
+            partial.unlink(missing_ok=True)
+        return None, None
+    trained = restore(module, [ticket], partial)
+    say(
+        f"resume: round {round_index} continues from its checkpoint at iteration "
+        f"{ticket.start_iteration() + trained} ({partial})"
+    )
+    return partial, trained
+
+
+def _multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def resume_as_needed(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """``cfg`` with the ``resume`` this run needs: true for a requeued SLURM job whose folder holds its run (it
+    continues by itself), false for a sweep job whose folder holds nothing yet (``resume=true`` over a sweep
+    continues the jobs that started and starts the others)."""
+    resume = bool(cfg.get("resume", False))
+    if not (requeued() or (resume and _multirun())):
+        return cfg
+    started = shared(lambda: holds_results(run_dir))
+    if started == resume:
+        return cfg
+    if started:
+        say(f"resume: requeued SLURM job (restart {os.environ.get('SLURM_RESTART_COUNT')}); continuing {run_dir}")
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.resume = started
+    return cfg
 
 
 def reinit_rewind_point(cfg: DictConfig, module: Classifier, ticket: LotteryTicket, run_dir: Path) -> None:
@@ -355,20 +526,28 @@ def dense_round(
     run_dir: Path,
     settings: RoundSettings,
     loggers: RunLoggers,
+    resume_from: Path | None = None,
+    resumed_at: int | None = None,
 ) -> dict:
-    """Round 0, taken from the runs that share it when one of them trained it, else trained and offered to them.
+    """Round 0, taken from the runs that share it when one of them trained it, else trained (or continued from
+    ``resume_from``, see :func:`train_round`) and offered to them. A kept round 0 that cannot be read is
+    discarded (one line naming the file) and trained again here.
 
     Rank 0 holds the store's lock and decides; under DDP the other ranks follow (they train or restore with it).
     """
     store = dense_dir(cfg, run_dir, settings.machine or machine(cfg.hardware.accelerator))
-    with locked(store.with_name(f".{store.name}.lock")) if is_rank_zero() else nullcontext():
+    lock = locked(store.with_name(f".{store.name}.lock"), what=f"round 0 in {store}")
+    with lock if is_rank_zero() else nullcontext():
+        problem = shared(lambda: discard_unusable_dense(store))
+        if problem is not None:
+            say(f"round 0 kept in {store} cannot be used ({problem}); it is trained again here and replaces it")
         row = shared(lambda: adopt_dense(store, run_dir))
         if row is not None:
             restore(module, [ticket], round_dir(run_dir, 0) / CHECKPOINT)
             if is_rank_zero():
                 log.info("round 0 (dense) taken from %s", store)
             return row
-        row = train_round(cfg, module, ticket, data, run_dir, 0, settings, loggers, None)
+        row = train_round(cfg, module, ticket, data, run_dir, 0, settings, loggers, resume_from, resumed_at)
         if is_rank_zero():
             publish_dense(run_dir, store, row)
         return row
@@ -384,8 +563,11 @@ def train_round(
     settings: RoundSettings,
     loggers: RunLoggers,
     resume_from: Path | None,
+    resumed_at: int | None = None,
 ) -> dict:
-    """Train one round from the current (masked, rewound) weights, or from ``resume_from``; return its row."""
+    """Train one round from the current (masked, rewound) weights, or from ``resume_from`` (a checkpoint of the
+    round whose fit had trained ``resumed_at`` iterations: the step log and ``train_seconds`` continue its); return
+    its row."""
     where = round_dir(run_dir, round_index)
     if resume_from is None and is_rank_zero():
         save_tensors(where / "mask.pt", dict(ticket.mask))
@@ -399,19 +581,25 @@ def train_round(
         EvaluationCadence(start, settings.eval_every, settings.total),
         early_stop,
         RandomState(),
+        clock := RoundClock(),
         RoundCheckpoint(where / CHECKPOINT, settings.checkpoint_every, start=start),
     ]
     if settings.rank_report:
         callbacks.append(RankReport(run_dir / "ranks", ticket))
-    trainer = build_trainer(
-        cfg, run_dir, steps, settings.eval_every, callbacks, loggers.for_round(round_index), start=start
-    )
-    start = time.perf_counter()
+    callbacks.append(SafeStop(round_index, start))  # last: it stops the fit once the others are done
+    step_log = loggers.for_round(round_index, resumed_at if resume_from else None)
+    trainer = build_trainer(cfg, run_dir, steps, settings.eval_every, callbacks, step_log, start=start)
     try:
         trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
     except DivergedError as error:
-        raise RunError(f"round {round_index}: {error}; rounds before it are kept (resume=true continues)") from None
-    seconds = time.perf_counter() - start
+        kept = "the rounds before it are kept, " if round_index else ""
+        retry = (
+            f"continues round {round_index} from its last checkpoint"
+            if (where / CHECKPOINT).is_file()
+            else f"restarts round {round_index} from {round_start(round_index)}"
+        )
+        raise RunError(f"round {round_index}: {error}; {kept}resume=true {retry}") from None
+    seconds = clock.seconds()  # the interrupted parts of a resumed round included
     if round_index == 0 and ticket.rewind_state is not None and trainer.is_global_zero:
         save_tensors(run_dir / "rewind.pt", ticket.rewind_state)
 

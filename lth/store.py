@@ -3,21 +3,21 @@
 A round is finished when its row is in ``rounds.csv``; its ``last.ckpt`` (the Lightning checkpoint written at
 the end of the round, and every ``train.checkpoint_every`` during it) holds the weights, optimiser, schedule,
 data position, random state and the callbacks' state (masks, rewind point, early-stop point). Resuming
-restores the end of the last finished round, or continues the interrupted round from its checkpoint.
+restores the end of the last finished round, and continues the interrupted round from its checkpoint or, without
+a usable one, restarts it from its start.
 
 Round 0 depends only on the model, data, seed, training settings and rewind point, not on how later rounds
-prune: runs that share it (a sweep over ``prune.rate``, say) take it from ``<runs>/dense/<dense id>/``
-instead of training it again. Files are hard-linked where possible; nothing is ever modified in place.
+prune: runs that share it (a sweep over ``prune.rate``, say, or sweeps run one after another) take it from
+``<paths.output_dir>/dense/<dense id>/`` instead of training it again. Files are hard-linked where possible;
+nothing is ever modified in place. A kept round 0 that cannot be read (a file cut short) is discarded and trained
+again.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +27,11 @@ from omegaconf import DictConfig, OmegaConf
 from lth.artifacts import holds_results, read_rounds, round_dir, write_json
 from lth.config import folder_name, identity
 from lth.errors import ConfigError
+from lth.locks import locked  # noqa: F401 - the lock (filelock) that guards a run folder or a kept round 0
 
 CHECKPOINT = "last.ckpt"
 MACHINE = "machine.json"  # the settings of the machine that trained the run (see lth.provenance)
 DENSE_FILES = ("round_00", "rewind.pt")
-
-
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path``, so concurrent sweep jobs never train or write the same thing twice."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def finished(run_dir: Path) -> dict | None:
@@ -51,18 +40,38 @@ def finished(run_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def resume_plan(run_dir: Path, last_round: int) -> str:
+    """What ``resume=true`` does with the unfinished run in ``run_dir`` (``last_round``: ``prune.rounds``)."""
+    done = len(read_rounds(run_dir / "rounds.csv")) if (run_dir / "rounds.csv").is_file() else 0
+    if done > last_round:
+        return "write its summary (all its rounds are finished)"
+    if (round_dir(run_dir, done) / CHECKPOINT).is_file():
+        return f"continue round {done} from its checkpoint"
+    return f"restart round {done} from {round_start(done)}"
+
+
+def round_start(round_index: int) -> str:
+    """Where a round that is restarted starts from, in words."""
+    return f"its start (the end of round {round_index - 1})" if round_index else "its start"
+
+
 def resumable_rows(cfg: DictConfig, run_dir: Path) -> list[dict]:
-    """The finished rounds to keep, after checking that ``resume`` fits what ``run_dir`` holds."""
+    """The finished rounds to keep, after checking that ``resume`` fits what ``run_dir`` holds.
+
+    Without ``resume`` a folder that holds anything is refused, saying what ``resume=true`` would do; with it,
+    any started folder is resumed: a round with a checkpoint continues from it, one without restarts from its start.
+    """
     resume = bool(cfg.get("resume", False))
     started = holds_results(run_dir)
     if not resume:
         if started:
+            plan = resume_plan(run_dir, int(cfg.prune.rounds))
             raise ConfigError(
-                "resume", f"{run_dir} holds an unfinished run; pass resume=true to continue it or delete the folder"
+                "resume", f"{run_dir} holds an unfinished run; pass resume=true to {plan}, or delete the folder"
             )
         return []
-    if not started or not ((run_dir / "rounds.csv").is_file() or (round_dir(run_dir, 0) / CHECKPOINT).is_file()):
-        raise ConfigError("resume", f"nothing to resume in {run_dir}: no finished round and no checkpoint")
+    if not started:
+        raise ConfigError("resume", f"nothing to resume in {run_dir}: it holds no run (leave out resume=true)")
     stored = run_dir / "config.yaml"
     if stored.is_file():
         before, now = identity(OmegaConf.load(stored)), identity(cfg)
@@ -85,16 +94,26 @@ def load_checkpoint(path: Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any failure to read means the file is unusable
-        raise ConfigError(
-            str(path), f"unreadable checkpoint ({type(error).__name__}); delete it to redo the round"
-        ) from None
+        raise ConfigError(str(path), f"unreadable checkpoint ({type(error).__name__})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "callbacks" not in checkpoint:
         raise ConfigError(str(path), "is not a checkpoint of this project (no state_dict/callbacks)")
     return checkpoint
 
 
-def restore(module: torch.nn.Module, callbacks: list, path: Path) -> None:
-    """Load the weights and the callbacks' state (masks, rewind point, ...) of checkpoint ``path``."""
+def unusable(path: Path) -> str | None:
+    """Why checkpoint ``path`` cannot be resumed from (one line, naming it), or None when it can."""
+    if not path.is_file():
+        return f"{path}: is missing"
+    try:
+        load_checkpoint(path)
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
+def restore(module: torch.nn.Module, callbacks: list, path: Path) -> int:
+    """Load the weights and the callbacks' state (masks, rewind point, ...) of checkpoint ``path``; return the
+    iterations its fit had trained (where a fit resumed from it starts)."""
     checkpoint = load_checkpoint(path)
     try:
         module.load_state_dict(checkpoint["state_dict"])
@@ -105,6 +124,7 @@ def restore(module: torch.nn.Module, callbacks: list, path: Path) -> None:
         if callback.state_key not in checkpoint["callbacks"]:
             raise ConfigError(str(path), f"holds no state for {callback.state_key}")
         callback.load_state_dict(checkpoint["callbacks"][callback.state_key])
+    return int(checkpoint.get("global_step", 0))
 
 
 ROUND0_PRUNE_KEYS = ("rewind", "include", "exclude", "extra")  # the rewind point and which tensors the mask covers
@@ -121,8 +141,11 @@ def dense_id(cfg: DictConfig, machine: dict) -> str:
 
 
 def dense_dir(cfg: DictConfig, run_dir: Path, machine: dict) -> Path:
-    """Where the round 0 shared by ``run_dir``'s siblings on this ``machine`` is kept."""
-    return run_dir.parent / "dense" / dense_id(cfg, machine)
+    """Where the round 0 of ``run_dir`` on this ``machine`` is kept: ``<paths.output_dir>/dense/`` for every run
+    under ``paths.output_dir`` (single runs and all sweeps share it), else beside ``run_dir``."""
+    output_dir = Path(str(cfg.paths.output_dir)).resolve()
+    base = output_dir if output_dir in run_dir.resolve().parents else run_dir.parent
+    return base / "dense" / dense_id(cfg, machine)
 
 
 def check_machine(run_dir: Path, machine: dict) -> None:
@@ -141,11 +164,14 @@ def check_machine(run_dir: Path, machine: dict) -> None:
 
 
 def _link_tree(source: Path, target: Path) -> None:
-    def link(src: str, dst: str) -> None:
+    def link(src: str, dst: str) -> None:  # atomic: a kill never leaves a half-copied file under its name
+        tmp = Path(dst).with_name(f".{Path(dst).name}.tmp")
+        tmp.unlink(missing_ok=True)
         try:
-            os.link(src, dst)
+            os.link(src, tmp)
         except OSError:
-            shutil.copy2(src, dst)
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
 
     for name in DENSE_FILES:
         src = source / name
@@ -155,8 +181,33 @@ def _link_tree(source: Path, target: Path) -> None:
             shutil.copytree(src, target / name, copy_function=link, dirs_exist_ok=True)
         else:
             target.mkdir(parents=True, exist_ok=True)
-            (target / name).unlink(missing_ok=True)
             link(str(src), str(target / name))
+
+
+def stored_name(path: Path, store: Path) -> Path:
+    """The file of the dense ``store`` that ``path`` (a file of a run's round 0) is a hard link of, else ``path``:
+    the name to report when the file is bad, as deleting the run's link alone would not remove it."""
+    kept = store / path.parent.name / path.name
+    try:
+        return kept if os.path.samefile(path, kept) else path
+    except OSError:
+        return path
+
+
+def discard_unusable_dense(store: Path) -> str | None:
+    """Remove the round 0 kept in ``store`` when it cannot be used (its checkpoint or row unreadable, say cut
+    short); return why (one line naming the file), or None when it is usable or absent."""
+    if not (store / "row.json").is_file():
+        return None
+    problem = unusable(store / round_dir(Path(), 0) / CHECKPOINT)
+    if problem is None:
+        try:
+            json.loads((store / "row.json").read_text())
+        except (OSError, ValueError) as error:
+            problem = f"{store / 'row.json'}: unreadable ({type(error).__name__})"
+    if problem is not None:
+        shutil.rmtree(store)
+    return problem
 
 
 def adopt_dense(store: Path, run_dir: Path) -> dict | None:

@@ -9,7 +9,7 @@ iterations are reported on it, so rounds with and without a rewind compare point
 Early stopping is as in the paper: the early-stop point of a round is its evaluation with the lowest
 validation loss. The weights there are kept in memory, so the test set is evaluated once, at that point.
 Every callback here keeps what it needs after a restart in ``state_dict()``, so a round killed mid-way
-resumes from its last checkpoint exactly where it was.
+resumes from its last checkpoint exactly where it was (and counts the seconds of both parts).
 """
 
 from __future__ import annotations
@@ -18,11 +18,15 @@ import hashlib
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from lth.artifacts import file_mode
 
 if TYPE_CHECKING:
     from lth.callback import LotteryTicket
@@ -111,21 +115,54 @@ class RandomState(pl.Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
+class RoundClock(pl.Callback):
+    """The seconds a round has trained, over every process that trained it.
+
+    Started when made (just before ``trainer.fit``); the seconds so far are kept in the round's checkpoints, so
+    a round resumed from one counts the interrupted part too.
+    """
+
+    def __init__(self) -> None:
+        self.before = 0.0  # seconds of the parts trained before the checkpoint this fit resumed from
+        self.started = time.perf_counter()
+
+    def seconds(self) -> float:
+        """Seconds trained so far, the interrupted parts included."""
+        return self.before + time.perf_counter() - self.started
+
+    def state_dict(self) -> dict[str, float]:
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = float(state_dict.get("seconds", 0.0))
+
+
 class RoundCheckpoint(pl.Callback):
     """Writes ``path`` after the evaluation at every multiple of ``every`` on the axis and when the round ends.
 
     ``start`` is where the fit starts on the iteration axis. Written atomically (a temporary file, then a
-    rename), so a kill leaves the previous checkpoint whole.
+    rename), so a kill leaves the previous checkpoint whole; the loggers are flushed first, so the step log on disk
+    reaches the checkpoint.
     """
 
     def __init__(self, path: Path, every: int | None = None, start: int = 0) -> None:
         self.path, self.every, self.start = Path(path), every, start
 
     def _save(self, trainer: pl.Trainer) -> None:
+        for logger in trainer.loggers:  # the step log on disk holds every row up to the checkpoint
+            logger.save()
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp)
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
+        try:
+            trainer.save_checkpoint(tmp)
+            if trainer.is_global_zero:
+                with open(tmp, "rb") as f:  # on disk before it replaces the previous one
+                    os.fsync(f.fileno())
+                os.chmod(tmp, file_mode())  # Lightning's atomic save (fsspec) writes a 0o600 temporary file
+                os.replace(tmp, self.path)
+        except BaseException:  # a full disk, an interrupt: no half-written file is left (a SIGKILL may leave one)
+            if trainer.is_global_zero:
+                tmp.unlink(missing_ok=True)
+            raise
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after the evaluation, so a resumed round neither repeats nor skips one (every is a multiple of eval_every)
@@ -134,6 +171,11 @@ class RoundCheckpoint(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # a stop signal (lth.signals.SafeStop): Lightning stopped after a whole batch and its evaluation
+        if isinstance(exception, SIGTERMException):
+            self._save(trainer)
 
 
 def fingerprint(tensors: dict[str, torch.Tensor] | None) -> str | None:

@@ -116,18 +116,15 @@ def test_train_py_reports_divergence_in_one_line_and_keeps_the_run(tmp_path: Pat
 
 
 def test_a_corrupt_or_mismatched_checkpoint_is_one_line_naming_the_file(make_cfg, tmp_path: Path) -> None:
-    train(make_cfg("prune.rounds=1", "train.share_dense=false"), run_dir=tmp_path / "run")
+    train(make_cfg("prune.rounds=2", "train.share_dense=false"), run_dir=tmp_path / "run")
     (tmp_path / "run" / "summary.json").unlink()
     rows = read_rounds(tmp_path / "run" / "rounds.csv")
-    write_rounds(tmp_path / "run" / "rounds.csv", rows[:1])  # round 1 unfinished: resume restores round 0's end
-    ckpt = tmp_path / "run" / "round_00" / "last.ckpt"
-    if not ckpt.exists():
-        ckpt.write_bytes(b"")
-    (tmp_path / "run" / "round_01" / "last.ckpt").unlink(missing_ok=True)
-    data = ckpt.read_bytes()
-    ckpt.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ConfigError, match=r"last\.ckpt: unreadable checkpoint") as error:
-        train(make_cfg("prune.rounds=1", "train.share_dense=false", "resume=true"), run_dir=tmp_path / "run")
+    write_rounds(tmp_path / "run" / "rounds.csv", rows[:2])  # round 2 unfinished: resume restores round 1's end
+    ckpt = tmp_path / "run" / "round_01" / "last.ckpt"
+    ckpt.write_bytes(b"PK\x03\x04 cut short")  # (a finished round 0's unreadable checkpoint: round 0 is trained again)
+    (tmp_path / "run" / "round_02" / "last.ckpt").unlink(missing_ok=True)
+    with pytest.raises(ConfigError, match=r"round_01/last\.ckpt: unreadable checkpoint .*delete .* to train") as error:
+        train(make_cfg("prune.rounds=2", "train.share_dense=false", "resume=true"), run_dir=tmp_path / "run")
     assert "\n" not in str(error.value)
 
 

@@ -40,7 +40,8 @@ def test_two_ddp_ranks_hold_one_mask_train_on_their_own_shards_and_write_once(tm
     )
     assert result.returncode == 0, result.stderr
     (run_dir,) = run_folders(tmp_path / "out" / "runs")
-    assert len(list((tmp_path / "out" / "runs" / "dense").iterdir())) == 1 + 1  # one store and its lock file
+    # round 0 is kept for the runs under paths.output_dir (single runs and sweeps alike): one store and its lock
+    assert len(list((tmp_path / "out" / "dense").iterdir())) == 1 + 1
     rows = read_rounds(run_dir / "rounds.csv")
     assert [r["round"] for r in rows] == [0, 1] and [r["weights_remaining"] for r in rows] == [1.0, 0.8]
     assert all(r["early_stop_iteration"] in (9, 18) for r in rows)
