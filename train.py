@@ -14,6 +14,7 @@ size of an image folder) is checked when the data is read, and the run's folder 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ from lth.hardware import Launch, check_hardware
 
 CONF = Path(__file__).resolve().parent / "conf"
 BAD_CONFIG = 2  # exit code of a bad config
+DISK_FULL = 4  # exit code of a run stopped by a full disk (resume=true continues it)
 # ``key=<mapping>`` replaces these mappings as a whole (Hydra would merge it into the old one and, the config
 # being closed to new keys, refuse every new pattern): the command line sets ``key=null`` then ``+key=<mapping>``
 REPLACED_MAPPINGS = ("prune.layer_rates",)
@@ -66,6 +68,13 @@ def main(cfg: DictConfig) -> float:
         sys.exit(BUSY)
     except Interrupted as stop:  # SIGTERM, SIGINT: the checkpoint is written; one line says how to continue
         exit_stopped(stop, _COMMAND[1] if _COMMAND and _COMMAND[0] == os.getpid() else None, is_rank_zero())
+    except OSError as error:  # a full disk or quota: every write is atomic, so what was written is whole
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        if is_rank_zero():
+            where = f" writing {error.filename}" if error.filename else ""
+            print(f"error: disk full{where}; free space, then continue with resume=true", file=sys.stderr)
+        sys.exit(DISK_FULL)
     return rounds[-1]["test_acc"]
 
 

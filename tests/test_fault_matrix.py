@@ -289,3 +289,29 @@ def test_a_sigkill_in_round_0_before_its_first_checkpoint(tmp_path: Path) -> Non
     assert resumed.returncode == 0, resumed.stderr
     assert f"resume: no checkpoint of round 0 in {run_dir}; round 0 restarts from its start" in resumed.stdout
     assert len(read_rounds(run_dir / "rounds.csv")) == 1 and temporaries(run_dir) == []
+
+
+def test_a_full_disk_is_one_line_through_train_py_and_resume_continues(tmp_path: Path) -> None:
+    args = [*FAST, "paths.output_dir=out", "train.share_dense=false"]
+    full_disk = (
+        "import errno, runpy, sys\n"
+        "import lth.artifacts as artifacts\n"
+        "write = artifacts.write_bytes\n"
+        "def full(path, data):\n"
+        "    if path.name == 'mask.pt' and path.parent.name == 'round_01':\n"
+        "        raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
+        "    write(path, data)\n"
+        "artifacts.write_bytes = full\n"
+        f"sys.argv = ['train.py', *{args!r}]\n"
+        f"runpy.run_path({str(REPO / 'train.py')!r}, run_name='__main__')\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    stopped = subprocess.run([sys.executable, "-c", full_disk], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert stopped.returncode == 4, stopped.stderr[-2000:]
+    (line,) = stopped.stderr.strip().splitlines()
+    assert line.startswith("error: disk full writing ") and "round_01/mask.pt" in line and "resume=true" in line
+    (run_dir,) = [p.parent for p in (tmp_path / "out" / "runs").glob("*/rounds.csv")]
+    assert len(read_rounds(run_dir / "rounds.csv")) == 1 and not list(run_dir.rglob("*.tmp"))
+    resumed = run_train(*args, "resume=true", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert len(read_rounds(run_dir / "rounds.csv")) == 3
