@@ -26,10 +26,10 @@ from typing import NoReturn
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from lth.artifacts import holds_results
-from lth.config import check_output_folder, new_key_allowed, register_resolvers, unknown_key, validate
-from lth.errors import ConfigError
-from lth.hardware import Launch, check_hardware
+from lth.core.errors import ConfigError
+from lth.run.artifacts import holds_results
+from lth.run.config import check_output_folder, new_key_allowed, register_resolvers, unknown_key, validate
+from lth.run.hardware import Launch, check_hardware
 
 CONF = Path(__file__).resolve().parent / "conf"
 BAD_CONFIG = 2  # exit code of a bad config
@@ -49,10 +49,10 @@ def main(cfg: DictConfig) -> float:
         check_hardware(cfg)
     except ConfigError as error:
         refuse(error, cfg, rank_zero=_rank() == 0)
-    from lth.distributed import is_rank_zero
-    from lth.locks import BUSY, BusyError
-    from lth.run import RunError, train
-    from lth.signals import Interrupted, exit_stopped
+    from lth.run.distributed import is_rank_zero
+    from lth.run.locks import BUSY, BusyError
+    from lth.run.loop import RunError, train
+    from lth.run.signals import Interrupted, exit_stopped
 
     try:
         rounds = train(cfg)["rounds"]
@@ -242,7 +242,7 @@ def check_jobs(overrides: list[str], multirun: bool, config_name: str = "config"
 
 def check_job(overrides: list[str], multirun: bool, config_name: str, new_keys: bool = True) -> DictConfig:
     """Compose one job as Hydra will and validate it; ``new_keys``: refuse keys added with ``+`` that no config
-    group defines (outside :data:`lth.config.OPEN_KEYS`). Return its config (with the ``hydra`` node)."""
+    group defines (outside :data:`lth.run.config.OPEN_KEYS`). Return its config (with the ``hydra`` node)."""
     from omegaconf.errors import OmegaConfBaseException
 
     cfg = compose_job(overrides, config_name)

@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shlex
 import statistics
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +23,10 @@ from types import SimpleNamespace
 
 import torch
 
-from lth.artifacts import write_section
-from lth.cli import ArgumentParser, integer, one_line_errors, output_file
+from lth.core.errors import ConfigError
 from lth.data import ImageData
 from lth.data.sources import synthetic
-from lth.errors import ConfigError
+from lth.tools.cli import ArgumentParser, command_line, docs_or_file, integer, one_line_errors, print_and_write
 
 START, END = "<!-- bench_data:start -->", "<!-- bench_data:end -->"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "data.md"  # what --write-docs rewrites (its section only)
@@ -129,11 +126,7 @@ def parser() -> ArgumentParser:
         help="default: cuda if any",
     )
     parser.add_argument("--threads", type=integer(1), help="torch CPU threads, >= 1 (default: torch's)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--write-docs", action="store_true", help="write the table into docs/data.md (default: print it only)"
-    )
-    where.add_argument("--out", type=output_file, help="write the table into this Markdown file (default: none)")
+    docs_or_file(parser, DOC)
     return parser
 
 
@@ -148,7 +141,6 @@ def main(argv: list[str] | None = None) -> None:
             f"got {args.samples}; allowed: at least {VAL_SIZE + args.batch_size} "
             f"({VAL_SIZE} validation images and one batch of --batch-size {args.batch_size})",
         )
-    out = DOC if args.write_docs else args.out
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device
@@ -167,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         for key, batches in streams.items():
             results[key].append(window(batches, args.batches, device))
 
-    command = shlex.join(["python", "scripts/bench_data.py", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("bench_data", argv)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     text = "\n".join(
         [
@@ -180,10 +172,7 @@ def main(argv: list[str] | None = None) -> None:
             table(results, args.batch_size),
         ]
     )
-    print(text)
-    if out is not None:
-        write_section(out, text, START, END)
-        print(f"\nwritten to {out}")
+    print_and_write(text, args, DOC, START, END)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """CPU inference latency and throughput of pruned networks, path by path, at batch 1 and batch 64.
 
 Paths: ``dense`` (the plain model with the pruned weights zero: the sparsity is not used), ``shrunk`` (dead units
-removed, :func:`lth.export.shrink`; plain chains only), ``csr`` (every Linear layer as a ``torch.sparse`` CSR
+removed, :func:`lth.tools.export.shrink`; plain chains only), ``csr`` (every Linear layer as a ``torch.sparse`` CSR
 matrix, convolutions left dense) and ``picked`` (the export's runtime path: the shrunk model where there is one,
-each Linear layer dense or CSR by a quick measurement, :func:`lth.export.pick_paths`). Every path's outputs are
+each Linear layer dense or CSR by a quick measurement, :func:`lth.tools.export.pick_paths`). Every path's outputs are
 checked against the dense path's before it is timed.
 
 - LeNet-300-100: the rounds of a finished run (``--run``) nearest to each ``--remaining``, the weights of each
@@ -23,16 +23,25 @@ from __future__ import annotations
 
 import os
 import platform
-import shlex
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from lth.artifacts import round_dir, write_section
-from lth.cli import ArgumentParser, folder, integer, number, one_line_errors, output_file
-from lth.export import (
+from lth.core.masks import prunable_parameters
+from lth.models import ResNet18
+from lth.run.artifacts import round_dir
+from lth.tools.cli import (
+    ArgumentParser,
+    command_line,
+    docs_or_file,
+    folder,
+    integer,
+    number,
+    one_line_errors,
+    print_and_write,
+)
+from lth.tools.export import (
     BENCH_BATCHES,
     NotShrinkable,
     as_chain,
@@ -42,14 +51,12 @@ from lth.export import (
     model_config,
     pick_paths,
     predict,
-    read_run,
+    read_config_and_rounds,
     read_test_split,
     shrink,
     time_calls,
     with_csr,
 )
-from lth.masks import prunable_parameters
-from lth.models import ResNet18
 
 START, END = "<!-- bench_inference:start -->", "<!-- bench_inference:end -->"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "deploy.md"  # what --write-docs rewrites (its section only)
@@ -111,7 +118,7 @@ def time_paths(
 
 def lenet_rows(run: Path, data_dir: Path | None, targets: list[float], repeats: int, window: float) -> list[dict]:
     """Rows for the rounds of ``run`` nearest to each weights-remaining target."""
-    cfg, rounds = read_run(run)
+    cfg, rounds = read_config_and_rounds(run)
     chosen = [min(rounds, key=lambda r: abs(r["weights_remaining"] - target)) for target in targets]
     files = [load_round(run, cfg, row) for row in chosen]  # every file checked before anything is timed
     x, _ = read_test_split(cfg, data_dir)
@@ -182,11 +189,7 @@ def parser() -> ArgumentParser:
     )
     parser.add_argument("--threads", type=integer(1), default=1, help="torch CPU threads (default: 1)")
     parser.add_argument("--no-resnet", action="store_true", help="skip ResNet-18")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--write-docs", action="store_true", help="write the table into docs/deploy.md (default: print it only)"
-    )
-    where.add_argument("--out", type=output_file, help="write the table into this Markdown file (default: none)")
+    docs_or_file(parser, DOC)
     return parser
 
 
@@ -195,12 +198,11 @@ def main(argv: list[str] | None = None) -> None:
     """Parse ``argv``, time every path of every model and sparsity, print the table; write it to docs/deploy.md
     with ``--write-docs`` or to ``--out``. Bad input is one line on stderr and exit code 2."""
     args = parser().parse_args(argv)
-    out = DOC if args.write_docs else args.out
     torch.set_num_threads(args.threads)
     rows = lenet_rows(args.run, args.data_dir, args.remaining, args.repeats, args.window)
     if not args.no_resnet:
         rows += resnet_rows(args.remaining, args.repeats, args.window)
-    command = shlex.join(["python", "scripts/bench_inference.py", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("bench_inference", argv)
     text = "\n".join(
         [
             f"`{command}`",
@@ -212,10 +214,7 @@ def main(argv: list[str] | None = None) -> None:
             table(rows),
         ]
     )
-    print(text)
-    if out is not None:
-        write_section(out, text, START, END)
-        print(f"\nwritten to {out}")
+    print_and_write(text, args, DOC, START, END)
 
 
 if __name__ == "__main__":

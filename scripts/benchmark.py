@@ -1,11 +1,11 @@
 """What masking costs per training step, against the alternatives, and how a whole IMP round spends its time.
 
-Side by side in one process, on the same model (LeNet-300-100 in :class:`~lth.module.Classifier`, Adam 1.2e-3),
-the same random MNIST-shaped tensors in a :class:`~lth.data.TensorBatches` and the same batch size:
+Side by side in one process, on the same model (LeNet-300-100 in :class:`~lth.lightning.module.Classifier`,
+Adam 1.2e-3), the same random MNIST-shaped tensors in a :class:`~lth.data.TensorBatches` and the same batch size:
 
 - (a) ``dense``: Lightning training, no pruning;
-- (b) ``ticket``: our :class:`~lth.callback.LotteryTicket` (mask multiplied after every optimiser step), its mask
-  set before the fit by ``advance`` at the sparsity's rate (``rewind="none"``: nothing to rewind);
+- (b) ``ticket``: our :class:`~lth.lightning.callback.LotteryTicket` (mask multiplied after every optimiser step), its
+  mask set before the fit by ``advance`` at the sparsity's rate (``rewind="none"``: nothing to rewind);
 - (c) ``ModelPruning``: Lightning's callback, global L1 unstructured over the same tensors, lottery-ticket reset on,
   ``amount`` = the sparsity, applied once at the end of the warm-up epoch (``apply_pruning=lambda e: e == 0``);
 - (d) ``plain loop``: PyTorch alone over the same batches (forward, ``zero_grad``, backward, ``step``, then
@@ -20,7 +20,7 @@ in an order rotated (and reversed every other repeat) from repeat to repeat. A r
 of its fit; the tables give the median over repeats, the min–max over repeats, and ratios taken within a repeat.
 
 Also measured: (e) one prune-and-rewind (``LotteryTicket.advance``, global 20%) of ResNet-18 (11M weights) after a
-one-step round 0; (f) whole IMP rounds run by :func:`lth.run.train_round` with the default config on MNIST-shaped
+one-step round 0; (f) whole IMP rounds run by :func:`lth.run.loop.train_round` with the default config on MNIST-shaped
 generated data (55K training / 5K validation / 10K test images, validation every 100 iterations, evaluation batch
 1000, CSV logger), split into training steps and everything else, against (d) for the same steps and mask;
 (g) ``python train.py --help`` and ``python train.py prune.rate=2`` (a bad value, refused). The tables are printed,
@@ -38,7 +38,6 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -56,13 +55,22 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelPruning
 
-from lth.artifacts import write_section, write_text
-from lth.callback import LotteryTicket
-from lth.cli import ArgumentParser, integer, number, one_line_errors, output_file
+from lth.core.masks import Mask, prunable_parameters, prune
 from lth.data import TensorBatches
-from lth.masks import Mask, prunable_parameters, prune
+from lth.lightning.callback import LotteryTicket
+from lth.lightning.module import Classifier
 from lth.models import LeNet5, LeNet300100, ResNet18
-from lth.module import Classifier
+from lth.run.artifacts import write_text
+from lth.tools.cli import (
+    ArgumentParser,
+    command_line,
+    docs_or_file,
+    integer,
+    number,
+    one_line_errors,
+    output_file,
+    print_and_write,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
@@ -229,7 +237,7 @@ def one_step_fit(module: Classifier, ticket: LotteryTicket, x: torch.Tensor, y: 
 
 def prune_rewind(rounds: int) -> dict:
     """Seconds of ``advance`` (prune 20% globally, rewind to the initial weights, mask) for ResNet-18, round after
-    round, and of the pruning alone (:func:`lth.masks.prune` with the same arguments, just before)."""
+    round, and of the pruning alone (:func:`lth.core.masks.prune` with the same arguments, just before)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         module = Classifier(ResNet18(3, 32, 10), num_classes=10, optimizer=partial(torch.optim.Adam, lr=LR))
@@ -312,7 +320,7 @@ def round_config(tmp: Path, steps: int, batch_size: int) -> DictConfig:
     """The default config, on 55K/5K/10K generated MNIST-shaped images, ``steps`` iterations, CPU, CSV logger."""
     from hydra import compose, initialize_config_dir
 
-    from lth.config import register_resolvers
+    from lth.run.config import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -336,12 +344,10 @@ def round_config(tmp: Path, steps: int, batch_size: int) -> DictConfig:
 
 def imp_rounds(args: argparse.Namespace) -> dict:
     """Round 0 untimed, then ``--round-repeats`` pruning rounds, each followed by the plain loop on its mask."""
-    import hydra
-    from omegaconf import OmegaConf
 
-    from lth.config import check_lengths
-    from lth.loggers import RunLoggers
-    from lth.run import RoundSettings, build_data, build_model, quiet_lightning, train_round
+    from lth.run.build import build_classifier, build_data, build_loggers, build_model, quiet_lightning
+    from lth.run.config import check_lengths
+    from lth.run.loop import RoundSettings, train_round
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -352,18 +358,11 @@ def imp_rounds(args: argparse.Namespace) -> dict:
         data.setup()
         iterations_per_epoch = data.iterations_per_epoch(1)
         total, eval_every = check_lengths(cfg, iterations_per_epoch)
-        module = Classifier(
-            build_model(cfg),
-            num_classes=cfg.dataset.num_classes,
-            optimizer=hydra.utils.instantiate(cfg.optim.optimizer),
-            schedule=OmegaConf.to_container(cfg.optim.schedule, resolve=True),
-            total_steps=total,
-            iterations_per_epoch=iterations_per_epoch,
-        )
+        module = build_classifier(cfg, total, iterations_per_epoch)
         ticket = RoundClock(rate=cfg.prune.rate, scope=cfg.prune.scope, rewind=cfg.prune.rewind)
         settings = RoundSettings(total, iterations_per_epoch, eval_every, None, True)
         run_dir = Path(tmp) / "run"
-        loggers = RunLoggers(cfg, run_dir)
+        loggers = build_loggers(cfg, run_dir)
         train_x, train_y = data.split("train")
         ticket.apply_mask(module)
         train_round(cfg, module, ticket, data, run_dir, 0, settings, loggers, None)
@@ -609,11 +608,7 @@ def parser() -> ArgumentParser:
     )
     parser.add_argument("--compile", action="store_true", help="also (b) with the network compiled (torch.compile)")
     parser.add_argument("--json", type=output_file, help="write every number here")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--write-docs", action="store_true", help="write the tables into docs/performance.md (default: print only)"
-    )
-    where.add_argument("--out", type=output_file, help="write the tables into this Markdown file (default: none)")
+    docs_or_file(parser, DOC, "the tables")
     return parser
 
 
@@ -622,10 +617,9 @@ def main(argv: list[str] | None = None) -> None:
     """Parse ``argv``, run every measurement per thread count, print the report; write it to docs/performance.md
     with ``--write-docs`` or to ``--out``, and the numbers to ``--json``. Bad input is one line, exit code 2."""
     args = parser().parse_args(argv)
-    out = DOC if args.write_docs else args.out
-    command = shlex.join(["python", "scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("benchmark", argv)
 
-    from lth.run import quiet_lightning
+    from lth.run.build import quiet_lightning
 
     quiet_lightning()
     warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
@@ -644,10 +638,7 @@ def main(argv: list[str] | None = None) -> None:
     results["help"] = help_seconds(args.help_repeats) if args.help_repeats else []
     results["bad_value"] = bad_value_seconds(args.help_repeats) if args.help_repeats else []
     text = report(args, results, command)
-    print(text)
-    if out is not None:
-        write_section(out, text, START, END)
-        print(f"\nwritten to {out}")
+    print_and_write(text, args, DOC, START, END)
     if args.json:
         serialisable = {
             str(t): {**r, "steps": [{"kind": k, "sparsity": s, **v} for (k, s), v in r["steps"].items()]}

@@ -1,7 +1,7 @@
 """Export one round of a finished run: the ticket, the sparse model, the shrunk model and a compressed file.
 
 The round defaults to the sparsest one whose validation accuracy is within ``--tolerance`` points of round 0's.
-Everything written, and what was checked, is described in :mod:`lth.export` and docs/deploy.md. A bad argument or
+Everything written, and what was checked, is described in :mod:`lth.tools.export` and docs/deploy.md. A bad argument or
 run file is one line on stderr (``error: <argument or file>: <what is wrong>``), exit code 2, and nothing written.
 
 Usage: python scripts/export.py RUN_DIR [--round N] [--tolerance 0.5] [--out DIR] [--fp16] [--onnx] [--data-dir DIR]
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from lth.cli import ArgumentParser, folder, integer, number, one_line_errors, output_folder
+from lth.tools.cli import ArgumentParser, folder, integer, number, one_line_errors, output_folder
 
 
 def parser() -> ArgumentParser:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     import torch  # imported after parsing: --help and bad arguments answer at once
 
-    from lth.export import export, summary
+    from lth.tools.export import export, summary
 
     if args.threads:
         torch.set_num_threads(args.threads)

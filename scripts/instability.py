@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from lth.cli import ArgumentParser, folder, integer, one_line_errors
-from lth.errors import ConfigError
-from lth.steps import Step
+from lth.core.errors import ConfigError
+from lth.core.steps import Step
+from lth.tools.cli import ArgumentParser, folder, integer, one_line_errors
 
 SEEDS = integer(0, 2**31 - 1)  # the range of the config's seed and data_seed
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser().parse_args(argv)
     if args.data_seeds[0] == args.data_seeds[1]:
         raise ConfigError("--data-seeds", f"got {args.data_seeds[0]} twice; the two copies need two different seeds")
-    from lth.stability import analyse, figure, format_table, load_config, write_results
+    from lth.tools.stability import analyse, load_config, stability_figure, stability_table, write_results
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = load_config(args.run_dir, data_dir=args.data_dir, steps=args.steps)
@@ -71,14 +71,14 @@ def main(argv: list[str] | None = None) -> dict:
         bn_batches=args.bn_batches,
         on_round=lambda partial: write_results(args.run_dir, partial),
     )
-    print(f"\n{format_table(result)}\n")
+    print(f"\n{stability_table(result)}\n")
     print(f"BatchNorm: {result['batchnorm']}")
     print(f"stable: barrier below {100 * result['stable_below']:g}% test error")
     for path in write_results(args.run_dir, result):
         print(path)
     if args.plot:
         path = args.run_dir / "instability.png"
-        figure(result).savefig(path, dpi=150)
+        stability_figure(result).savefig(path, dpi=150)
         print(path)
     return result
 

@@ -8,20 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lth.cli import ArgumentParser, one_line_errors, output_folder
-from lth.results import SPREADS, load_groups, save_figures
+from lth.tools.cli import ArgumentParser, one_line_errors, output_folder
+from lth.tools.results import SPREADS, add_group_arguments, load_groups, save_figures
 
 
 def parser() -> ArgumentParser:
     """The command line, every value checked as it is parsed."""
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="+", type=Path, help="run folders, or folders searched for them (sweeps)")
+    add_group_arguments(parser)
     parser.add_argument(
         "--out", type=output_folder, default=Path("figures"), help="folder for the figures (default: figures)"
     )
     parser.add_argument("--format", nargs="+", default=["png"], choices=["png", "svg", "pdf"], help="default: png")
     parser.add_argument("--spread", choices=SPREADS, default="minmax", help="error bars (default: minmax)")
-    parser.add_argument("--ignore", nargs="*", default=["seed"], help="config keys pooled over (default: seed)")
     return parser
 
 

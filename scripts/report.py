@@ -7,17 +7,15 @@ Usage: python scripts/report.py outputs/multirun/<time> [more run folders] [--ou
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from lth.artifacts import write_text
-from lth.cli import ArgumentParser, number, one_line_errors, output_file
-from lth.results import PAPER_SPARSITIES, load_groups, report
+from lth.run.artifacts import write_text
+from lth.tools.cli import ArgumentParser, number, one_line_errors, output_file
+from lth.tools.results import PAPER_SPARSITIES, add_group_arguments, load_groups, markdown_report
 
 
 def parser() -> ArgumentParser:
     """The command line, every value range-checked as it is parsed."""
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="+", type=Path, help="run folders, or folders searched for them (sweeps)")
+    add_group_arguments(parser)
     parser.add_argument("--out", type=output_file, help="also write the report to this file")
     parser.add_argument(
         "--sparsities",
@@ -32,7 +30,6 @@ def parser() -> ArgumentParser:
         default=0.1,
         help="nearest round within this relative distance, >= 0 (default: 0.1)",
     )
-    parser.add_argument("--ignore", nargs="*", default=["seed"], help="config keys pooled over (default: seed)")
     return parser
 
 
@@ -41,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     """Parse ``argv``, print the report (and write it to ``--out`` if given); bad input is one line, exit code 2."""
     args = parser().parse_args(argv)
     groups = load_groups(args.paths, ignore=args.ignore)
-    text = report(groups, args.sparsities, args.tolerance)
+    text = markdown_report(groups, args.sparsities, args.tolerance)
     if args.out:
         write_text(args.out, text)
     print(text, end="")

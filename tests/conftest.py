@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from lth.config import register_resolvers
+from lth.run.config import register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["dataset=synthetic", "train.steps=30it", "train.eval_every=10it", "prune.rounds=2", "logger=none"]

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 import train as train_script
-from lth.config import OPTIMIZER_KEYS, check_steps, identity, validate
-from lth.errors import ConfigError
-from lth.hardware import PRECISION_ALIASES, PRECISIONS, STRATEGIES, has_gpu
+from lth.core.errors import ConfigError
+from lth.run.config import OPTIMIZER_KEYS, check_steps, identity, validate
+from lth.run.hardware import PRECISION_ALIASES, PRECISIONS, STRATEGIES, has_gpu
 from tests.conftest import FAST, REPO, run_train
 
 SUB = "subprocess"
@@ -233,8 +233,8 @@ def test_an_image_folder_counts_its_classes(make_cfg, tmp_path: Path) -> None:
 
 
 def test_iterations_per_epoch_known_up_front_match_the_data(make_cfg) -> None:
-    from lth.config import _iterations_per_epoch
-    from lth.run import build_data
+    from lth.run.build import build_data
+    from lth.run.config import _iterations_per_epoch
 
     for loader in ("memory", "torchvision"):
         for world, hardware in ((1, []), (2, ["hardware=ddp_cpu"]), (3, ["hardware=ddp_cpu", "hardware.devices=3"])):
@@ -273,12 +273,12 @@ def test_the_names_repeated_for_validation_match_their_modules() -> None:
     from lightning_fabric.plugins.precision.precision import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
     from pytorch_lightning.strategies import StrategyRegistry
 
-    from lth import config
-    from lth.callback import REWIND_MODES
-    from lth.controls import CONTROLS
+    from lth.core.controls import CONTROLS
     from lth.data.augment import KEYS
     from lth.data.module import LOADERS
-    from lth.module import SCHEDULES
+    from lth.lightning.callback import REWIND_MODES
+    from lth.lightning.module import SCHEDULES
+    from lth.run import config
 
     assert config.SCHEDULES == SCHEDULES and config.CONTROLS == tuple(CONTROLS) and config.LOADERS == LOADERS
     assert config.REWIND_MODES == REWIND_MODES and config.AUGMENT_KEYS == KEYS

@@ -10,9 +10,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from lth.callback import LotteryTicket
+from lth.core.steps import Step
 from lth.data import TensorBatches
-from lth.steps import Step
+from lth.lightning.callback import LotteryTicket
 
 
 class Tiny(pl.LightningModule):

@@ -19,9 +19,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lth.artifacts import read_rounds
-from lth.errors import ConfigError
-from lth.run import train
+from lth.core.errors import ConfigError
+from lth.run.artifacts import read_rounds
+from lth.run.loop import train
 from tests.conftest import FAST, REPO, run_folders, run_train
 
 # 3 rounds of 150 iterations, a checkpoint every 20: long enough to be stopped mid-round, short enough to rerun
@@ -46,7 +46,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run of RUN, uninterrupted (in this process, one torch thread as in the subprocesses)."""
     from hydra import compose, initialize_config_dir
 
-    from lth.config import register_resolvers
+    from lth.run.config import register_resolvers
 
     register_resolvers()
     out = tmp_path_factory.mktemp("reference")
@@ -215,10 +215,10 @@ def test_resume_over_a_sweep_starts_the_jobs_not_started(
     make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``hydra.sweep.dir=<sweep> resume=true``: a job of the sweep whose folder is empty starts from the beginning."""
-    import lth.run
+    import lth.run.loop
 
     cfg = make_cfg("prune.rounds=0", "resume=true")
     with pytest.raises(ConfigError, match="nothing to resume"):
         train(cfg, run_dir=tmp_path / "single")
-    monkeypatch.setattr(lth.run, "_multirun", lambda: True)
+    monkeypatch.setattr(lth.run.loop, "_multirun", lambda: True)
     assert len(train(cfg, run_dir=tmp_path / "job")["rounds"]) == 1

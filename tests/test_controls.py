@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lth.artifacts import read_rounds
-from lth.callback import LotteryTicket
-from lth.run import train
+from lth.lightning.callback import LotteryTicket
+from lth.run.artifacts import read_rounds
+from lth.run.loop import train
 from tests.test_callback import Tiny, fit
 
 
@@ -23,7 +23,7 @@ def controls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A ticket and its three controls, 2 rounds each, in one output folder (as one sweep would make them)."""
     from hydra import compose, initialize_config_dir
 
-    from lth.config import register_resolvers
+    from lth.run.config import register_resolvers
     from tests.conftest import FAST, REPO, run_folders
 
     register_resolvers()
@@ -114,7 +114,7 @@ def test_lr_and_none_keep_the_trained_weights(rewind: str) -> None:
 
 
 def test_a_control_needs_a_rewind_to_weights(make_cfg, tmp_path: Path) -> None:
-    from lth.errors import ConfigError
+    from lth.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="^prune.control: reinit needs a rewind"):
         train(make_cfg("prune.control=reinit", "prune.rewind=lr"), run_dir=tmp_path / "x")

@@ -17,9 +17,9 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lth.config import register_resolvers
+from lth.core.errors import ConfigError
 from lth.data import Augment, ImageData, TensorBatches, sources
-from lth.errors import ConfigError
+from lth.run.config import register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR10_MEAN, CIFAR10_STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
@@ -351,7 +351,7 @@ def compose_cfg(*overrides: str):
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10", "cifar100", "synthetic", "image_folder"])
 def test_every_dataset_config_builds_its_datamodule(name: str) -> None:
-    from lth.run import build_data
+    from lth.run.build import build_data
 
     cfg = compose_cfg(f"dataset={name}", "dataset.num_classes=3" if name == "image_folder" else "seed=0")
     data = build_data(cfg)
@@ -360,7 +360,7 @@ def test_every_dataset_config_builds_its_datamodule(name: str) -> None:
 
 
 def test_an_image_folder_config_reads_the_users_images(tmp_path: Path) -> None:
-    from lth.run import build_data
+    from lth.run.build import build_data
 
     for split, count in (("train", 6), ("test", 2)):
         for label in ("a", "b"):
@@ -384,7 +384,7 @@ def test_an_image_folder_config_reads_the_users_images(tmp_path: Path) -> None:
 
 
 def test_a_run_on_cifar10_files_end_to_end(cifar_root: Path, tmp_path: Path) -> None:
-    from lth.run import train
+    from lth.run.loop import train
 
     cfg = compose_cfg(
         "dataset=cifar10",

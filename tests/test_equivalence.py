@@ -22,7 +22,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lth.artifacts import read_rounds
+from lth.run.artifacts import read_rounds
 from tests.conftest import run_folders, run_train
 
 TOTAL, EVAL_EVERY, EPOCH, BASE_LR, MILESTONE, GAMMA = 20, 4, 10, 0.05, 12, 0.1
@@ -171,7 +171,7 @@ def test_a_round_rewound_to_k_continues_round_0s_data_order_from_k(runs) -> None
 
 
 def test_the_reinit_control_is_a_fresh_draw_under_the_tickets_mask_trained_from_k(runs) -> None:
-    from lth.run import build_model
+    from lth.run.build import build_model
 
     ticket, reinit = runs["shared"][("6it", "null")], runs["shared"][("6it", "reinit")]
     cfg = OmegaConf.load(reinit / "config.yaml")
@@ -193,25 +193,25 @@ class Killed(BaseException):
 def test_a_run_killed_mid_round_and_at_a_round_boundary_resumes_to_the_same_run(
     runs, make_cfg, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rewind: str, control: str
 ) -> None:
-    import lth.run
-    from lth.run import train
-    from lth.tracking import RoundCheckpoint
+    import lth.run.loop
+    from lth.run.checkpoints import RoundCheckpoint
+    from lth.run.loop import train
 
     overrides = [*SETUP, f"prune.rewind={rewind}", f"prune.control={control}", f"train.checkpoint_every={EVAL_EVERY}it"]
     run_dir = tmp_path / "runs" / "run"
 
-    write_rounds = lth.run.write_rounds
+    write_rounds = lth.run.loop.write_rounds
 
     def killed_after_round_0(path, rows) -> None:
         write_rounds(path, rows)
         if len(rows) == 1 and path.parent == run_dir:
             raise Killed
 
-    monkeypatch.setattr(lth.run, "write_rounds", killed_after_round_0)
+    monkeypatch.setattr(lth.run.loop, "write_rounds", killed_after_round_0)
     with pytest.raises(Killed):
         train(make_cfg(*overrides, fast=False), run_dir=run_dir)
     assert len(read_rounds(run_dir / "rounds.csv")) == 1
-    monkeypatch.setattr(lth.run, "write_rounds", write_rounds)
+    monkeypatch.setattr(lth.run.loop, "write_rounds", write_rounds)
 
     save = RoundCheckpoint.on_validation_end
 

@@ -12,9 +12,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from torch import nn
 
-from lth.artifacts import read_rounds
-from lth.config import register_resolvers
-from lth.export import (
+from lth.models import CifarResNet, ConvNet, LeNet5, LeNet300100, ViT
+from lth.run.artifacts import read_rounds
+from lth.run.config import register_resolvers
+from lth.run.loop import train
+from lth.tools.export import (
     MAGIC,
     CsrLinear,
     ExportError,
@@ -34,8 +36,6 @@ from lth.export import (
     read_test_split,
     shrink,
 )
-from lth.models import CifarResNet, ConvNet, LeNet5, LeNet300100, ViT
-from lth.run import train
 from tests.conftest import FAST, REPO
 
 CONV2 = [  # Conv-2 on CIFAR-shaped images; narrower fc layers and less data keep the run to seconds

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lth.artifacts import read_rounds, write_rounds
-from lth.errors import ConfigError
-from lth.run import RunError, train
+from lth.core.errors import ConfigError
+from lth.run.artifacts import read_rounds, write_rounds
+from lth.run.loop import RunError, train
 from tests.conftest import FAST, REPO, run_folders, run_train
 
 SLOW_ROUNDS = ["train.steps=120it", "train.eval_every=10it", "train.checkpoint_every=20it", "prune.rounds=3"]
@@ -156,8 +156,8 @@ def test_resume_with_nothing_to_resume_or_another_config(make_cfg, tmp_path: Pat
 
 
 def test_a_checkpoint_of_another_model_is_refused_naming_the_file(make_cfg, tmp_path: Path) -> None:
-    from lth.run import build_model, build_ticket
-    from lth.store import restore
+    from lth.run.build import build_model, build_ticket
+    from lth.run.store import restore
 
     train(make_cfg("prune.rounds=0", "train.share_dense=false"), run_dir=tmp_path / "run")
     other = make_cfg("model.hidden=[50]")

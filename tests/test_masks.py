@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from lth.errors import ConfigError
-from lth.masks import Mask, prunable_parameters, prune, removal_count
+from lth.core.errors import ConfigError
+from lth.core.masks import Mask, prunable_parameters, prune, removal_count
 
 
 def weights_and_mask(*shapes: tuple[int, ...], seed: int = 0) -> tuple[dict, Mask]:

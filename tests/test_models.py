@@ -1,6 +1,6 @@
 """The model zoo: published sizes, which tensors are prunable, shapes on MNIST and CIFAR, refusals, and IMP end to end.
 
-Every model is built from its config file in conf/model, as ``lth.run.build_model`` builds it for a run.
+Every model is built from its config file in conf/model, as ``lth.run.build.build_model`` builds it for a run.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import lth.models
-from lth.artifacts import round_dir
-from lth.config import register_resolvers
-from lth.errors import ConfigError
-from lth.masks import prunable_parameters
-from lth.run import train
+from lth.core.errors import ConfigError
+from lth.core.masks import prunable_parameters
+from lth.run.artifacts import round_dir
+from lth.run.config import register_resolvers
+from lth.run.loop import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
@@ -33,7 +33,7 @@ SMALL_RESNET18 = {"width": 0.125}
 def build(name: str, shape: tuple[int, int] = CIFAR, num_classes: int = 10, **options) -> nn.Module:
     """The model of ``conf/model/<name>.yaml`` (``options`` override its own) for images of ``shape``.
 
-    Built by calling its ``_target_`` class with the options of its config, as ``lth.run.build_model`` does.
+    Built by calling its ``_target_`` class with the options of its config, as ``lth.run.build.build_model`` does.
     """
     cfg = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(CONF / "model" / f"{name}.yaml"), options))
     cls = hydra.utils.get_class(cfg.pop("_target_"))

@@ -14,9 +14,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from lth.artifacts import round_dir
-from lth.run import build_model, train
-from lth.steps import Step
+from lth.core.steps import Step
+from lth.run.artifacts import round_dir
+from lth.run.build import build_model
+from lth.run.loop import train
 from tests.test_data import make_cifar10, make_idx_dataset
 
 OPEN_LTH_EPOCH = 391  # iterations of an open_lth epoch: 50K CIFAR-10 images at batch 128, the last batch partial

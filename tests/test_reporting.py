@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from lth.artifacts import read_rounds, write_rounds
-from lth.loggers import RoundsWandbLogger, WandbRun, has_wandb_key, wandb_mode
-from lth.progress import RoundProgress, format_duration, format_progress
-from lth.results import figure, find_runs, load_groups, markdown_table, nearest, report
-from lth.run import train
+from lth.run.artifacts import read_rounds, write_rounds
+from lth.run.loggers import RoundsWandbLogger, WandbRun, has_wandb_key, wandb_mode
+from lth.run.loop import train
+from lth.run.progress import RoundProgress, format_duration, format_progress
+from lth.tools.results import figure, find_runs, load_groups, markdown_report, markdown_table, nearest
 from tests.conftest import run_train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -320,7 +320,7 @@ def test_table_rows_are_the_papers_sparsities_with_mean_and_std(sweep: Path) -> 
     assert rows["51.3%"] == ["95.80 ± 0.71 (at 51.20%)", "92.50 ± 0.71 (at 51.20%)"]
     assert rows["21.1%"] == ["96.20 ± 0.71 (at 20.97%)", "88.50 ± 0.71 (at 20.97%)"]
 
-    text = report(groups)
+    text = markdown_report(groups)
     assert "## Test accuracy at early stop (%)" in text
     assert "## Early-stop iteration" in text
     assert "| 13.5% | 555 ± 7 (at 13.42%) | 555 ± 7 (at 13.42%) |" in text

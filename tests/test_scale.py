@@ -11,10 +11,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lth.artifacts import read_rounds
-from lth.errors import ConfigError
-from lth.run import build_data, train
-from lth.tracking import fingerprint
+from lth.core.errors import ConfigError
+from lth.lightning.tracking import fingerprint
+from lth.run.artifacts import read_rounds
+from lth.run.build import build_data
+from lth.run.loop import train
 from tests.conftest import REPO, run_folders, run_train
 
 SMALL = ["dataset=synthetic", "train.steps=20it", "train.eval_every=10it", "prune.rounds=1", "logger=none"]

@@ -13,14 +13,15 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from lth import stability
-from lth.masks import Mask, prunable_parameters
-from lth.run import build_data, train
-from lth.stability import (
+from lth.core.masks import Mask, prunable_parameters
+from lth.run.build import build_classifier, build_data, iterations_per_epoch
+from lth.run.config import check_lengths
+from lth.run.loop import train
+from lth.tools import stability
+from lth.tools.stability import (
     alphas,
     analyse,
     barrier,
-    build_classifier,
     error_curve,
     error_rate,
     has_batchnorm,
@@ -110,9 +111,11 @@ def test_two_copies_share_the_start_and_differ_only_by_their_data_order(make_cfg
     cfg = make_cfg(*TINY)
     data = build_data(cfg)
     data.setup()
-    start = build_classifier(cfg, data).state_dict()
+    ipe = iterations_per_epoch(cfg, data)
+    total, _ = check_lengths(cfg, ipe)
+    start = build_classifier(cfg, total, ipe).state_dict()
     untouched = {k: v.clone() for k, v in start.items()}
-    params = prunable_parameters(build_classifier(cfg, data))
+    params = prunable_parameters(build_classifier(cfg, total, ipe))
     mask = Mask({n: torch.rand(p.shape, generator=torch.Generator().manual_seed(3)) > 0.5 for n, p in params.items()})
     a, again, b = (train_copy(cfg, data, start, mask, seed, tmp_path) for seed in (1, 1, 2))
     assert all(torch.equal(start[k], untouched[k]) for k in start)  # the start point is not trained in place

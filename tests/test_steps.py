@@ -2,8 +2,8 @@
 
 import pytest
 
-from lth.errors import ConfigError
-from lth.steps import Step
+from lth.core.errors import ConfigError
+from lth.core.steps import Step
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lth.artifacts import read_rounds
-from lth.config import run_id
-from lth.errors import ConfigError
-from lth.run import train
+from lth.core.errors import ConfigError
+from lth.run.artifacts import read_rounds
+from lth.run.config import run_id
+from lth.run.loop import train
 from tests.conftest import FAST, run_folders, run_train
 
 
@@ -51,7 +51,7 @@ def test_train_py_runs_three_rounds_and_writes_every_round(tmp_path: Path) -> No
 def test_the_rewind_point_is_the_initial_network(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg("prune.rounds=1")
     summary = train(cfg, run_dir=tmp_path / "run")
-    from lth.run import build_model
+    from lth.run.build import build_model
 
     initial = build_model(cfg).state_dict()
     rewind = torch.load(Path(summary["run_dir"]) / "rewind.pt")
@@ -72,7 +72,7 @@ def test_test_accuracy_is_reported_at_the_lowest_validation_loss(make_cfg, tmp_p
     assert row["early_stop_iteration"] == int(best["step"]) + 1
     assert row["val_loss"] == pytest.approx(float(best["val_loss"]))
     # the reported test accuracy is that of the early-stop weights, evaluated afresh here
-    from lth.run import build_data, build_model
+    from lth.run.build import build_data, build_model
 
     data = build_data(cfg)
     data.setup()

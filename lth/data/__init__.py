@@ -1,4 +1,7 @@
-"""Data for the runs: sources that read a dataset into tensors, and the batches that feed Lightning."""
+"""Data for the runs: sources that read a dataset into tensors, and the batches that feed Lightning.
+
+May import :mod:`lth.core`, torch, torchvision and Lightning; never :mod:`lth.run` or :mod:`lth.tools`.
+"""
 
 from lth.data.augment import Augment
 from lth.data.loader import TensorBatches

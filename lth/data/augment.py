@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lth.errors import ConfigError
+from lth.core.errors import ConfigError
 
 KEYS = ("crop_padding", "flip")
 

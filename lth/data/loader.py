@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import Dataset
 
+from lth.core.seeds import stream
 from lth.data.augment import Augment
-from lth.seeds import stream
 
 
 class TensorBatches:

@@ -18,9 +18,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from lth.core.errors import ConfigError
 from lth.data.augment import Augment
 from lth.data.loader import TensorBatches, TransformedTensors
-from lth.errors import ConfigError
 
 LOADERS = ("memory", "torchvision")
 
@@ -57,6 +57,7 @@ class ImageData(pl.LightningDataModule):
         augment: ``dataset.augment`` (``crop_padding``, ``flip``) for the training split; ``None``: none.
         loader: ``memory`` (device-resident tensors) or ``torchvision`` (DataLoader, per-sample transforms).
         num_workers: DataLoader worker processes of the ``torchvision`` loader.
+        accumulate: batches per optimiser step (an iteration), to find where iteration k's batch is.
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class ImageData(pl.LightningDataModule):
         augment: Mapping | None = None,
         loader: str = "memory",
         num_workers: int = 0,
+        accumulate: int = 1,
     ) -> None:
         super().__init__()
         if loader not in LOADERS:
@@ -85,7 +87,7 @@ class ImageData(pl.LightningDataModule):
         self.std = None if std is None else list(std)
         self.seed, self.augment_options = seed, dict(augment or {})
         self.split_seed = seed if split_seed is None else split_seed
-        self.loader, self.num_workers = loader, num_workers
+        self.loader, self.num_workers, self.accumulate = loader, num_workers, accumulate
         self.augment: Augment | None = None
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         self.start_iteration = 0  # the data order of the next fit continues from this iteration of round 0's
@@ -148,8 +150,8 @@ class ImageData(pl.LightningDataModule):
             x, y, self.batch_size, shuffle=True, seed=self.seed, rank=rank, world_size=world_size, augment=self.augment
         )
         if self.start_iteration:  # a round rewound to iteration k sees the batches round 0 saw from k on
-            epoch, batch = divmod(self.start_iteration, len(batches))
-            batches.load_state_dict({"epoch": epoch, "batch": batch})
+            epoch, step = divmod(self.start_iteration, -(-len(batches) // self.accumulate))
+            batches.load_state_dict({"epoch": epoch, "batch": step * self.accumulate})
         return batches
 
     def val_dataloader(self) -> TensorBatches | DataLoader:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lth.core.errors import ConfigError
 from lth.data.module import Splits
-from lth.errors import ConfigError
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")

@@ -1,8 +1,9 @@
 """The model zoo. Every model is built as ``Model(in_channels=, image_size=, num_classes=, **options)``.
 
 The dataset config supplies the first three, so one model config works on every dataset it can take; a
-model that cannot take a dataset's images raises a one-line :class:`~lth.errors.ConfigError`.
+model that cannot take a dataset's images raises a one-line :class:`~lth.core.errors.ConfigError`.
 Every model names its output layer ``out`` (so ``prune.exclude: [model.out]`` works for all of them).
+May import :mod:`lth.core` and torch only.
 """
 
 from lth.models.conv import ConvNet

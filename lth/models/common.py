@@ -6,7 +6,7 @@ from typing import NoReturn
 
 from torch import nn
 
-from lth.errors import ConfigError
+from lth.core.errors import ConfigError
 
 
 def refuse(message: str) -> NoReturn:

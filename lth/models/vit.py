@@ -3,7 +3,7 @@
 Non-overlapping patches embedded by a strided convolution, a class token, a learned position embedding,
 pre-norm ``nn.TransformerEncoderLayer`` blocks (GELU, no dropout), a final LayerNorm and a linear head ``out``
 on the class token. The defaults are ViT-Lite-7/4 (Hassani et al. 2021): 3.72M parameters on CIFAR-10.
-The attention projections sit in ``in_proj_weight``, which :func:`lth.masks.prunable_parameters` prunes.
+The attention projections sit in ``in_proj_weight``, which :func:`lth.core.masks.prunable_parameters` prunes.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from lth.artifacts import ROUND_COLUMNS, write_text
-from lth.results import Run, find_runs, group_runs, read_run, report
+from lth.run.artifacts import ROUND_COLUMNS, write_text
+from lth.tools.results import Run, find_runs, group_runs, markdown_report, read_run
 
 log = logging.getLogger("lth")
 
@@ -32,7 +32,7 @@ def differing_keys(runs: Sequence[Run]) -> list[str]:
     return [key for key in keys if len({json.dumps(run.config.get(key), default=str) for run in runs}) > 1]
 
 
-def _cell(value: Any) -> Any:
+def _csv_value(value: Any) -> Any:
     return value if value is None or isinstance(value, str | int | float) else json.dumps(value)
 
 
@@ -43,7 +43,7 @@ def sweep_table(sweep_dir: Path, runs: Sequence[Run]) -> str:
     writer = csv.DictWriter(out, fieldnames=["job", *keys, *ROUND_COLUMNS], lineterminator="\n")
     writer.writeheader()
     for run in runs:
-        job = {"job": run.path.relative_to(sweep_dir).as_posix(), **{k: _cell(run.config.get(k)) for k in keys}}
+        job = {"job": run.path.relative_to(sweep_dir).as_posix(), **{k: _csv_value(run.config.get(k)) for k in keys}}
         writer.writerows({**job, **{k: row.get(k) for k in ROUND_COLUMNS}} for row in run.rounds)
     return out.getvalue()
 
@@ -56,7 +56,7 @@ def summarize_sweep(sweep_dir: Path) -> list[Path]:
         return []
     written = [sweep_dir / "rounds.csv", sweep_dir / "report.md"]
     write_text(written[0], sweep_table(sweep_dir, runs))
-    write_text(written[1], report(group_runs(runs)))
+    write_text(written[1], markdown_report(group_runs(runs)))
     log.info("sweep of %d runs: %s, %s", len(runs), *written)
     return written
 

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from lth.artifacts import ROUND_COLUMNS
+from lth.run.artifacts import ROUND_COLUMNS
 
 log = logging.getLogger("lth")
 

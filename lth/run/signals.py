@@ -3,8 +3,8 @@
 SIGTERM (what ``timeout``, SLURM and Kubernetes send) and SIGINT (Ctrl+C) stop a run cleanly:
 
 - **inside a round** after the batch being trained, and after its evaluation when one is due: the point where
-  :class:`~lth.tracking.RoundCheckpoint` writes, so the round's ``last.ckpt`` is written there and ``resume=true``
-  continues the round from that iteration with the numbers of an uninterrupted run;
+  :class:`~lth.run.checkpoints.RoundCheckpoint` writes, so the round's ``last.ckpt`` is written there and
+  ``resume=true`` continues the round from that iteration with the numbers of an uninterrupted run;
 - **outside a round** (reading data, waiting for a lock, testing) at once: every file is written atomically, and a
   round's ``last.ckpt`` is written when its training ends.
 

@@ -1,8 +1,8 @@
 """Several processes training together (DDP): starting the ranks, and rank 0's decisions.
 
-Under DDP every rank runs :func:`lth.run.train` and its loop. Rank 0 makes each decision that reads files and
+Under DDP every rank runs :func:`lth.run.loop.train` and its loop. Rank 0 makes each decision that reads files and
 hands it to the others (:func:`shared`); only rank 0 writes outputs and logs results (:func:`is_rank_zero`).
-Which setups can work is checked, without torch, by :mod:`lth.hardware` (re-exported here).
+Which setups can work is checked, without torch, by :mod:`lth.run.hardware` (re-exported here).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
-from lth.hardware import check_hardware, ddp_processes
+from lth.run.hardware import check_hardware, ddp_processes
 
 T = TypeVar("T")
 

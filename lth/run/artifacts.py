@@ -121,9 +121,9 @@ INTEGER_COLUMNS = ("round", "early_stop_iteration")
 def read_rounds(path: Path) -> list[dict]:
     """Read ``rounds.csv`` back with numbers as numbers (a header alone gives no rows).
 
-    A file that is missing, cut short or garbled is a one-line :class:`~lth.errors.ConfigError` naming it.
+    A file that is missing, cut short or garbled is a one-line :class:`~lth.core.errors.ConfigError` naming it.
     """
-    from lth.errors import ConfigError
+    from lth.core.errors import ConfigError
 
     where = str(path)
     try:
@@ -158,11 +158,11 @@ def read_tensors(path: Path) -> dict[str, Any]:
     """A ``name -> tensor`` file of a run (``mask.pt``, ``early_stop.pt``, ``rewind.pt``), on the CPU.
 
     One that is missing, unreadable (truncated, not a torch file) or holds anything but tensors by name is a
-    one-line :class:`~lth.errors.ConfigError` naming it.
+    one-line :class:`~lth.core.errors.ConfigError` naming it.
     """
     import torch
 
-    from lth.errors import ConfigError, first_line
+    from lth.core.errors import ConfigError, first_line
 
     if not path.is_file():
         raise ConfigError(str(path), "is missing")
@@ -176,9 +176,9 @@ def read_tensors(path: Path) -> dict[str, Any]:
 
 
 def check_state(state: Mapping[str, Any], model: Any, path: Path) -> None:
-    """Raise a :class:`~lth.errors.ConfigError` naming ``path`` unless ``state`` (a state dict read from it) has
+    """Raise a :class:`~lth.core.errors.ConfigError` naming ``path`` unless ``state`` (a state dict read from it) has
     the names and shapes of ``model.state_dict()``."""
-    from lth.errors import ConfigError
+    from lth.core.errors import ConfigError
 
     expected, kind = model.state_dict(), type(model).__name__
     missing, unknown = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
@@ -216,7 +216,7 @@ def remove_temporaries(run_dir: Path) -> list[Path]:
 
 
 HYDRA_ONLY = (".hydra",)
-RUN_LOCK = (".lock", ".lock.owner")  # the lock of the process that runs in the folder, and who it is (lth.locks)
+RUN_LOCK = (".lock", ".lock.owner")  # the lock of the process that runs in the folder, and who it is (lth.run.locks)
 
 
 def holds_results(run_dir: Path) -> bool:

@@ -9,7 +9,7 @@ Where the model has BatchNorm, its running statistics are recomputed at every α
 averaged weights do not fit either copy's statistics.
 
 The pure functions (:func:`interpolate`, :func:`barrier`, :func:`recompute_batchnorm`, :func:`error_rate`) know
-nothing of runs; :func:`analyse` trains the copies with the run's own building blocks (``lth.run``).
+nothing of runs; :func:`analyse` trains the copies with the run's own building blocks (``lth.run.loop``).
 """
 
 from __future__ import annotations
@@ -24,22 +24,28 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lth.artifacts import check_state, read_tensors, round_dir, write_json, write_text
-from lth.callback import parse_rewind
-from lth.config import check_lengths, validate
+from lth.core.errors import ConfigError, MissingFileError
+from lth.core.masks import Mask
+from lth.core.steps import Step
 from lth.data import ImageData
-from lth.errors import ConfigError, MissingFileError, first_line
-from lth.masks import Mask
-from lth.module import Classifier
-from lth.run import build_data, build_model, build_ticket, build_trainer, quiet_lightning
-from lth.steps import Step
+from lth.lightning.callback import parse_rewind
+from lth.run.artifacts import check_state, read_tensors, round_dir, write_json, write_text
+from lth.run.build import (
+    build_classifier,
+    build_data,
+    build_ticket,
+    build_trainer,
+    iterations_per_epoch,
+    quiet_lightning,
+)
+from lth.run.config import check_lengths, validate
+from lth.tools.runs import read_config, run_file
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -175,28 +181,11 @@ def load_config(run_dir: Path, data_dir: str | Path | None = None, steps: str | 
     """The resolved config a run left in ``run_dir/config.yaml``, with ``paths.data_dir`` and ``train.steps``
     replaced where given (a shorter ``train.steps`` also shortens ``train.eval_every``).
 
-    A missing folder or file is a :class:`~lth.errors.MissingFileError`; a config that is unreadable or that a run
-    would refuse is a :class:`~lth.errors.ConfigError` naming the file, and ``steps`` that do not fit the run one
+    A missing folder or file is a :class:`~lth.core.errors.MissingFileError`; a config that is unreadable or that a run
+    would refuse is a :class:`~lth.core.errors.ConfigError` naming the file, and ``steps`` that do not fit the run one
     naming ``steps``.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise MissingFileError(str(run_dir), "is not a folder" if run_dir.exists() else "no such folder")
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise MissingFileError(str(path), "is missing (is this a run folder?)")
-    try:
-        cfg = OmegaConf.load(path)
-    except Exception as error:  # yaml and omegaconf raise many types for garbled files
-        raise ConfigError(str(path), f"cannot be read ({first_line(error)})") from None
-    if not isinstance(cfg, DictConfig):
-        raise ConfigError(str(path), f"holds a {type(cfg).__name__}; a run's config is a mapping of keys")
-    try:
-        validate(cfg)
-    except ConfigError as error:
-        raise ConfigError(str(path), str(error)) from None
-    except Exception as error:  # a value of the wrong type deep inside: not a config a run wrote
-        raise ConfigError(str(path), f"is not a run's config ({first_line(error)})") from None
+    cfg = read_config(run_file(run_dir, "config.yaml"))
     if data_dir is not None:
         cfg.paths.data_dir = str(data_dir)
     if steps is not None:
@@ -214,23 +203,11 @@ def available_rounds(run_dir: Path) -> list[int]:
     return sorted(int(p.parent.name.removeprefix("round_")) for p in Path(run_dir).glob("round_*/mask.pt"))
 
 
-def rewind_iteration(cfg: DictConfig, iterations_per_epoch: int) -> int:
-    """The iteration of round 0 that ``rewind.pt`` holds: k for a rewind to a Step, else 0."""
+def rewind_iteration(cfg: DictConfig, ipe: int) -> int:
+    """The iteration of round 0 that ``rewind.pt`` holds: k for a rewind to a Step (``ipe`` iterations per epoch),
+    else 0."""
     rewind = parse_rewind(cfg.prune.rewind)
-    return rewind.to_iterations(iterations_per_epoch) if isinstance(rewind, Step) else 0
-
-
-def build_classifier(cfg: DictConfig, data: ImageData) -> Classifier:
-    """The module :func:`lth.run.train` trains: the network, its optimiser, a schedule over ``train.steps``."""
-    total, _ = check_lengths(cfg, data.iterations_per_epoch())
-    return Classifier(
-        build_model(cfg),
-        num_classes=cfg.dataset.num_classes,
-        optimizer=hydra.utils.instantiate(cfg.optim.optimizer),
-        schedule=OmegaConf.to_container(cfg.optim.schedule, resolve=True),
-        total_steps=total,
-        iterations_per_epoch=data.iterations_per_epoch(),
-    )
+    return rewind.to_iterations(ipe) if isinstance(rewind, Step) else 0
 
 
 def train_copy(
@@ -242,14 +219,15 @@ def train_copy(
     there, as a pruning round would. ``start`` is not modified. Everything but the data order is the same for
     every seed: the global random state is reseeded with ``cfg.seed`` before each copy.
     """
-    module = build_classifier(cfg, data)
+    ipe = iterations_per_epoch(cfg, data)
+    total, _ = check_lengths(cfg, ipe)
+    module = build_classifier(cfg, total, ipe)
     module.load_state_dict(start)
     ticket = build_ticket(cfg)
     # round_index 1: a retraining round (no rewind point recorded, the schedule fast-forwarded to k); the mask is
     # applied at the start and after every step, and `advance` is never called, so it stays the mask given here
     ticket.load_state_dict({"round_index": 1, "mask": dict(mask), "rewind_state": None, "round0_steps": None})
-    total, _ = check_lengths(cfg, data.iterations_per_epoch())
-    steps = total - rewind_iteration(cfg, data.iterations_per_epoch())
+    steps = total - rewind_iteration(cfg, ipe)
     trainer = build_trainer(cfg, run_dir, steps, steps, [ticket], [])
     # only the order changes: the train/val split was drawn by the run's seed when `data` was set up, and
     # ImageData draws each epoch's order (and augmentation) from `seed` whenever a training loader is made
@@ -311,9 +289,9 @@ def analyse(
 
     data = build_data(cfg)
     data.setup()
-    ipe = data.iterations_per_epoch()
+    ipe = iterations_per_epoch(cfg, data)
     total, _ = check_lengths(cfg, ipe)
-    model = build_classifier(cfg, data)
+    model = build_classifier(cfg, total, ipe)
     # every file is read and checked before the first copy trains: a bad one fails at once and writes nothing
     start = read_tensors(rewind_path)
     check_state(start, model, rewind_path)
@@ -389,7 +367,7 @@ def write_results(run_dir: Path, result: dict) -> tuple[Path, Path]:
     return paths
 
 
-def format_table(result: dict) -> str:
+def stability_table(result: dict) -> str:
     """The per-round table printed at the end (percentages for people, fractions in files)."""
     head = "round  weights remaining  error α=0  error α=1  barrier  stable"
     lines = [head, "-" * len(head)]
@@ -401,7 +379,7 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def figure(result: dict) -> Figure:
+def stability_figure(result: dict) -> Figure:
     """Test error against α, one line per round."""
     from matplotlib.figure import Figure  # matplotlib is needed for figures only
 

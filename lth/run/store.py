@@ -24,13 +24,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lth.artifacts import holds_results, read_rounds, round_dir, write_json
-from lth.config import folder_name, identity
-from lth.errors import ConfigError
-from lth.locks import locked  # noqa: F401 - the lock (filelock) that guards a run folder or a kept round 0
+from lth.core.errors import ConfigError
+from lth.run.artifacts import holds_results, read_rounds, round_dir, write_json
+from lth.run.config import folder_name, identity
+from lth.run.locks import locked  # noqa: F401 - the lock (filelock) that guards a run folder or a kept round 0
 
 CHECKPOINT = "last.ckpt"
-MACHINE = "machine.json"  # the settings of the machine that trained the run (see lth.provenance)
+MACHINE = "machine.json"  # the settings of the machine that trained the run (see lth.run.provenance)
 DENSE_FILES = ("round_00", "rewind.pt")
 
 

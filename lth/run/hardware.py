@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from lth.errors import ConfigError
+from lth.core.errors import ConfigError
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 # Lightning's precision inputs (lightning_fabric.plugins.precision.precision._PRECISION_INPUT_STR, then its aliases)

@@ -2,10 +2,12 @@
 ``error: <which argument or file>: <what is wrong / what is allowed>``, exit code 2, no traceback, nothing written.
 
 - :class:`ArgumentParser` reports argparse's own errors (an unknown option, a missing or malformed value) as a
-  :class:`~lth.errors.ConfigError` naming the argument, instead of printing its usage;
+  :class:`~lth.core.errors.ConfigError` naming the argument, instead of printing its usage;
 - :func:`integer`, :func:`number`, :func:`folder`, :func:`output_folder` and :func:`output_file` are argument
   types that range-check a value as it is parsed;
-- :func:`one_line_errors` wraps a script's ``main``: a :data:`~lth.errors.USER_ERRORS` error raised anywhere below
+- :func:`docs_or_file` adds the benchmarks' ``--write-docs`` / ``--out FILE`` pair, :func:`print_and_write` prints
+  a benchmark's text and writes it where they say, with its :func:`command_line`;
+- :func:`one_line_errors` wraps a script's ``main``: a :data:`~lth.core.errors.USER_ERRORS` error raised anywhere below
   it becomes that one line and ``SystemExit(2)``.
 """
 
@@ -15,12 +17,14 @@ import argparse
 import functools
 import math
 import re
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
-from lth.errors import USER_ERRORS, ConfigError, one_line
+from lth.core.errors import USER_ERRORS, ConfigError, one_line
+from lth.run.artifacts import write_section
 
 EXIT_BAD_INPUT = 2
 T = TypeVar("T")
@@ -51,7 +55,7 @@ def split_message(message: str) -> tuple[str, str]:
 
 
 def one_line_errors(main: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a script's ``main(argv)``: a user's error (:data:`~lth.errors.USER_ERRORS`) raised inside becomes one
+    """Wrap a script's ``main(argv)``: a user's error (:data:`~lth.core.errors.USER_ERRORS`) raised inside becomes one
     line ``error: <key>: <message>`` on stderr and ``SystemExit(2)``; anything else propagates unchanged."""
 
     @functools.wraps(main)
@@ -85,38 +89,39 @@ def _within(value: float, low: float | None, high: float | None, open_low: bool,
     return above and below
 
 
-def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
-    """An argument type: an integer in ``[low, high]`` (either end optional)."""
-    allowed = _bounds(low, high, False, False, "an integer")
+N = TypeVar("N", int, float)
 
-    def parse(text: str) -> int:
+
+def _ranged(
+    convert: Callable[[str], N], kind: str, low: N | None, high: N | None, open_low: bool, open_high: bool
+) -> Callable[[str], N]:
+    """An argument type: ``convert(text)``, refused unless finite and between ``low`` and ``high`` (each end open or
+    closed, either optional); ``kind`` names what is allowed in the message."""
+    allowed = _bounds(low, high, open_low, open_high, kind)
+
+    def parse(text: str) -> N:
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"got {text!r}; allowed: {allowed}") from None
-        if not _within(value, low, high, False, False):
-            raise argparse.ArgumentTypeError(f"got {value}; allowed: {allowed}")
+        finite = not isinstance(value, float) or math.isfinite(value)  # an int of any size is finite
+        if not finite or not _within(value, low, high, open_low, open_high):
+            raise argparse.ArgumentTypeError(f"got {text}; allowed: {allowed}")
         return value
 
     return parse
+
+
+def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    """An argument type: an integer in ``[low, high]`` (either end optional)."""
+    return _ranged(int, "an integer", low, high, False, False)
 
 
 def number(
     low: float | None = None, high: float | None = None, *, open_low: bool = False, open_high: bool = False
 ) -> Callable[[str], float]:
     """An argument type: a finite number between ``low`` and ``high`` (each end open or closed, either optional)."""
-    allowed = _bounds(low, high, open_low, open_high, "a number")
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"got {text!r}; allowed: {allowed}") from None
-        if not math.isfinite(value) or not _within(value, low, high, open_low, open_high):
-            raise argparse.ArgumentTypeError(f"got {text}; allowed: {allowed}")
-        return value
-
-    return parse
+    return _ranged(float, "a number", low, high, open_low, open_high)
 
 
 def folder(text: str) -> Path:
@@ -151,3 +156,28 @@ def output_file(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text}: is a folder; allowed: a file path")
     _check_parents(text, path)
     return path
+
+
+def docs_or_file(parser: argparse.ArgumentParser, doc: Path, what: str = "the table") -> None:
+    """Add a benchmark's outputs: ``--write-docs`` (rewrite ``what``'s section of ``doc``, a file of ``docs/``) or
+    ``--out FILE`` (that Markdown file instead), at most one of them; with neither, the script prints only."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--write-docs", action="store_true", help=f"write {what} into docs/{doc.name} (default: print only)"
+    )
+    where.add_argument("--out", type=output_file, help=f"write {what} into this Markdown file (default: none)")
+
+
+def print_and_write(text: str, args: argparse.Namespace, doc: Path, start: str, end: str) -> None:
+    """Print ``text``; with the ``--write-docs`` of :func:`docs_or_file` also write it between the markers ``start``
+    and ``end`` of ``doc``, with ``--out FILE`` of that file, and say where."""
+    out = doc if args.write_docs else args.out
+    print(text)
+    if out is not None:
+        write_section(out, text, start, end)
+        print(f"\nwritten to {out}")
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """The command that ran ``scripts/<script>.py`` with ``argv`` (``sys.argv`` where None), as a shell line."""
+    return shlex.join(["python", f"scripts/{script}.py", *(sys.argv[1:] if argv is None else argv)])

@@ -19,25 +19,28 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lth.errors import ConfigError
-from lth.hardware import check_values
-from lth.steps import Step
-
-RUN_ONLY = (
-    "hydra",
-    "paths",
-    "logger",
-    "hardware",
-    "resume",
-    "train.save_weights",
-    "train.eval_batch_size",
-    "train.progress",
-    "train.checkpoint_every",
-    "train.share_dense",
-    "train.compile",
-    "dataset.num_workers",
-    "dataset.source.download",
+from lth.core.errors import ConfigError
+from lth.core.steps import Step
+from lth.run.hardware import check_values
+from lth.run.schema import (  # noqa: F401 - the names repeated for validation, re-exported
+    CONTROLS,
+    LOADERS,
+    MAX_EPOCHS,
+    MAX_ITERATIONS,
+    MAX_ROUNDS,
+    REWIND_MODES,
+    SCHEDULES,
+    WANDB_MODES,
+    check,
+    check_key,
+    children,
+    parse_step,
+    run_only_keys,
 )
+
+# What the identity leaves out: the schema's run-only keys (lth.run.schema.KEYS), Hydra's node, and the Trainer's
+# _target_/_partial_
+RUN_ONLY = run_only_keys()
 
 
 def _plain(cfg: Any) -> Any:
@@ -72,7 +75,11 @@ def identity(cfg: DictConfig) -> dict:
     hardware = training_hardware(cfg)
     if hardware != DEFAULT_TRAINING_HARDWARE:
         plain["hardware"] = hardware
-    return _drop_nulls(plain)
+    plain = _drop_nulls(plain)
+    for key in ("trainer", "callbacks"):  # Trainer arguments and callbacks count once set (none: no trace)
+        if not plain.get(key):
+            plain.pop(key, None)
+    return plain
 
 
 DEFAULT_TRAINING_HARDWARE = {"world_size": 1, "precision": "32-true"}
@@ -113,22 +120,72 @@ def register_resolvers() -> None:
 
 
 # -- validation -------------------------------------------------------------------------------------
-# Everything here runs before torch or Lightning is imported (train.py validates first): the names that live
-# next to the code using them (lth.module.SCHEDULES, lth.controls.CONTROLS, ...) are repeated here, and
-# tests/test_bad_input.py checks that the copies agree.
+# Everything here runs before torch or Lightning is imported (train.py validates first). Each key's own type,
+# range or choices are in lth.run.schema (with the names repeated from the modules that use them, such as
+# lth.lightning.module.SCHEDULES, which tests/test_bad_input.py compares); what is checked here is what one key
+# cannot say alone.
 
-MAX_ITERATIONS = 10**9  # a length past a billion iterations is a typo, not an experiment
-MAX_EPOCHS = 10**6
-MAX_ROUNDS = 1000
-SCHEDULES = ("constant", "step", "cosine")  # lth.module.SCHEDULES
-CONTROLS = ("reinit", "random_prune", "shuffle")  # lth.controls.CONTROLS
-REWIND_MODES = ("init", "lr", "none")  # lth.callback.REWIND_MODES
-LOADERS = ("memory", "torchvision")  # lth.data.module.LOADERS
-AUGMENT_KEYS = ("crop_padding", "flip")  # lth.data.augment.KEYS
-WANDB_MODES = ("online", "offline", "disabled")
+AUGMENT_KEYS = children("dataset.augment")  # lth.data.augment.KEYS
 # Where ``+key=value`` may add a key that no config group defines (fnmatch patterns of dotted keys); anywhere
 # else a new key is a typo. Optimiser keyword arguments may be added when the optimiser takes them.
-OPEN_KEYS = ("hydra.*", "prune.layer_rates.*", "logger.csv.*", "logger.tensorboard.*", "logger.wandb.*")
+OPEN_KEYS = (
+    "hydra.*",
+    "prune.layer_rates.*",
+    "logger.csv.*",
+    "logger.tensorboard.*",
+    "logger.wandb.*",
+    "callbacks.*",  # any Lightning callback: +callbacks.<name>._target_=... and its arguments
+)
+# Lightning's Trainer arguments (2.4 to 2.6); tests/test_layout.py checks them against the installed Trainer
+TRAINER_ARGS = tuple(
+    "accelerator strategy devices num_nodes precision logger callbacks fast_dev_run max_epochs min_epochs max_steps "
+    "min_steps max_time limit_train_batches limit_val_batches limit_test_batches limit_predict_batches "
+    "overfit_batches val_check_interval check_val_every_n_epoch num_sanity_val_steps log_every_n_steps "
+    "enable_checkpointing enable_progress_bar enable_model_summary accumulate_grad_batches gradient_clip_val "
+    "gradient_clip_algorithm deterministic benchmark inference_mode use_distributed_sampler profiler detect_anomaly "
+    "barebones plugins sync_batchnorm reload_dataloaders_every_n_epochs default_root_dir enable_autolog_hparams "
+    "model_registry".split()
+)
+HARDWARE_ARGS = ("accelerator", "strategy", "devices", "num_nodes", "precision", "plugins")  # set under hardware.
+# what the IMP loop sets itself: lengths, evaluation cadence, checkpoints, logging, data, and where it runs
+LOOP_OWNED = (
+    *HARDWARE_ARGS,
+    "logger",
+    "callbacks",
+    "fast_dev_run",
+    "max_epochs",
+    "min_epochs",
+    "max_steps",
+    "min_steps",
+    "max_time",
+    "limit_train_batches",
+    "limit_val_batches",
+    "limit_test_batches",
+    "limit_predict_batches",
+    "overfit_batches",
+    "val_check_interval",
+    "check_val_every_n_epoch",
+    "num_sanity_val_steps",
+    "log_every_n_steps",
+    "enable_checkpointing",
+    "enable_progress_bar",
+    "enable_model_summary",
+    "use_distributed_sampler",
+    "reload_dataloaders_every_n_epochs",
+    "default_root_dir",
+    "barebones",
+)
+LOOP_KEYS = {  # where each owned argument is set instead
+    "max_steps": "train.steps",
+    "max_epochs": "train.steps",
+    "val_check_interval": "train.eval_every",
+    "check_val_every_n_epoch": "train.eval_every",
+    "enable_checkpointing": "train.checkpoint_every",
+    "enable_progress_bar": "train.progress",
+    "logger": "logger=",
+    "callbacks": "callbacks.<name>",
+    **{arg: f"hardware.{arg}" for arg in HARDWARE_ARGS},
+}
 _ADAM = tuple("lr betas eps weight_decay amsgrad foreach maximize capturable differentiable fused".split())
 _SGD = tuple("lr momentum dampening weight_decay nesterov maximize foreach differentiable fused".split())
 OPTIMIZER_KEYS = {  # the keyword arguments of each optimiser class (torch 2.2 to 2.14)
@@ -158,79 +215,9 @@ IMAGE_FOLDER = "lth.data.sources.image_folder"
 SYNTHETIC = "lth.data.sources.synthetic"
 
 
-def _number(
-    cfg: DictConfig,
-    key: str,
-    low: float,
-    high: float,
-    *,
-    open_low: bool = True,
-    open_high: bool = True,
-    integer: bool = False,
-    allow_none: bool = False,
-) -> Any:
-    value = OmegaConf.select(cfg, key)
-    if value is None and allow_none:
-        return None
-    kind = "an integer" if integer else "a number"
-    ok_type = isinstance(value, numbers.Integral if integer else numbers.Real) and not isinstance(value, bool)
-    lo_ok = ok_type and (value > low if open_low else value >= low)
-    hi_ok = ok_type and (value < high if open_high else value <= high)
-    if not (ok_type and lo_ok and hi_ok):
-        bounds = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
-        extra = " or null" if allow_none else ""
-        raise ConfigError(key, f"got {value!r}; allowed: {kind} in {bounds}{extra}")
-    return value
-
-
-def _parse_step(value: Any, key: str, positive: bool = True) -> Step:
-    step = Step.parse(value, key=key)
-    if positive and step == Step():
-        raise ConfigError(key, f"got {step}; it must be longer than 0it")
-    if step.iterations > MAX_ITERATIONS or step.epochs > MAX_EPOCHS:
-        raise ConfigError(key, f"got {value!r}; allowed: at most {MAX_ITERATIONS}it or {MAX_EPOCHS}ep")
-    return step
-
-
-def _step(cfg: DictConfig, key: str, positive: bool = True) -> Step:
-    return _parse_step(OmegaConf.select(cfg, key), key, positive)
-
-
-def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> str:
-    value = OmegaConf.select(cfg, key)
-    if value not in allowed:
-        raise ConfigError(key, f"got {value!r}; allowed: {', '.join(allowed)}")
-    return value
-
-
-def _bool(cfg: DictConfig, key: str, allow_none: bool = False) -> bool | None:
-    value = OmegaConf.select(cfg, key)
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, bool):
-        raise ConfigError(key, f"got {value!r}; allowed: true or false{' or null' if allow_none else ''}")
-    return value
-
-
 def _rewind(cfg: DictConfig) -> str | Step:
-    """``prune.rewind``: init | lr | none | a Step (what :func:`lth.callback.parse_rewind` accepts)."""
-    value = OmegaConf.select(cfg, "prune.rewind")
-    if value in REWIND_MODES:
-        return value
-    try:
-        Step.parse(value, key="prune.rewind")
-    except ConfigError:
-        raise ConfigError(
-            "prune.rewind", f"{value!r} is not allowed; use init, lr, none or a Step like 500it"
-        ) from None
-    return _parse_step(value, "prune.rewind", positive=False)
-
-
-def _paths(cfg: DictConfig, key: str) -> list:
-    value = OmegaConf.select(cfg, key)
-    if value is not None and not (isinstance(value, ListConfig | list) and all(isinstance(v, str) for v in value)):
-        raise ConfigError(key, f"got {value!r}; allowed: a list of name patterns, e.g. ['*conv*']")
-    return list(value or [])
+    """``prune.rewind``: init | lr | none | a Step (what :func:`lth.lightning.callback.parse_rewind` accepts)."""
+    return check_key(cfg, "prune.rewind")
 
 
 def check_output_folder(value: Any, key: str) -> None:
@@ -258,23 +245,20 @@ def class_folders(data_dir: str, name: str) -> int | None:
 
 def _dataset(cfg: DictConfig) -> int | None:
     """Check ``dataset``; return the size of the training split (after validation) when known without reading."""
-    inf = float("inf")
     source = OmegaConf.select(cfg, "dataset.source") or {}
     target = source.get("_target_") if isinstance(source, DictConfig) else None
     known = KNOWN_DATASETS.get(target)
-    channels = _number(cfg, "dataset.channels", 1, inf, open_low=False, integer=True)
-    _number(cfg, "dataset.image_size", 1, inf, open_low=False, integer=True)
-    if target == IMAGE_FOLDER:
-        if channels not in (1, 3):
-            raise ConfigError("dataset.channels", f"got {channels!r}; allowed for image folders: 1 (grey) or 3 (RGB)")
-        if OmegaConf.select(cfg, "dataset.num_classes") is None:
-            folder = Path(str(cfg.paths.data_dir)) / str(OmegaConf.select(cfg, "dataset.name"))
-            raise ConfigError(
-                "paths.data_dir",
-                f"no class folders in {folder}/train; put one sub-folder of .png/.jpg images per class in "
-                f"{folder}/train and {folder}/test, or pass paths.data_dir=<folder holding them>",
-            )
-    _number(cfg, "dataset.num_classes", 2, inf, open_low=False, integer=True)
+    if target == IMAGE_FOLDER and OmegaConf.select(cfg, "dataset.num_classes") is None:
+        folder = Path(str(cfg.paths.data_dir)) / str(OmegaConf.select(cfg, "dataset.name"))
+        raise ConfigError(
+            "paths.data_dir",
+            f"no class folders in {folder}/train; put one sub-folder of .png/.jpg images per class in "
+            f"{folder}/train and {folder}/test, or pass paths.data_dir=<folder holding them>",
+        )
+    check(cfg, "dataset")
+    channels = cfg.dataset.channels
+    if target == IMAGE_FOLDER and channels not in (1, 3):
+        raise ConfigError("dataset.channels", f"got {channels!r}; allowed for image folders: 1 (grey) or 3 (RGB)")
     if known is not None:
         name = target.rsplit(".", 1)[-1]
         for key in ("channels", "image_size", "num_classes"):
@@ -282,40 +266,19 @@ def _dataset(cfg: DictConfig) -> int | None:
                 raise ConfigError(
                     f"dataset.{key}", f"got {cfg.dataset[key]!r}; {name} has {getattr(known, key)}; allowed: that"
                 )
-    val_size = _number(cfg, "dataset.val_size", 1, inf, open_low=False, integer=True)
+    val_size = cfg.dataset.val_size
     size = known.train_size if known is not None else None
     if target == SYNTHETIC:
-        size = _number(cfg, "dataset.source.train_size", 2, inf, open_low=False, integer=True)
-        _number(cfg, "dataset.source.test_size", 1, inf, open_low=False, integer=True)
+        size = check_key(cfg, "dataset.source.train_size", required=True)
+        check_key(cfg, "dataset.source.test_size", required=True)
     if size is not None and val_size >= size:
         raise ConfigError("dataset.val_size", f"must be in [1, {size - 1}] for {size} training images")
     for key in ("mean", "std"):
         values = OmegaConf.select(cfg, f"dataset.{key}")
-        if values is None:
-            continue
-        ok = isinstance(values, ListConfig | list) and all(
-            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values
-        )
-        if not ok or len(values) != channels:
+        if values is not None and len(values) != channels:
             raise ConfigError(
                 f"dataset.{key}", f"got {values!r}; allowed: {channels} number(s), one per channel, or null"
             )
-        if key == "std" and any(v <= 0 for v in values):
-            raise ConfigError("dataset.std", f"got {values!r}; allowed: numbers > 0 (images are divided by them)")
-    _choice(cfg, "dataset.loader", LOADERS)
-    _number(cfg, "dataset.num_workers", 0, inf, open_low=False, integer=True)
-    if "download" in source:
-        _bool(cfg, "dataset.source.download")
-    augment = OmegaConf.select(cfg, "dataset.augment")
-    if augment is not None:
-        if not isinstance(augment, DictConfig):
-            raise ConfigError("dataset.augment", f"got {augment!r}; allowed: null or {{crop_padding: 4, flip: true}}")
-        for key in augment:
-            if key not in AUGMENT_KEYS:
-                raise ConfigError(f"dataset.augment.{key}", f"unknown key; allowed: {', '.join(AUGMENT_KEYS)}")
-        if augment.get("crop_padding") is not None:
-            _number(cfg, "dataset.augment.crop_padding", 0, inf, open_low=False, integer=True)
-        _bool(cfg, "dataset.augment.flip", allow_none=True)
     return size - val_size if size is not None else None
 
 
@@ -337,7 +300,7 @@ def check_steps(cfg: DictConfig, iterations_per_epoch: int | None) -> None:
     With ``iterations_per_epoch=None`` (the data not read yet) only Steps in the same unit are compared.
     """
     ipe = iterations_per_epoch
-    steps, eval_every = _step(cfg, "train.steps"), _step(cfg, "train.eval_every")
+    steps, eval_every = check_key(cfg, "train.steps"), check_key(cfg, "train.eval_every")
     if ipe is not None and steps.to_iterations(ipe) > MAX_ITERATIONS:
         raise ConfigError("train.steps", f"{steps} is {steps.to_iterations(ipe)} it; allowed: at most {MAX_ITERATIONS}")
     pair = _comparable(eval_every, steps, ipe)
@@ -347,22 +310,18 @@ def check_steps(cfg: DictConfig, iterations_per_epoch: int | None) -> None:
     pair = _comparable(rewind, steps, ipe) if isinstance(rewind, Step) else None
     if pair and pair[0] >= pair[1]:
         raise ConfigError("prune.rewind", f"{rewind} is not before the end of training (train.steps={steps})")
-    milestones = OmegaConf.select(cfg, "optim.schedule.milestones")
-    if milestones is not None and not isinstance(milestones, ListConfig | list):
-        raise ConfigError("optim.schedule.milestones", f"got {milestones!r}; allowed: a list of Steps, e.g. [80ep]")
-    for milestone in milestones or []:
-        step = _parse_step(milestone, "optim.schedule.milestones")
+    for step in check_key(cfg, "optim.schedule.milestones") or []:
         pair = _comparable(step, steps, ipe)
         if pair and pair[0] >= pair[1]:
             raise ConfigError(
                 "optim.schedule.milestones", f"{step} is not before the end of training (train.steps={steps})"
             )
-    warmup = _step(cfg, "optim.schedule.warmup", positive=False)
+    warmup = check_key(cfg, "optim.schedule.warmup")
     pair = _comparable(warmup, steps, ipe)
     if pair and pair[0] > pair[1]:
         raise ConfigError("optim.schedule.warmup", f"{warmup} is longer than training (train.steps={steps})")
-    if OmegaConf.select(cfg, "train.checkpoint_every") is not None:
-        every = _step(cfg, "train.checkpoint_every")
+    every = check_key(cfg, "train.checkpoint_every")
+    if every is not None:
         pair = _comparable(every, eval_every, ipe)
         if pair and pair[0] % pair[1]:
             raise ConfigError(
@@ -404,7 +363,7 @@ def _ceil(a: int, b: int) -> int:
 
 
 def _optimizer(cfg: DictConfig) -> None:
-    inf = float("inf")
+    """``optim``: the optimiser's keys are its class's keyword arguments; each key as the schema says."""
     optimizer = OmegaConf.select(cfg, "optim.optimizer")
     if not isinstance(optimizer, DictConfig):
         raise ConfigError("optim.optimizer", f"got {optimizer!r}; allowed: an optimiser config (optim=adam, sgd)")
@@ -415,46 +374,9 @@ def _optimizer(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"optim.optimizer.{key}", f"{target} takes no {key!r}; allowed: {', '.join(sorted(allowed))}"
             )
-    _number(cfg, "optim.optimizer.lr", 0, inf)
-    present = lambda key: key in optimizer and optimizer[key] is not None  # noqa: E731
-    if present("weight_decay"):
-        _number(cfg, "optim.optimizer.weight_decay", 0, inf, open_low=False)
-    if present("momentum"):
-        _number(cfg, "optim.optimizer.momentum", 0, 1, open_low=False)
-    if present("dampening"):
-        _number(cfg, "optim.optimizer.dampening", 0, 1, open_low=False, open_high=False)
-    if present("eps"):
-        _number(cfg, "optim.optimizer.eps", 0, inf)
-    if present("betas"):
-        betas = optimizer.betas
-        if not (
-            isinstance(betas, ListConfig | list)
-            and len(betas) == 2
-            and all(isinstance(b, numbers.Real) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
-        ):
-            raise ConfigError(
-                "optim.optimizer.betas", f"got {betas!r}; allowed: two numbers in [0, 1), e.g. [0.9,0.999]"
-            )
-    for key in ("nesterov", "amsgrad", "maximize", "capturable", "differentiable", "foreach", "fused"):
-        if key in optimizer:
-            _bool(cfg, f"optim.optimizer.{key}", allow_none=key in ("foreach", "fused"))
+    check(cfg, "optim")
     if optimizer.get("nesterov") and ((optimizer.get("momentum") or 0) <= 0 or (optimizer.get("dampening") or 0)):
         raise ConfigError("optim.optimizer.nesterov", "needs optim.optimizer.momentum > 0 and dampening 0")
-
-
-def _logger(cfg: DictConfig) -> None:
-    loggers = OmegaConf.select(cfg, "logger")
-    if loggers is None:
-        return
-    if not isinstance(loggers, DictConfig):
-        raise ConfigError("logger", f"got {loggers!r}; allowed: csv, tensorboard, wandb, many, none or a list of them")
-    wandb = loggers.get("wandb")
-    if isinstance(wandb, DictConfig):
-        mode = wandb.get("mode")
-        if mode is not None and mode not in WANDB_MODES:
-            raise ConfigError("logger.wandb.mode", f"got {mode!r}; allowed: {', '.join(WANDB_MODES)} or null")
-        if wandb.get("init_timeout") is not None:
-            _number(cfg, "logger.wandb.init_timeout", 0, float("inf"))
 
 
 def new_key_allowed(cfg: DictConfig, key: str) -> bool:
@@ -462,6 +384,8 @@ def new_key_allowed(cfg: DictConfig, key: str) -> bool:
     if any(fnmatch.fnmatchcase(key, pattern) for pattern in OPEN_KEYS):
         return True
     parent, _, leaf = key.rpartition(".")
+    if parent == "trainer":  # validate() then refuses, naming where to set it, the arguments the loop owns
+        return leaf in TRAINER_ARGS
     if parent == "optim.optimizer":
         return leaf in OPTIMIZER_KEYS.get(OmegaConf.select(cfg, "optim.optimizer._target_"), ())
     return False
@@ -490,10 +414,7 @@ def validate(cfg: DictConfig, machine: bool = True) -> None:
     ``machine``: also check what this machine must have (the GPUs asked for); off where the jobs run elsewhere
     (a SLURM sweep is validated on the machine that submits it).
     """
-    inf = float("inf")
-    _number(cfg, "seed", 0, 2**31, open_low=False, integer=True)
-    _number(cfg, "data_seed", 0, 2**31, open_low=False, integer=True, allow_none=True)
-    _bool(cfg, "resume")
+    check(cfg, "seed", "data_seed", "resume", "model")
     check_output_folder(OmegaConf.select(cfg, "paths.output_dir"), "paths.output_dir")
     check_output_folder(str(Path(str(cfg.paths.output_dir)) / "runs"), "paths.output_dir")
     data_dir = OmegaConf.select(cfg, "paths.data_dir")
@@ -501,27 +422,21 @@ def validate(cfg: DictConfig, machine: bool = True) -> None:
         raise ConfigError("paths.data_dir", f"got {data_dir!r}; allowed: a folder path")
     check_values(cfg, machine=machine)  # hardware
     # pruning
-    _number(cfg, "prune.rate", 0, 1)
-    rounds = _number(cfg, "prune.rounds", 0, MAX_ROUNDS, open_low=False, open_high=False, integer=True)
-    target = _number(cfg, "prune.target_sparsity", 0, 1, allow_none=True)
-    _choice(cfg, "prune.scope", ("global", "layer"))
+    check(cfg, "prune")
     layer_rates = OmegaConf.select(cfg, "prune.layer_rates") or {}
-    if not isinstance(layer_rates, DictConfig | dict):
-        raise ConfigError("prune.layer_rates", "must be a mapping of layer-name pattern to rate, e.g. {'*out': 0.1}")
     for pattern in layer_rates:
         value = layer_rates[pattern]
         if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 < value < 1:
             nested = isinstance(value, DictConfig)
             hint = f" (a dotted pattern is one key: prune.layer_rates={{{pattern}.x: 0.1}})" if nested else ""
             raise ConfigError(f"prune.layer_rates.{pattern}", f"got {value!r}; allowed: a number in (0, 1){hint}")
+    target = OmegaConf.select(cfg, "prune.target_sparsity")
     if target is not None and layer_rates:
         raise ConfigError("prune.target_sparsity", "cannot be combined with prune.layer_rates; set one of them")
-    if target is not None and rounds == 0:
+    if target is not None and OmegaConf.select(cfg, "prune.rounds") == 0:
         raise ConfigError("prune.rounds", "must be at least 1 when prune.target_sparsity is set")
-    _paths(cfg, "prune.include")
-    if any(set(pattern) <= {"*"} for pattern in _paths(cfg, "prune.exclude")):
+    if any(set(pattern) <= {"*"} for pattern in OmegaConf.select(cfg, "prune.exclude") or []):
         raise ConfigError("prune.exclude", "'*' excludes every layer, which leaves no prunable weights")
-    _paths(cfg, "prune.extra")
     rewind = _rewind(cfg)
     if rewind == "none" and OmegaConf.select(cfg, "optim.schedule.name") == "cosine":
         raise ConfigError(
@@ -536,17 +451,30 @@ def validate(cfg: DictConfig, machine: bool = True) -> None:
         if rewind in ("lr", "none"):
             raise ConfigError("prune.control", f"{control} needs a rewind to weights (init or a Step), not {rewind}")
     # training and data
-    batch_size = _number(cfg, "train.batch_size", 1, inf, open_low=False, integer=True)
-    _number(cfg, "train.eval_batch_size", 1, inf, open_low=False, integer=True)
-    for key in ("save_weights", "progress", "compile", "share_dense"):
-        _bool(cfg, f"train.{key}", allow_none=key != "save_weights")
+    check(cfg, "train")
     train_size = _dataset(cfg)
-    check_steps(cfg, _iterations_per_epoch(cfg, train_size, batch_size))
-    # optimiser
+    check_steps(cfg, _iterations_per_epoch(cfg, train_size, cfg.train.batch_size))
     _optimizer(cfg)
-    _choice(cfg, "optim.schedule.name", SCHEDULES)
-    _number(cfg, "optim.schedule.gamma", 0, inf)
-    _logger(cfg)
+    check(cfg, "logger")
+    _trainer(cfg)
+
+
+def _trainer(cfg: DictConfig) -> None:
+    """``trainer.*``: Lightning Trainer arguments the IMP loop does not own; ``callbacks.*``: each a ``_target_``."""
+    trainer = OmegaConf.select(cfg, "trainer") or {}
+    for key, value in trainer.items():
+        if key in ("_target_", "_partial_") or value is None:
+            continue
+        if key in LOOP_OWNED:
+            where = f"; set {LOOP_KEYS[key]} instead" if key in LOOP_KEYS else ""
+            raise ConfigError(f"trainer.{key}", f"is set by the IMP loop for every round{where}")
+        if key not in TRAINER_ARGS:
+            allowed = ", ".join(a for a in TRAINER_ARGS if a not in LOOP_OWNED)
+            raise ConfigError(f"trainer.{key}", f"is not a Lightning Trainer argument; allowed: {allowed}")
+    check(cfg, "trainer", "callbacks")
+    for name, callback in (OmegaConf.select(cfg, "callbacks") or {}).items():
+        if not isinstance(callback, DictConfig) or not isinstance(callback.get("_target_"), str):
+            raise ConfigError(f"callbacks.{name}", "needs a _target_ (a Lightning callback class) and its arguments")
 
 
 def check_lengths(cfg: DictConfig, iterations_per_epoch: int | None) -> tuple[int, int]:
@@ -554,7 +482,7 @@ def check_lengths(cfg: DictConfig, iterations_per_epoch: int | None) -> tuple[in
 
     With ``iterations_per_epoch=None`` (data not loaded yet) only lengths given in iterations are compared.
     """
-    from lth.callback import parse_rewind
+    from lth.lightning.callback import parse_rewind
 
     ipe = iterations_per_epoch or 0
     steps, eval_every = Step.parse(cfg.train.steps), Step.parse(cfg.train.eval_every)

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
-from lth.errors import ConfigError
-from lth.steps import Step
+from lth.core.errors import ConfigError
+from lth.core.steps import Step
 
 SCHEDULES = ("constant", "step", "cosine")
 

@@ -24,9 +24,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from lth.errors import ConfigError
-from lth.masks import Mask, name_matches, prunable_parameters, prune
-from lth.steps import Step
+from lth.core.errors import ConfigError
+from lth.core.masks import Mask, name_matches, prunable_parameters, prune
+from lth.core.steps import Step
 
 REWIND_MODES = ("init", "lr", "none")
 
@@ -81,6 +81,7 @@ class LotteryTicket(pl.Callback):
         self.round0_steps: int | None = None
         self.iterations_per_epoch: int | None = None
         self._applied: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._pruned: list[torch.nn.Parameter] = []  # the parameters with pruned weights, as _applied holds them
 
     # -- the tensors -------------------------------------------------------------------------------
     def parameters_of(self, module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -115,6 +116,7 @@ class LotteryTicket(pl.Callback):
             weights = [p.data for p in pruned.values()]
             factors = [self.mask[n].to(device=p.device, dtype=p.dtype) for n, p in pruned.items()]
             self._applied = (weights, factors)
+            self._pruned = list(pruned.values())
         if self._applied[0]:
             torch._foreach_mul_(*self._applied)
 
@@ -194,8 +196,8 @@ class LotteryTicket(pl.Callback):
             self._record_rewind_point(pl_module)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.num_training_batches != float("inf"):
-            self.iterations_per_epoch = int(trainer.num_training_batches)
+        if trainer.num_training_batches != float("inf"):  # optimiser steps: batches over the accumulation
+            self.iterations_per_epoch = -(-int(trainer.num_training_batches) // trainer.accumulate_grad_batches)
         if self.round_index == 0:  # before any checkpoint is written, so every checkpoint knows it
             self.round0_steps = int(trainer.max_steps)
         offset = self.schedule_offset() if trainer.global_step == 0 else 0  # a resumed round restored its schedule
@@ -205,6 +207,15 @@ class LotteryTicket(pl.Callback):
                 for config in trainer.lr_scheduler_configs:
                     for _ in range(offset):
                         config.scheduler.step()
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        # Lightning clips after this hook: the gradients of pruned weights must not count in the clipping norm
+        if trainer.gradient_clip_val and self._applied is not None and self._pruned:
+            grads = [p.grad for p in self._pruned]
+            if all(g is not None for g in grads):
+                torch._foreach_mul_(grads, self._applied[1])
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int

@@ -1,5 +1,5 @@
-"""Callbacks that watch a round: when it is evaluated, its early-stop point, divergence, the random state, its
-checkpoints, and (for checking DDP) what each rank trained with.
+"""Callbacks that watch a round: when it is evaluated, its early-stop point, divergence, the random state, and
+(for checking DDP) what each rank trained with. The round's checkpoint in the run folder is :mod:`lth.run.checkpoints`.
 
 Every round lives on one iteration axis: iterations since the initialisation its weights come from. Round 0
 runs from 0 to ``train.steps``; a round rewound to iteration k runs from k to ``train.steps``. Rounds are
@@ -9,7 +9,7 @@ iterations are reported on it, so rounds with and without a rewind compare point
 Early stopping is as in the paper: the early-stop point of a round is its evaluation with the lowest
 validation loss. The weights there are kept in memory, so the test set is evaluated once, at that point.
 Every callback here keeps what it needs after a restart in ``state_dict()``, so a round killed mid-way
-resumes from its last checkpoint exactly where it was (and counts the seconds of both parts).
+resumes from its last checkpoint exactly where it was.
 """
 
 from __future__ import annotations
@@ -17,19 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities.exceptions import SIGTERMException
-
-from lth.artifacts import file_mode
 
 if TYPE_CHECKING:
-    from lth.callback import LotteryTicket
+    from lth.lightning.callback import LotteryTicket
 
 
 class DivergedError(RuntimeError):
@@ -48,15 +43,18 @@ class EvaluationCadence(pl.Callback):
 
     def __init__(self, start: int, every: int, end: int) -> None:
         self.start, self.every, self.end = start, every, end
+        self._stepped = -1  # the optimiser step last seen: a batch that only accumulates gradients adds none
 
     def due(self, iteration: int) -> bool:
         """Whether the axis point ``iteration`` is evaluated."""
         return iteration > self.start and (iteration % self.every == 0 or iteration == self.end)
 
     def _arm(self, trainer: pl.Trainer) -> None:
-        trainer.val_check_batch = 1 if self.due(self.start + trainer.global_step) else NEVER
+        stepped, self._stepped = trainer.global_step != self._stepped, trainer.global_step
+        trainer.val_check_batch = 1 if stepped and self.due(self.start + trainer.global_step) else NEVER
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stepped = -1
         self._arm(trainer)  # a resumed fit checks the batch it stopped after before training on
 
     def on_train_batch_end(
@@ -113,69 +111,6 @@ class RandomState(pl.Callback):
         torch.set_rng_state(state_dict["cpu"])
         if "cuda" in state_dict and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["cuda"])
-
-
-class RoundClock(pl.Callback):
-    """The seconds a round has trained, over every process that trained it.
-
-    Started when made (just before ``trainer.fit``); the seconds so far are kept in the round's checkpoints, so
-    a round resumed from one counts the interrupted part too.
-    """
-
-    def __init__(self) -> None:
-        self.before = 0.0  # seconds of the parts trained before the checkpoint this fit resumed from
-        self.started = time.perf_counter()
-
-    def seconds(self) -> float:
-        """Seconds trained so far, the interrupted parts included."""
-        return self.before + time.perf_counter() - self.started
-
-    def state_dict(self) -> dict[str, float]:
-        return {"seconds": self.seconds()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.before = float(state_dict.get("seconds", 0.0))
-
-
-class RoundCheckpoint(pl.Callback):
-    """Writes ``path`` after the evaluation at every multiple of ``every`` on the axis and when the round ends.
-
-    ``start`` is where the fit starts on the iteration axis. Written atomically (a temporary file, then a
-    rename), so a kill leaves the previous checkpoint whole; the loggers are flushed first, so the step log on disk
-    reaches the checkpoint.
-    """
-
-    def __init__(self, path: Path, every: int | None = None, start: int = 0) -> None:
-        self.path, self.every, self.start = Path(path), every, start
-
-    def _save(self, trainer: pl.Trainer) -> None:
-        for logger in trainer.loggers:  # the step log on disk holds every row up to the checkpoint
-            logger.save()
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        try:
-            trainer.save_checkpoint(tmp)
-            if trainer.is_global_zero:
-                with open(tmp, "rb") as f:  # on disk before it replaces the previous one
-                    os.fsync(f.fileno())
-                os.chmod(tmp, file_mode())  # Lightning's atomic save (fsspec) writes a 0o600 temporary file
-                os.replace(tmp, self.path)
-        except BaseException:  # a full disk, an interrupt: no half-written file is left (a SIGKILL may leave one)
-            if trainer.is_global_zero:
-                tmp.unlink(missing_ok=True)
-            raise
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # after the evaluation, so a resumed round neither repeats nor skips one (every is a multiple of eval_every)
-        if self.every and not trainer.sanity_checking and (self.start + trainer.global_step) % self.every == 0:
-            self._save(trainer)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._save(trainer)
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        # a stop signal (lth.signals.SafeStop): Lightning stopped after a whole batch and its evaluation
-        if isinstance(exception, SIGTERMException):
-            self._save(trainer)
 
 
 def fingerprint(tensors: dict[str, torch.Tensor] | None) -> str | None:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lth.artifacts import HYDRA_ONLY, RUN_LOCK, is_temporary, write_json, write_text
-from lth.config import identity, run_id
+from lth.run.artifacts import HYDRA_ONLY, RUN_LOCK, is_temporary, write_json, write_text
+from lth.run.config import identity, run_id
 
 # Hydra's files, the lock of the folder's own process, and the two files this job writes itself
 NOT_LINKED = (*HYDRA_ONLY, *RUN_LOCK, "config.yaml", "summary.json")

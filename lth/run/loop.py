@@ -4,29 +4,33 @@ Round 0 trains the dense network; each later round prunes the trained weights, r
 retrains. Each round is one ``trainer.fit``; its early-stop point (lowest validation loss) is where the
 test accuracy is reported. ``train(cfg)`` is what ``train.py`` calls and what tests call directly.
 
-Under DDP every rank runs ``train`` and its loop (see :mod:`lth.distributed`): rank 0 makes the decisions that
+Under DDP every rank runs ``train`` and its loop (see :mod:`lth.run.distributed`): rank 0 makes the decisions that
 read files and hands them to the others, and only rank 0 writes outputs and logs results.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
-import warnings
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import pytorch_lightning as pl
 import torch
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import LearningRateMonitor
 
-from lth.artifacts import (
+from lth.core.controls import control_fn
+from lth.core.errors import ConfigError
+from lth.core.masks import Mask
+from lth.core.seeds import stream
+from lth.core.steps import Step
+from lth.data import ImageData
+from lth.lightning.callback import LotteryTicket
+from lth.lightning.module import Classifier
+from lth.lightning.tracking import DivergedError, EarlyStopPoint, EvaluationCadence, RandomState, RankReport
+from lth.run.artifacts import (
     holds_results,
     remove_temporaries,
     round_dir,
@@ -35,23 +39,26 @@ from lth.artifacts import (
     write_rounds,
     write_text,
 )
-from lth.callback import LotteryTicket
-from lth.config import check_lengths, run_id, validate
-from lth.controls import control_fn
-from lth.data import ImageData
-from lth.distributed import check_hardware, is_rank_zero, shared, start_ranks, world_size
-from lth.errors import ConfigError
-from lth.locks import run_lock
-from lth.loggers import RunLoggers
-from lth.masks import Mask
-from lth.module import Classifier
-from lth.progress import RoundProgress
-from lth.provenance import machine, provenance
-from lth.reuse import reuse_finished
-from lth.seeds import stream
-from lth.signals import STOP, Interrupted, SafeStop, requeued, slurm_plugins
-from lth.steps import Step
-from lth.store import (
+from lth.run.build import (
+    build_classifier,
+    build_data,
+    build_loggers,
+    build_model,
+    build_ticket,
+    build_trainer,
+    quiet_lightning,
+)
+from lth.run.build import iterations_per_epoch as steps_per_epoch
+from lth.run.checkpoints import RoundCheckpoint, RoundClock
+from lth.run.config import check_lengths, run_id, validate
+from lth.run.distributed import check_hardware, is_rank_zero, shared, start_ranks, world_size
+from lth.run.locks import run_lock
+from lth.run.loggers import RunLoggers
+from lth.run.progress import RoundProgress
+from lth.run.provenance import machine, provenance
+from lth.run.reuse import reuse_finished
+from lth.run.signals import STOP, Interrupted, SafeStop, requeued
+from lth.run.store import (
     CHECKPOINT,
     MACHINE,
     adopt_dense,
@@ -67,31 +74,8 @@ from lth.store import (
     stored_name,
     unusable,
 )
-from lth.tracking import (
-    DivergedError,
-    EarlyStopPoint,
-    EvaluationCadence,
-    RandomState,
-    RankReport,
-    RoundCheckpoint,
-    RoundClock,
-)
 
 log = logging.getLogger("lth")
-
-
-def quiet_lightning() -> None:
-    """Silence Lightning's per-fit banners and the warnings that do not apply to in-memory batches."""
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for message in (
-        ".*does not have many workers.*",
-        ".*smaller than the logging interval.*",
-        ".*LeafSpec.*",
-        ".*`isinstance.*treespec.*",
-        ".*Experiment logs directory .* exists and is not empty.*",  # a round's step log is restarted or continued
-    ):
-        warnings.filterwarnings("ignore", message=message)
 
 
 def default_run_dir(cfg: DictConfig) -> Path:
@@ -101,101 +85,6 @@ def default_run_dir(cfg: DictConfig) -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(cfg.paths.output_dir) / "runs" / run_id(cfg)
-
-
-# -- ranks (DDP) -------------------------------------------------------------------------------------
-
-
-def build_data(cfg: DictConfig) -> ImageData:
-    """The dataset of ``cfg.dataset`` read from ``paths.data_dir``, split and batched."""
-    data_seed = cfg.get("data_seed")
-    return ImageData(
-        source=hydra.utils.instantiate(cfg.dataset.source),
-        root=cfg.paths.data_dir,
-        val_size=cfg.dataset.val_size,
-        batch_size=cfg.train.batch_size,
-        mean=cfg.dataset.mean,
-        std=cfg.dataset.std,
-        seed=stream(cfg.seed, "data") if data_seed is None else data_seed,
-        split_seed=stream(cfg.seed, "split"),
-        eval_batch_size=cfg.train.eval_batch_size,
-        augment=OmegaConf.to_container(cfg.dataset.augment) if cfg.dataset.get("augment") else None,
-        loader=cfg.dataset.get("loader", "memory"),
-        num_workers=cfg.dataset.get("num_workers", 0),
-    )
-
-
-def build_model(cfg: DictConfig, init_stream: str = "init") -> torch.nn.Module:
-    """The network of ``cfg.model`` for the images of ``cfg.dataset``, initialised from a named stream of the seed.
-
-    ``init_stream="reinit"`` draws a different initialisation from the same distribution (the reinit control).
-    """
-    options = {k: v for k, v in cfg.model.items() if k != "name"}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(stream(cfg.seed, init_stream))
-        try:
-            return hydra.utils.instantiate(
-                options,
-                in_channels=cfg.dataset.channels,
-                image_size=cfg.dataset.image_size,
-                num_classes=cfg.dataset.num_classes,
-            )
-        except InstantiationException as error:  # a model refusing the dataset's images says so in one line
-            if isinstance(error.__cause__, ConfigError):
-                raise error.__cause__ from None
-            raise
-
-
-def build_ticket(cfg: DictConfig) -> LotteryTicket:
-    """The pruning callback of ``cfg.prune``."""
-    p = cfg.prune
-    return LotteryTicket(
-        rate=p.rate,
-        scope=p.scope,
-        layer_rates=OmegaConf.to_container(p.layer_rates) if p.get("layer_rates") else None,
-        target_sparsity=p.get("target_sparsity"),
-        rounds=p.rounds,
-        include=p.get("include") or (),
-        exclude=p.get("exclude") or (),
-        extra=p.get("extra") or (),
-        rewind=p.rewind,
-    )
-
-
-def build_trainer(
-    cfg: DictConfig,
-    run_dir: Path,
-    max_steps: int,
-    eval_every: int,
-    callbacks: list[pl.Callback],
-    loggers: list,
-    start: int = 0,
-) -> pl.Trainer:
-    """A Trainer for one round from iteration ``start`` of the axis: the hardware preset, ``loggers``, and
-    validation every ``eval_every`` iterations (on the axis when ``callbacks`` hold an ``EvaluationCadence``)."""
-    if loggers:
-        callbacks = [*callbacks, LearningRateMonitor(logging_interval="step")]
-    hw = cfg.hardware
-    return pl.Trainer(
-        max_steps=max_steps,
-        val_check_interval=eval_every,
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-        accelerator=hw.accelerator,
-        devices=hw.devices,
-        num_nodes=hw.get("num_nodes", 1),
-        strategy=hw.strategy,
-        precision=hw.precision,
-        logger=loggers or False,
-        callbacks=callbacks,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=bool(cfg.train.get("progress", False)),
-        # the loss before every evaluation (multiples of eval_every on the axis, and the end) is logged and checked
-        log_every_n_steps=math.gcd(50, eval_every, start, start + max_steps),
-        default_root_dir=str(run_dir),
-        plugins=slurm_plugins(),  # on SLURM without Lightning's auto-requeue (lth.signals requeues and resumes)
-    )
 
 
 def format_table(rows: list[dict]) -> str:
@@ -242,13 +131,13 @@ def ensure_ticket(cfg: DictConfig, run_dir: Path) -> Path:
 def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     """Run IMP as ``cfg`` says and return ``{"run_dir", "run_id", "rounds"}`` (rounds as in ``rounds.csv``).
 
-    Everything is checked before anything is written: a bad config raises :class:`~lth.errors.ConfigError`.
+    Everything is checked before anything is written: a bad config raises :class:`~lth.core.errors.ConfigError`.
     A finished run is not trained again; with ``resume=true`` an interrupted one continues where it stopped: its
     interrupted round from its checkpoint or, without a usable one, from its start (saying so in one line).
     A run of the same experiment finished elsewhere under ``paths.output_dir`` is linked, not trained
-    (:mod:`lth.reuse`). Rank 0 holds the folder's lock throughout: another process on it raises
-    :class:`~lth.locks.BusyError`. SIGTERM and SIGINT raise :class:`~lth.signals.Interrupted` once the round's
-    checkpoint is written (:mod:`lth.signals`).
+    (:mod:`lth.run.reuse`). Rank 0 holds the folder's lock throughout: another process on it raises
+    :class:`~lth.run.locks.BusyError`. SIGTERM and SIGINT raise :class:`~lth.run.signals.Interrupted` once the round's
+    checkpoint is written (:mod:`lth.run.signals`).
     """
     validate(cfg)
     check_hardware(cfg)
@@ -266,7 +155,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
 
 
 def hold_run_folder(hold: ExitStack, run_dir: Path) -> None:
-    """Take ``run_dir``'s lock (``<run>/.lock``) until ``hold`` closes, or raise :class:`~lth.locks.BusyError`.
+    """Take ``run_dir``'s lock (``<run>/.lock``) until ``hold`` closes, or raise :class:`~lth.run.locks.BusyError`.
 
     A folder that this call made and that holds no results when ``hold`` closes (a config refused, a run stopped
     before its first file) is removed again, with the folders made for it that are left empty, before the lock is
@@ -312,20 +201,12 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     pl.seed_everything(cfg.seed, verbose=False)
     data = build_data(cfg)
     data.setup()
-    iterations_per_epoch = data.iterations_per_epoch(world_size())
+    iterations_per_epoch = steps_per_epoch(cfg, data, world_size())
     total, eval_every = check_lengths(cfg, iterations_per_epoch)
     checkpoint_every = _checkpoint_every(cfg, iterations_per_epoch, eval_every)
     control = cfg.prune.get("control")
     apply_control = control_fn(control) if control else None
-    module = Classifier(
-        build_model(cfg),
-        num_classes=cfg.dataset.num_classes,
-        optimizer=hydra.utils.instantiate(cfg.optim.optimizer),
-        schedule=OmegaConf.to_container(cfg.optim.schedule, resolve=True),
-        total_steps=total,
-        iterations_per_epoch=iterations_per_epoch,
-        compile=bool(cfg.train.get("compile", False)),
-    )
+    module = build_classifier(cfg, total, iterations_per_epoch)
     ticket = build_ticket(cfg)
     ticket.parameters_of(module)  # bad layer patterns fail here, before anything is written
     store = dense_dir(cfg, run_dir, trained_on)  # where round 0 is kept for the runs that share it
@@ -339,7 +220,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         write_json(run_dir / MACHINE, trained_on)
-    loggers = RunLoggers(cfg, run_dir)
+    loggers = build_loggers(cfg, run_dir)
     progress = RoundProgress(cfg.prune.rounds)
     progress.enabled &= is_rank_zero()
     settings = RoundSettings(
@@ -515,7 +396,7 @@ class RoundSettings:
     checkpoint_every: int | None
     save_weights: bool
     rank_report: bool = False
-    machine: dict | None = None  # what of this machine changes the numbers (see lth.provenance)
+    machine: dict | None = None  # what of this machine changes the numbers (see lth.run.provenance)
 
 
 def dense_round(

@@ -1,7 +1,7 @@
 """Results of many runs read back for figures and tables (``scripts/plot.py``, ``scripts/report.py``).
 
 A run folder is any folder holding ``rounds.csv`` and ``config.yaml``: one run, several, or a multirun sweep
-are searched recursively. Runs are grouped by their identity (:func:`lth.config.identity`) without ``seed``,
+are searched recursively. Runs are grouped by their identity (:func:`lth.run.config.identity`) without ``seed``,
 so the seeds of one config pool into one series; a group's label is what sets it apart from the other groups
 (``prune.rate=0.1``, ``prune.control=reinit``), and a run without ``prune.control`` is the ticket. Each round
 of a group is summarised over its seeds: mean, sample standard deviation, minimum and maximum.
@@ -9,6 +9,7 @@ of a group is summarised over its seeds: mean, sample standard deviation, minimu
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
@@ -18,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
-
-from lth.artifacts import read_rounds
-from lth.config import identity
-from lth.errors import ConfigError, MissingFileError, first_line
+from lth.core.errors import ConfigError, MissingFileError
+from lth.run.artifacts import read_rounds
+from lth.run.config import identity
+from lth.tools.runs import read_config
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -120,14 +120,9 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
 
 def read_run(path: Path) -> Run:
     """The run in folder ``path``; a config or ``rounds.csv`` that cannot be read, or a ``rounds.csv`` without
-    rows, is a one-line :class:`~lth.errors.ConfigError` naming the file."""
+    rows, is a one-line :class:`~lth.core.errors.ConfigError` naming the file."""
     config_path, rounds_path = path / "config.yaml", path / "rounds.csv"
-    try:
-        config = OmegaConf.load(config_path)
-    except Exception as error:  # yaml and omegaconf raise many types for garbled files
-        raise ConfigError(str(config_path), f"cannot be read ({first_line(error)})") from None
-    if not isinstance(config, DictConfig):
-        raise ConfigError(str(config_path), f"holds a {type(config).__name__}; a run's config is a mapping of keys")
+    config = read_config(config_path, check=False)
     rounds = read_rounds(rounds_path)
     if not rounds:
         raise ConfigError(str(rounds_path), "has a header and no rows: no round finished")
@@ -166,7 +161,7 @@ def group_runs(runs: Sequence[Run], ignore: Sequence[str] = ("seed",)) -> list[G
 def load_groups(paths: Iterable[Path], ignore: Sequence[str] = ("seed",)) -> list[Group]:
     """Find, read and group the runs under ``paths``.
 
-    A path that does not exist, or no run folder under any of them, is a :class:`~lth.errors.MissingFileError`.
+    A path that does not exist, or no run folder under any of them, is a :class:`~lth.core.errors.MissingFileError`.
     """
     paths = [Path(p) for p in paths]
     for path in paths:
@@ -177,6 +172,13 @@ def load_groups(paths: Iterable[Path], ignore: Sequence[str] = ("seed",)) -> lis
         where = ", ".join(str(p) for p in paths)
         raise MissingFileError(where, "no run folder (rounds.csv and config.yaml side by side) in it or below it")
     return group_runs([read_run(path) for path in found], ignore)
+
+
+def add_group_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the run folders to read (``paths``) and the config keys pooled over (``--ignore``), as
+    :func:`load_groups` takes them: ``load_groups(args.paths, ignore=args.ignore)``."""
+    parser.add_argument("paths", nargs="+", type=Path, help="run folders, or folders searched for them (sweeps)")
+    parser.add_argument("--ignore", nargs="*", default=["seed"], help="config keys pooled over (default: seed)")
 
 
 def nearest(points: Sequence[Point], percent: float, tolerance: float = 0.1) -> Point | None:
@@ -216,7 +218,7 @@ def markdown_table(
 
 
 def check_rows(sparsities: Sequence[float], tolerance: float) -> None:
-    """Raise a :class:`~lth.errors.ConfigError` unless every sparsity is in (0, 100] and ``tolerance`` >= 0."""
+    """Raise a :class:`~lth.core.errors.ConfigError` unless every sparsity is in (0, 100] and ``tolerance`` >= 0."""
     for percent in sparsities:
         if not (isinstance(percent, int | float) and 0 < percent <= 100):
             raise ConfigError("sparsities", f"got {percent!r}; allowed: % weights remaining in (0, 100]")
@@ -224,7 +226,9 @@ def check_rows(sparsities: Sequence[float], tolerance: float) -> None:
         raise ConfigError("tolerance", f"got {tolerance!r}; allowed: a number >= 0 (relative distance)")
 
 
-def report(groups: Sequence[Group], sparsities: Sequence[float] = PAPER_SPARSITIES, tolerance: float = 0.1) -> str:
+def markdown_report(
+    groups: Sequence[Group], sparsities: Sequence[float] = PAPER_SPARSITIES, tolerance: float = 0.1
+) -> str:
     """A Markdown section per metric of :data:`METRICS`, each with its :func:`markdown_table`."""
     check_rows(sparsities, tolerance)
     sections = [

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import torch
 
-from lth.errors import ConfigError
-from lth.masks import Mask
+from lth.core.errors import ConfigError
+from lth.core.masks import Mask
 
 ControlFn = Callable[[Mask, Mask, torch.Generator], Mask]
 

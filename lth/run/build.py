@@ -1,0 +1,190 @@
+"""Every object of a run, built from the config: data, network, classifier, pruning callback, Trainer, callbacks
+and loggers.
+
+This is the one place that constructs them; the IMP loop, the instability analysis, export and the benchmark
+call it. The Trainer is ``hydra.utils.instantiate(cfg.trainer)`` (a partial of Lightning's ``Trainer`` with the
+arguments a user sets under ``trainer.``, e.g. ``trainer.gradient_clip_val=1.0``), completed with where it runs
+(``hardware.*``) and the arguments the IMP loop owns (:data:`LOOP_OWNED`). Extra Lightning callbacks come from
+``callbacks.<name>`` (each a ``_target_`` and its arguments), one fresh instance per round.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
+
+from lth.core.errors import ConfigError
+from lth.core.seeds import stream
+from lth.data import ImageData
+from lth.lightning.callback import LotteryTicket
+from lth.lightning.module import Classifier
+from lth.run.config import LOOP_OWNED
+from lth.run.loggers import RunLoggers
+from lth.run.signals import slurm_plugins
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's per-fit banners and the warnings that do not apply to in-memory batches."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in (
+        ".*does not have many workers.*",
+        ".*smaller than the logging interval.*",
+        ".*LeafSpec.*",
+        ".*`isinstance.*treespec.*",
+        ".*Experiment logs directory .* exists and is not empty.*",  # a round's step log is restarted or continued
+    ):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def build_data(cfg: DictConfig) -> ImageData:
+    """The dataset of ``cfg.dataset`` read from ``paths.data_dir``, split and batched."""
+    data_seed = cfg.get("data_seed")
+    return ImageData(
+        source=hydra.utils.instantiate(cfg.dataset.source),
+        root=cfg.paths.data_dir,
+        val_size=cfg.dataset.val_size,
+        batch_size=cfg.train.batch_size,
+        mean=cfg.dataset.mean,
+        std=cfg.dataset.std,
+        seed=stream(cfg.seed, "data") if data_seed is None else data_seed,
+        split_seed=stream(cfg.seed, "split"),
+        eval_batch_size=cfg.train.eval_batch_size,
+        augment=OmegaConf.to_container(cfg.dataset.augment) if cfg.dataset.get("augment") else None,
+        loader=cfg.dataset.get("loader", "memory"),
+        num_workers=cfg.dataset.get("num_workers", 0),
+        accumulate=accumulation(cfg),
+    )
+
+
+def accumulation(cfg: DictConfig) -> int:
+    """Batches per optimiser step (``trainer.accumulate_grad_batches``, 1 when unset)."""
+    return int((cfg.get("trainer") or {}).get("accumulate_grad_batches") or 1)
+
+
+def iterations_per_epoch(cfg: DictConfig, data: ImageData, world_size: int = 1) -> int:
+    """Optimiser steps per epoch of one rank (what ``ep`` means in a Step): its batches over the accumulation."""
+    return math.ceil(data.iterations_per_epoch(world_size) / accumulation(cfg))
+
+
+def build_model(cfg: DictConfig, init_stream: str = "init") -> torch.nn.Module:
+    """The network of ``cfg.model`` for the images of ``cfg.dataset``, initialised from a named stream of the seed.
+
+    ``init_stream="reinit"`` draws a different initialisation from the same distribution (the reinit control).
+    """
+    options = {k: v for k, v in cfg.model.items() if k != "name"}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stream(cfg.seed, init_stream))
+        try:
+            return hydra.utils.instantiate(
+                options,
+                in_channels=cfg.dataset.channels,
+                image_size=cfg.dataset.image_size,
+                num_classes=cfg.dataset.num_classes,
+            )
+        except InstantiationException as error:  # a model refusing the dataset's images says so in one line
+            if isinstance(error.__cause__, ConfigError):
+                raise error.__cause__ from None
+            raise
+
+
+def build_classifier(cfg: DictConfig, total: int, iterations_per_epoch: int) -> Classifier:
+    """The module a run trains: the network of :func:`build_model`, its optimiser, a schedule over ``total``."""
+    return Classifier(
+        build_model(cfg),
+        num_classes=cfg.dataset.num_classes,
+        optimizer=hydra.utils.instantiate(cfg.optim.optimizer),
+        schedule=OmegaConf.to_container(cfg.optim.schedule, resolve=True),
+        total_steps=total,
+        iterations_per_epoch=iterations_per_epoch,
+        compile=bool(cfg.train.get("compile", False)),
+    )
+
+
+def build_ticket(cfg: DictConfig) -> LotteryTicket:
+    """The pruning callback of ``cfg.prune``."""
+    p = cfg.prune
+    return LotteryTicket(
+        rate=p.rate,
+        scope=p.scope,
+        layer_rates=OmegaConf.to_container(p.layer_rates) if p.get("layer_rates") else None,
+        target_sparsity=p.get("target_sparsity"),
+        rounds=p.rounds,
+        include=p.get("include") or (),
+        exclude=p.get("exclude") or (),
+        extra=p.get("extra") or (),
+        rewind=p.rewind,
+    )
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> RunLoggers:
+    """The loggers of ``cfg.logger`` for the run in ``run_dir`` (one per run; each round takes its Lightning ones)."""
+    return RunLoggers(cfg, run_dir)
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """Fresh instances of the Lightning callbacks a user added under ``callbacks.<name>``, in name order."""
+    added = cfg.get("callbacks") or {}
+    callbacks = []
+    for name in sorted(added):
+        try:
+            callback = hydra.utils.instantiate(added[name])
+        except InstantiationException as error:
+            raise ConfigError(f"callbacks.{name}", f"cannot be built: {str(error).splitlines()[0]}") from None
+        if not isinstance(callback, pl.Callback):
+            raise ConfigError(f"callbacks.{name}", f"{type(callback).__name__} is not a Lightning Callback")
+        callbacks.append(callback)
+    return callbacks
+
+
+def build_trainer(
+    cfg: DictConfig,
+    run_dir: Path,
+    max_steps: int,
+    eval_every: int,
+    callbacks: list[pl.Callback],
+    loggers: list,
+    start: int = 0,
+) -> pl.Trainer:
+    """A Trainer for one round from iteration ``start`` of the axis: ``cfg.trainer``'s arguments, the hardware,
+    ``loggers``, the user's callbacks after ``callbacks``, and validation every ``eval_every`` iterations (on the
+    axis when ``callbacks`` hold an ``EvaluationCadence``)."""
+    callbacks = [*callbacks, *build_callbacks(cfg)]
+    if loggers:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    arguments = cfg.get("trainer") or {"_target_": "pytorch_lightning.Trainer"}
+    chosen = {k: v for k, v in arguments.items() if v is not None}
+    owned = sorted(set(chosen) & set(LOOP_OWNED))
+    if owned:  # validate() refuses these first; here for configs built in code
+        raise ConfigError(f"trainer.{owned[0]}", "is set by the IMP loop; allowed under trainer: the other arguments")
+    trainer = hydra.utils.instantiate(OmegaConf.create({**chosen, "_partial_": True}))
+    hw = cfg.hardware
+    return trainer(
+        max_steps=max_steps,
+        val_check_interval=eval_every * accumulation(cfg),
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        accelerator=hw.accelerator,
+        devices=hw.devices,
+        num_nodes=hw.get("num_nodes", 1),
+        strategy=hw.strategy,
+        precision=hw.precision,
+        logger=loggers or False,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=bool(cfg.train.get("progress", False)),
+        # the loss before every evaluation (multiples of eval_every on the axis, and the end) is logged and checked
+        log_every_n_steps=math.gcd(50, eval_every, start, start + max_steps),
+        default_root_dir=str(run_dir),
+        plugins=slurm_plugins(),  # on SLURM without Lightning's auto-requeue (lth.run.signals requeues and resumes)
+    )

@@ -1,0 +1,176 @@
+"""One round of a run exported: every file written, each checked against the run, and the report of it all.
+
+:func:`export` writes the files of :mod:`~lth.tools.export.ticket`, :mod:`~lth.tools.export.lthz`,
+:mod:`~lth.tools.export.shrunk` and (asked) :mod:`~lth.tools.export.onnx`, then ``export.json``: the test accuracy
+evaluated afresh against ``rounds.csv``, the round trip of the compressed file, the shrunk model against the masked
+one, the sizes and the per-layer runtime paths (:mod:`~lth.tools.export.sparse`). :func:`summary` is that report
+in lines for people.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lth.core.errors import ConfigError
+from lth.run.artifacts import save_tensors, write_bytes, write_json
+from lth.tools.export.evaluate import correct, predict, read_test_split
+from lth.tools.export.lthz import bit_identical, compress, decompress
+from lth.tools.export.onnx import write_onnx
+from lth.tools.export.shrunk import NotShrinkable, as_chain, chain_spec, shrink
+from lth.tools.export.sparse import BENCH_BATCHES, pick_paths
+from lth.tools.export.ticket import (
+    build_plain,
+    choose_round,
+    load_round,
+    model_config,
+    read_config_and_rounds,
+    write_model,
+    write_ticket,
+)
+
+
+def _compressed(
+    out: Path,
+    state: Mapping[str, torch.Tensor],
+    mask: Mapping[str, torch.Tensor],
+    fp16: bool,
+    config: dict,
+    test: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+) -> dict:
+    """Write ``compressed.lthz``, read it back into the plain model, and report sizes, round trip and accuracy."""
+    x, y = test
+    blob, entries = compress(state, mask, fp16)
+    write_bytes(out / "compressed.lthz", blob)
+    restored = decompress(out / "compressed.lthz")
+    back = build_plain(config)
+    back.load_state_dict(restored, strict=True)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return {
+        "file": "compressed.lthz",
+        "fp16": fp16,
+        "dense_bytes": sum(t.numel() * t.element_size() for t in state.values()),
+        "model_pt_bytes": len(buffer.getvalue()),
+        "file_bytes": len(blob),
+        "bit_identical": bit_identical(state, restored),
+        "test_acc": correct(back, x, y, batch_size) / len(y),
+        "tensors": {n: {"encoding": e["encoding"], "bytes": e["nbytes"]} for n, e in entries.items()},
+    }
+
+
+def _shrunk(
+    out: Path, plain: nn.Module, test: tuple[torch.Tensor, torch.Tensor], batch_size: int
+) -> tuple[dict, nn.Module]:
+    """Write ``shrunk.pt`` where ``plain`` shrinks, checked against it; the report and the runtime model (the shrunk
+    one, or ``plain`` where it does not shrink)."""
+    x, y = test
+    try:
+        small, units = shrink(as_chain(plain))
+    except NotShrinkable as reason:
+        return {"skipped": str(reason)}, plain
+    reference, outputs = predict(plain, x, batch_size), predict(small, x, batch_size)
+    if not torch.allclose(outputs, reference, rtol=1e-4, atol=1e-4):
+        raise RuntimeError(f"the shrunk model differs from the masked one by {(outputs - reference).abs().max()}")
+    save_tensors(out / "shrunk.pt", {"layers": chain_spec(small), "state_dict": small.state_dict()})
+    report = {
+        "file": "shrunk.pt",
+        "units": units,
+        "parameters": [sum(p.numel() for p in m.parameters()) for m in (plain, small)],
+        "max_abs_diff": float((outputs - reference).abs().max()),
+        "test_acc": int((outputs.argmax(1) == y).sum()) / len(y),
+    }
+    return report, small
+
+
+def export(
+    run_dir: str | Path,
+    round_index: int | None = None,
+    tolerance: float = 0.5,
+    out_dir: str | Path | None = None,
+    fp16: bool = False,
+    onnx: bool = False,
+    data_dir: str | Path | None = None,
+) -> dict:
+    """Export one round of the run in ``run_dir``; return the report also written to ``<out_dir>/export.json``.
+
+    ``round_index`` None picks :func:`~lth.tools.export.ticket.choose_round` with ``tolerance`` (accuracy points).
+    ``out_dir`` defaults to ``<run_dir>/export/round_XX``. ``data_dir`` overrides the run's ``paths.data_dir`` for
+    the test set.
+    """
+    run_dir = Path(run_dir)
+    cfg, rows = read_config_and_rounds(run_dir)
+    chosen = choose_round(rows, tolerance) if round_index is None else round_index
+    by_round = {r["round"]: r for r in rows}
+    if chosen not in by_round:
+        rounds = ", ".join(str(r) for r in by_round)
+        raise ConfigError("round", f"got {chosen}; {run_dir / 'rounds.csv'} has rounds {rounds}")
+    files = load_round(run_dir, cfg, by_round[chosen])
+    out = Path(out_dir) if out_dir is not None else run_dir / "export" / f"round_{chosen:02d}"
+    if out.exists() and not out.is_dir():
+        raise ConfigError("out_dir", f"{out} is a file; allowed: a folder (made if missing)")
+    x, y = read_test_split(cfg, data_dir)  # before anything is written: a missing test set writes nothing
+    config = model_config(cfg)
+    report: dict = {
+        "run_dir": str(run_dir),
+        "round": chosen,
+        "chosen_by": "--round"
+        if round_index is not None
+        else f"sparsest round with validation accuracy within {tolerance} points of round 0's",
+        "weights_remaining": files.row["weights_remaining"],
+        "out_dir": str(out),
+    }
+    report["ticket"] = write_ticket(out, files, cfg, config)
+    plain, state = write_model(out, files, config)
+    batch_size = cfg.train.get("eval_batch_size", 1000)
+    right = correct(plain, x, y, batch_size)
+    recorded = files.row["test_acc"]
+    report["test"] = {
+        "images": len(y),
+        "acc": right / len(y),
+        "rounds_csv_acc": recorded,
+        "matches_rounds_csv": round(recorded * len(y)) == right,
+    }
+    report["compressed"] = _compressed(out, state, files.mask, fp16, config, (x, y), batch_size)
+    report["shrunk"], runtime = _shrunk(out, plain, (x, y), batch_size)
+    report["runtime"] = {f"batch_{n}": pick_paths(runtime, x[:n])[1] for n in BENCH_BATCHES}
+    report["onnx"] = write_onnx(runtime, x[:2], out / "model.onnx") if onnx else "not asked (--onnx)"
+    write_json(out / "export.json", report)
+    return report
+
+
+def summary(report: dict) -> str:
+    """The lines the export prints for people."""
+    test, packed, shrunk = report["test"], report["compressed"], report["shrunk"]
+    check = "matches rounds.csv" if test["matches_rounds_csv"] else f"rounds.csv says {test['rounds_csv_acc']:.2%}"
+    trip = "bit-identical" if packed["bit_identical"] else "not bit-identical"
+    trip = "values rounded to fp16" if packed["fp16"] else trip
+    lines = [
+        f"round {report['round']} ({report['chosen_by']}): {100 * report['weights_remaining']:.1f}% weights remaining",
+        f"test accuracy of the exported model, evaluated afresh: {100 * test['acc']:.2f}% "
+        f"on {test['images']} images ({check})",
+        f"ticket: {report['ticket']}",
+        f"sizes: dense {packed['dense_bytes']:,} B, model.pt {packed['model_pt_bytes']:,} B, compressed "
+        f"{packed['file_bytes']:,} B ({packed['dense_bytes'] / packed['file_bytes']:.1f}x smaller than dense"
+        f"{', fp16 values' if packed['fp16'] else ''}); round trip {trip}, test accuracy {packed['test_acc']:.2%}",
+    ]
+    if "skipped" in shrunk:
+        lines.append(f"shrunk: skipped: {shrunk['skipped']}")
+    else:
+        layers = ", ".join(f"{n} {a}->{b}" for n, (a, b) in shrunk["units"].items())
+        lines.append(
+            f"shrunk: units {layers}; parameters {shrunk['parameters'][0]:,} -> {shrunk['parameters'][1]:,}; "
+            f"outputs within {shrunk['max_abs_diff']:.1e} of the masked model, test accuracy "
+            f"{100 * shrunk['test_acc']:.2f}%"
+        )
+    for batch, choices in report["runtime"].items():
+        picks = ", ".join(f"{c['layer']} {c['path']} ({c['dense_us']:.0f}/{c['csr_us']:.0f} us)" for c in choices)
+        picks = f"{picks} (dense/CSR time per call)" if picks else "no Linear layer on vectors"
+        lines.append(f"runtime path, {batch.replace('_', ' ')}: {picks}")
+    lines += [f"onnx: {report['onnx']}", f"written to {report['out_dir']}"]
+    return "\n".join(lines)
