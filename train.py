@@ -138,7 +138,21 @@ def cli(argv: list[str] | None = None) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(BAD_CONFIG)
     sys.argv = [sys.argv[0], *argv]
+    if {"-h", "--help"} & set(argv):
+        print_key_table()  # then Hydra's help: the config groups and the composed config
     main()
+
+
+def print_key_table() -> None:
+    """Print what ``--help`` shows before Hydra's help: the usage and the key table of :mod:`lth.run.schema` (what
+    each key means and allows; no torch import)."""
+    from lth.run.schema import render_table
+
+    print(
+        "usage: python train.py [key=value ...] [-m key=a,b ...]\n\n"
+        "Keys of the config (README.md, section Keys; python -m lth.run.schema prints this table):\n"
+    )
+    print(render_table(), end="\n\n", flush=True)
 
 
 def _raise_argument_error(message: str) -> NoReturn:

@@ -1,7 +1,11 @@
 """Draw the paper's figures from run folders: test accuracy at the early-stop point and the early-stop iteration
 against % weights remaining (log scale, decreasing), mean and spread over seeds, one series per config.
 
-Usage: python scripts/plot.py outputs/multirun/<time> [more run folders] --out figures --format png pdf
+Usage: python scripts/plot.py outputs/multirun/<time> [more run folders] [--metric final_test_acc] [--out DIR]
+    [--format png pdf]
+
+The figures go to ``<first folder given>/figures/`` unless ``--out`` says otherwise, one per metric
+(``test_acc.png`` and ``early_stop_iteration.png`` by default).
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lth.tools.cli import ArgumentParser, one_line_errors, output_folder
-from lth.tools.results import SPREADS, add_group_arguments, load_groups, save_figures
+from lth.tools.results import DEFAULT_METRICS, METRICS, SPREADS, add_group_arguments, load_groups, save_figures
 
 
 def parser() -> ArgumentParser:
@@ -17,11 +21,24 @@ def parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     add_group_arguments(parser)
     parser.add_argument(
-        "--out", type=output_folder, default=Path("figures"), help="folder for the figures (default: figures)"
+        "--out", type=output_folder, help="folder for the figures (default: <first folder given>/figures)"
+    )
+    parser.add_argument(
+        "--metric",
+        nargs="+",
+        choices=list(METRICS),
+        default=list(DEFAULT_METRICS),
+        help=f"a figure for each (default: {' '.join(DEFAULT_METRICS)})",
     )
     parser.add_argument("--format", nargs="+", default=["png"], choices=["png", "svg", "pdf"], help="default: png")
     parser.add_argument("--spread", choices=SPREADS, default="minmax", help="error bars (default: minmax)")
     return parser
+
+
+def default_out(folder: Path) -> Path:
+    """Where the figures go unless told: ``figures/`` in the run or sweep folder given (its parent for a file)."""
+    folder = Path(folder)
+    return (folder if folder.is_dir() else folder.parent) / "figures"
 
 
 @one_line_errors
@@ -29,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     """Parse ``argv``, write the figures, print their paths; bad input is one line on stderr, exit code 2."""
     args = parser().parse_args(argv)
     groups = load_groups(args.paths, ignore=args.ignore)
-    for path in save_figures(groups, args.out, args.format, args.spread):
+    out = args.out if args.out is not None else default_out(args.paths[0])
+    for path in save_figures(groups, out, args.format, args.spread, args.metric):
         print(path)
 
 

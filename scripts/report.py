@@ -1,15 +1,23 @@
 """Tabulate run folders as Markdown: test accuracy at the early-stop point and the early-stop iteration at the
-paper's sparsities (100, 51.3, 21.1, 13.5, 7.0, 3.6, 1.9% weights remaining), a column per config, mean ± std
-over seeds.
+sparsities the runs reached (or the paper's, 100, 51.3, 21.1, 13.5, 7.0, 3.6, 1.9% weights remaining, with
+--paper), a column per config headed by what sets it apart and its number of seeds n, mean ± std over seeds.
 
-Usage: python scripts/report.py outputs/multirun/<time> [more run folders] [--out report.md]
+Usage: python scripts/report.py outputs/multirun/<time> [more run folders] [--paper | --sparsities 100 50 ...]
+    [--out report.md]
 """
 
 from __future__ import annotations
 
 from lth.run.artifacts import write_text
 from lth.tools.cli import ArgumentParser, number, one_line_errors, output_file
-from lth.tools.results import PAPER_SPARSITIES, add_group_arguments, load_groups, markdown_report
+from lth.tools.results import (
+    DEFAULT_METRICS,
+    METRICS,
+    PAPER_SPARSITIES,
+    add_group_arguments,
+    load_groups,
+    markdown_report,
+)
 
 
 def parser() -> ArgumentParser:
@@ -17,18 +25,32 @@ def parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     add_group_arguments(parser)
     parser.add_argument("--out", type=output_file, help="also write the report to this file")
-    parser.add_argument(
+    rows = parser.add_mutually_exclusive_group()
+    rows.add_argument(
         "--sparsities",
         nargs="+",
         type=number(0, 100, open_low=True),
-        default=list(PAPER_SPARSITIES),
-        help="rows, in %% weights remaining, each in (0, 100] (default: the paper's)",
+        help="rows, in %% weights remaining, each in (0, 100] (default: those the runs reached)",
+    )
+    rows.add_argument(
+        "--paper",
+        action="store_const",
+        const=list(PAPER_SPARSITIES),
+        dest="sparsities",
+        help="rows at the paper's sparsities: " + ", ".join(f"{s:g}" for s in PAPER_SPARSITIES),
     )
     parser.add_argument(
         "--tolerance",
         type=number(0),
-        default=0.1,
-        help="nearest round within this relative distance, >= 0 (default: 0.1)",
+        help="nearest round within this relative distance, >= 0 (default: 0.1 with --paper or --sparsities, "
+        "0.001 without)",
+    )
+    parser.add_argument(
+        "--metric",
+        nargs="+",
+        choices=list(METRICS),
+        default=list(DEFAULT_METRICS),
+        help=f"a table for each (default: {' '.join(DEFAULT_METRICS)})",
     )
     return parser
 
@@ -38,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     """Parse ``argv``, print the report (and write it to ``--out`` if given); bad input is one line, exit code 2."""
     args = parser().parse_args(argv)
     groups = load_groups(args.paths, ignore=args.ignore)
-    text = markdown_report(groups, args.sparsities, args.tolerance)
+    text = markdown_report(groups, args.sparsities, args.tolerance, args.metric)
     if args.out:
         write_text(args.out, text)
     print(text, end="")

@@ -136,11 +136,12 @@ def test_every_logged_learning_rate_is_the_closed_form_of_its_rewind_mode(runs, 
     assert trained == {"alone": [0, 1, 2], "later": [1, 2]}.get(variant, trained) and trained[-2:] == [1, 2]
     for round_index in trained:  # a round 0 taken from the store was logged by the job that trained it
         logged = logged_steps(run, round_index, "lr-")
-        length = TOTAL - start_of(rewind, round_index)
-        # Lightning logs the rate before each logged batch; its step is that batch's index in the round
-        assert [step for step, _ in logged] == list(range(1, length, 2))
+        start = start_of(rewind, round_index)
+        # the rate of each logged batch, at the iteration it trains on the axis: start + its index in the round + 1
+        assert [step for step, _ in logged] == list(range(start + 2, TOTAL + 1, 2))
         for step, lr in logged:
-            assert lr == pytest.approx(closed_form_lr(schedule_position(rewind, round_index, step)), rel=1e-9), (
+            batch = step - start - 1
+            assert lr == pytest.approx(closed_form_lr(schedule_position(rewind, round_index, batch)), rel=1e-9), (
                 round_index,
                 step,
             )
@@ -153,7 +154,7 @@ def test_every_round_is_evaluated_at_the_same_points_of_one_iteration_axis(runs,
     for row in rows[1:] + read_rounds(runs["alone"][(rewind, control)] / "rounds.csv")[:1]:
         run = run if row["round"] else runs["alone"][(rewind, control)]  # round 0 trained here
         start = start_of(rewind, row["round"])
-        evaluated = [start + step + 1 for step, _ in logged_steps(run, row["round"], "val_loss")]
+        evaluated = [step for step, _ in logged_steps(run, row["round"], "val_loss")]  # logged on the axis
         assert evaluated == [i for i in range(start + 1, TOTAL + 1) if i % EVAL_EVERY == 0 or i == TOTAL]
         assert row["early_stop_iteration"] in evaluated
 
@@ -228,4 +229,3 @@ def test_a_run_killed_mid_round_and_at_a_round_boundary_resumes_to_the_same_run(
 
     train(make_cfg(*overrides, "resume=true", fast=False), run_dir=run_dir)
     assert_same_run(run_dir, runs["shared"][(rewind, control)])
-

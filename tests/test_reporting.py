@@ -17,7 +17,16 @@ from lth.run.artifacts import read_rounds, write_rounds
 from lth.run.loggers import RoundsWandbLogger, WandbRun, has_wandb_key, wandb_mode
 from lth.run.loop import train
 from lth.run.progress import RoundProgress, format_duration, format_progress
-from lth.tools.results import figure, find_runs, load_groups, markdown_report, markdown_table, nearest
+from lth.tools.results import (
+    PAPER_SPARSITIES,
+    figure,
+    find_runs,
+    load_groups,
+    markdown_report,
+    markdown_table,
+    nearest,
+    run_labels,
+)
 from tests.conftest import run_train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -229,7 +238,8 @@ def _accuracy(control: str | None, seed: int, k: int) -> float:
     return 0.95 + drift + 0.01 * seed
 
 
-def _write_run(folder: Path, config: dict, control: str | None, seed: int) -> None:
+def _write_run(folder: Path, config: dict, control: str | None, seed: int, rate: float = 0.2) -> None:
+    """A run folder of ``ROUNDS`` rounds, each pruning ``rate`` of the surviving weights."""
     config = json.loads(json.dumps(config))
     config["seed"] = seed
     if control is not None:
@@ -239,7 +249,7 @@ def _write_run(folder: Path, config: dict, control: str | None, seed: int) -> No
     rows = [
         {
             "round": k,
-            "weights_remaining": 0.8**k,
+            "weights_remaining": (1 - rate) ** k,
             "early_stop_iteration": 1000 - 50 * k + 10 * seed,
             "val_loss": 0.1,
             "val_acc": 0.95,
@@ -289,9 +299,10 @@ def test_figure_plots_mean_and_min_max_over_seeds_against_decreasing_weights_rem
     assert ax.get_xscale() == "log"
     left, right = ax.get_xlim()
     assert left > 100 > 13 > right  # 100% on the left, the sparsest round on the right
-    assert ax.get_xlabel() == "Weights remaining (%)"
+    assert ax.get_xlabel() == "% weights remaining"
     assert ax.get_ylabel() == "Test accuracy at early stop (%)"
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ticket", "prune.control=reinit"]
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["ticket", "prune.control=reinit"]
 
     ticket, reinit = ax.containers
     x, y = ticket.lines[0].get_data()
@@ -312,7 +323,7 @@ def test_table_rows_are_the_papers_sparsities_with_mean_and_std(sweep: Path) -> 
     assert nearest(groups[0].points("test_acc"), 51.3).round == 3
     assert nearest(groups[0].points("test_acc"), 7.0) is None
 
-    lines = markdown_table(groups, "test_acc").splitlines()
+    lines = markdown_table(groups, "test_acc", PAPER_SPARSITIES).splitlines()
     assert lines[0] == "| weights remaining | ticket (n=2) | prune.control=reinit (n=2) |"
     rows = {line.split(" | ")[0].lstrip("| "): line.strip("| ").split(" | ")[1:] for line in lines[2:]}
     assert list(rows) == ["100.0%", "51.3%", "21.1%", "13.5%"]  # 7% and sparser were never reached
@@ -320,7 +331,7 @@ def test_table_rows_are_the_papers_sparsities_with_mean_and_std(sweep: Path) -> 
     assert rows["51.3%"] == ["95.80 ± 0.71 (at 51.20%)", "92.50 ± 0.71 (at 51.20%)"]
     assert rows["21.1%"] == ["96.20 ± 0.71 (at 20.97%)", "88.50 ± 0.71 (at 20.97%)"]
 
-    text = markdown_report(groups)
+    text = markdown_report(groups, PAPER_SPARSITIES)
     assert "## Test accuracy at early stop (%)" in text
     assert "## Early-stop iteration" in text
     assert "| 13.5% | 555 ± 7 (at 13.42%) | 555 ± 7 (at 13.42%) |" in text
@@ -341,3 +352,98 @@ def test_scripts_write_figures_and_the_report(sweep: Path, tmp_path: Path, capsy
 
     with pytest.raises(SystemExit):
         reporter([str(tmp_path / "figures")])  # no run folders there
+
+
+@pytest.fixture
+def rates(make_cfg, tmp_path: Path) -> Path:
+    """Six configs, one seed each: pruning rates 0.2, 0.5 and 0.3, each as the ticket and its reinit control."""
+    root = tmp_path / "rates"
+    for rate in (0.2, 0.5, 0.3):
+        config = OmegaConf.to_container(make_cfg(f"prune.rate={rate}"), resolve=True)
+        for control in (None, "reinit"):
+            _write_run(root / f"{rate}-{control or 'ticket'}", config, control, 0, rate=rate)
+    return root
+
+
+def test_figure_ticks_are_every_series_sparsities_and_the_legend_is_outside_the_axes(rates: Path) -> None:
+    groups = load_groups([rates])
+    assert len(groups) == 6
+    fig = figure(groups, "test_acc")
+    (ax,) = fig.axes
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+
+    union = {round(100 * (1 - rate) ** k, 6) for rate in (0.2, 0.5, 0.3) for k in range(ROUNDS)}
+    ticks = [round(t, 6) for t in ax.get_xticks()]
+    assert set(ticks) <= union and len(ticks) >= 6
+    assert ticks[0] == 100 and ticks[-1] == round(100 * 0.5 ** (ROUNDS - 1), 6)  # the sparsest: a rate-0.5 round
+    assert any(t not in {round(100 * 0.8**k, 6) for k in range(ROUNDS)} for t in ticks)  # not the first series only
+    labels = [t for t in ax.get_xticklabels() if t.get_text()]
+    assert [t.get_text() for t in labels] == [f"{t:.3g}" for t in ax.get_xticks()]  # 100, 70, ..., 0.195
+    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:], strict=False))  # tick labels never overlap
+
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "prune.rate=0.2, ticket",
+        "prune.rate=0.3, ticket",
+        "prune.rate=0.5, ticket",
+        "prune.rate=0.2, prune.control=reinit",
+        "prune.rate=0.3, prune.control=reinit",
+        "prune.rate=0.5, prune.control=reinit",
+    ]
+    box, figure_box = legend.get_window_extent(renderer), fig.bbox
+    assert figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1 and figure_box.y0 <= box.y0 and box.y1 <= figure_box.y1
+    for artist in (ax, ax.yaxis.label, ax.xaxis.label):
+        assert not box.overlaps(artist.get_window_extent(renderer))  # never over the data or the axis labels
+
+
+def test_labels_are_the_differing_keys_without_nulls_or_what_the_model_implies() -> None:
+    lenet = {"model.name": "lenet300", "model.hidden": (300, 100), "model._target_": "LeNet", "prune.rate": 0.2}
+    conv = {"model.name": "conv2", "model.depth": 2, "model.hidden": (256, 256), "model._target_": "ConvNet"}
+    assert run_labels([lenet, {**conv, "prune.rate": 0.2}]) == ["model.name=lenet300", "model.name=conv2"]
+    deeper = {**conv, "model.depth": 4, "model.name": "conv4"}
+    assert run_labels([conv, deeper]) == ["model.name=conv2", "model.name=conv4"]
+    assert run_labels([conv, {**conv, "model.depth": 4}]) == ["model.depth=2", "model.depth=4"]
+    assert run_labels([conv, {**conv, "train.note": None}]) == ["ticket", "ticket"]  # null here, absent there
+    control = {**conv, "prune.control": "shuffle", "optim.lr": 0.0002, "data.mean": (0.1307,)}
+    assert run_labels([{**conv, "optim.lr": 0.0002, "data.mean": (0.5,)}, control]) == [
+        "data.mean=[0.5], ticket",
+        "data.mean=[0.1307], prune.control=shuffle",
+    ]
+    long = run_labels([{"a": "x" * 100}, {"a": "y"}])
+    assert long[0] == "a=" + "x" * 23 + "…" and long[1] == "a=y"
+
+
+def test_report_rows_are_the_sparsities_reached_with_short_headers(rates: Path) -> None:
+    tickets = load_groups([rates / f"{rate}-ticket" for rate in (0.2, 0.3, 0.5)])  # labelled among themselves
+    lines = markdown_table(tickets, "test_acc").splitlines()
+    assert lines[0] == "| weights remaining | prune.rate=0.2 (n=1) | prune.rate=0.3 (n=1) | prune.rate=0.5 (n=1) |"
+    rows = {line.split(" | ")[0].lstrip("| "): line.strip("| ").split(" | ")[1:] for line in lines[2:]}
+    union = sorted({100 * (1 - rate) ** k for rate in (0.2, 0.3, 0.5) for k in range(ROUNDS)}, reverse=True)
+    assert len(rows) == len(union) == 3 * ROUNDS - 2  # 100% is every rate's round 0
+    assert list(rows)[:8] == ["100.0%", "80.0%", "70.0%", "64.0%", "51.2%", "50.0%", "49.0%", "40.96%"]
+    assert rows["100.0%"] == ["95.00", "95.00", "95.00"]
+    assert rows["80.0%"] == ["95.10", "—", "—"]
+    assert rows["50.0%"] == ["—", "—", "95.10"]  # exact rounds only: no "(at 51.20%)" for rate 0.5
+    text = markdown_report(load_groups([rates]))
+    assert text.startswith("mean ± std over the n seeds of each column, at each sparsity the rounds reached")
+    assert max(len(line.split(" | ")[1]) for line in text.splitlines() if line.startswith("| weights")) < 40
+
+
+def test_plot_writes_into_the_folder_given_and_draws_the_metrics_asked(
+    sweep: Path, capsys: pytest.CaptureFixture
+) -> None:
+    plot = runpy.run_path(str(REPO / "scripts" / "plot.py"))["main"]
+    plot([str(sweep), "--metric", "final_test_acc"])
+    assert capsys.readouterr().out.split() == [str(sweep / "figures" / "final_test_acc.png")]
+    fig = figure(load_groups([sweep]), "final_test_acc")
+    assert fig.axes[0].get_ylabel() == "Test accuracy at the end of training (%)"
+
+    reporter = runpy.run_path(str(REPO / "scripts" / "report.py"))["main"]
+    reporter([str(sweep), "--paper", "--metric", "test_acc"])
+    text = capsys.readouterr().out
+    assert "| 51.3% | 95.80 ± 0.71 (at 51.20%) | 92.50 ± 0.71 (at 51.20%) |" in text
+    assert "## Early-stop iteration" not in text
+    reporter([str(sweep)])
+    assert "| 51.2% | 95.80 ± 0.71 | 92.50 ± 0.71 |" in capsys.readouterr().out

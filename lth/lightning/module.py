@@ -62,7 +62,13 @@ class Classifier(pl.LightningModule):
         iterations_per_epoch: to resolve Steps given in epochs.
         compile: compile ``model`` with ``torch.compile``, in place (``nn.Module.compile``): parameter names,
             checkpoints and masks are unchanged, and masks are multiplied into the parameters outside the graph.
+
+    A test logs ``<test_prefix>test_loss`` and ``<test_prefix>test_acc``: the loop sets ``test_prefix`` to
+    ``final_`` to test a round's last weights, and leaves it empty for its early-stop weights, so each value logged
+    has its own name, the column of ``rounds.csv`` that holds it.
     """
+
+    test_prefix: str = ""
 
     def __init__(
         self,
@@ -122,7 +128,7 @@ class Classifier(pl.LightningModule):
         self._evaluate(batch, "val", self.val_acc)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_acc)
+        self._evaluate(batch, f"{self.test_prefix}test", self.test_acc)
 
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer_factory(self.parameters())

@@ -99,8 +99,14 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _test_acc(trainer: pl.Trainer, module: Classifier, data: ImageData) -> float:
-    return float(trainer.test(module, datamodule=data, verbose=False)[0]["test_acc"])
+def _test_acc(trainer: pl.Trainer, module: Classifier, data: ImageData, name: str = "test_acc") -> float:
+    """The test accuracy of ``module``'s weights as they are, logged as ``name`` (``final_test_acc`` for a round's
+    last weights, ``test_acc`` for its early-stop weights: the columns of ``rounds.csv``), its loss alike."""
+    module.test_prefix = name.removesuffix("test_acc")
+    try:
+        return float(trainer.test(module, datamodule=data, verbose=False)[0][name])
+    finally:
+        module.test_prefix = ""
 
 
 class RunError(RuntimeError):
@@ -468,7 +474,8 @@ def train_round(
     if settings.rank_report:
         callbacks.append(RankReport(run_dir / "ranks", ticket))
     callbacks.append(SafeStop(round_index, start))  # last: it stops the fit once the others are done
-    step_log = loggers.for_round(round_index, resumed_at if resume_from else None)
+    step_log, axis = loggers.for_round(round_index, resumed_at if resume_from else None, start, settings.total)
+    callbacks.insert(0, axis)  # step metrics on the iteration axis, as rounds.csv has them
     trainer = build_trainer(cfg, run_dir, steps, settings.eval_every, callbacks, step_log, start=start)
     try:
         trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
@@ -484,7 +491,7 @@ def train_round(
     if round_index == 0 and ticket.rewind_state is not None and trainer.is_global_zero:
         save_tensors(run_dir / "rewind.pt", ticket.rewind_state)
 
-    final_test_acc = _test_acc(trainer, module, data)
+    final_test_acc = _test_acc(trainer, module, data, "final_test_acc")
     final_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     module.load_state_dict(early_stop.state)
     test_acc = _test_acc(trainer, module, data)

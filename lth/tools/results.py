@@ -45,7 +45,9 @@ class Metric:
 METRICS = {
     "test_acc": Metric("Test accuracy at early stop (%)", 100.0, 2),
     "early_stop_iteration": Metric("Early-stop iteration", 1.0, 0),
+    "final_test_acc": Metric("Test accuracy at the end of training (%)", 100.0, 2),
 }
+DEFAULT_METRICS = ("test_acc", "early_stop_iteration")  # what the report and the figures show unless told
 
 
 @dataclass(frozen=True)
@@ -129,8 +131,65 @@ def read_run(path: Path) -> Run:
     return Run(path=path, config=flatten(identity(config)), rounds=rounds)
 
 
+LABEL_VALUE_CHARS = 24  # a longer value is cut, with an ellipsis
+
+
 def _show(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    """A config value as a label shows it: strings bare, lists compact (``[300,100]``), long values cut."""
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
+    return text if len(text) <= LABEL_VALUE_CHARS else text[: LABEL_VALUE_CHARS - 1] + "…"
+
+
+def _key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def label_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
+    """The dotted keys that tell ``configs`` apart, in the order they first appear.
+
+    A key absent from some configs and null in the others does not count. A key under a section with a ``name``
+    (``model.depth`` under ``model.name``) is left out when the section's name differs and decides the key's value
+    (a model's own keys, its ``_target_`` included, come with the model).
+    """
+    keys = dict.fromkeys(k for config in configs for k in config)
+    differing = [k for k in keys if len({_key(config.get(k)) for config in configs}) > 1]
+
+    def implied(key: str) -> bool:
+        parts = key.split(".")
+        for cut in range(len(parts) - 1, 0, -1):
+            name = ".".join(parts[:cut]) + ".name"
+            if name == key or name not in differing:
+                continue
+            values: dict[str, str] = {}
+            if all(values.setdefault(_key(c.get(name)), _key(c.get(key))) == _key(c.get(key)) for c in configs):
+                return True
+        return False
+
+    return [k for k in differing if not implied(k)]
+
+
+def run_labels(configs: Sequence[dict[str, Any]]) -> list[str]:
+    """A short label per config (flattened, dotted keys): ``key=value`` for each of :func:`label_keys` it sets,
+    ``ticket`` for a config without ``prune.control`` where the control tells them apart (last); null values
+    unshown."""
+    keys = sorted(label_keys(configs), key=lambda k: k == CONTROL)
+
+    def label(config: dict[str, Any], nulls: bool) -> str:
+        parts = []
+        for k in keys:
+            if k == CONTROL and config.get(k) is None:
+                parts.append(TICKET)
+            elif config.get(k) is not None or nulls:
+                parts.append(f"{k}={_show(config.get(k))}")
+        if not parts:  # nothing differs: say whether it is the ticket or a control
+            control = config.get(CONTROL)
+            parts = [TICKET if control is None else f"{CONTROL}={_show(control)}"]
+        return ", ".join(parts)
+
+    labels = [label(config, nulls=False) for config in configs]
+    if len(set(labels)) < len(labels):  # told apart only by a key some set and others leave out
+        labels = [label(config, nulls=True) for config in configs]
+    return labels
 
 
 def _ignored(key: str, ignore: Sequence[str]) -> bool:
@@ -144,17 +203,9 @@ def group_runs(runs: Sequence[Run], ignore: Sequence[str] = ("seed",)) -> list[G
         config = {k: v for k, v in run.config.items() if not _ignored(k, ignore)}
         members[tuple(sorted(config.items()))].append(run)
     configs = [dict(key) for key in members]
-    keys = dict.fromkeys(k for config in configs for k in config)
-    differing = [k for k in keys if len({config.get(k) for config in configs}) > 1]
-
-    def label(config: dict) -> str:
-        parts = [TICKET if k == CONTROL and config.get(k) is None else f"{k}={_show(config.get(k))}" for k in differing]
-        if not parts:  # one group: say whether it is the ticket or a control
-            control = config.get(CONTROL)
-            parts = [TICKET if control is None else f"{CONTROL}={_show(control)}"]
-        return ", ".join(parts)
-
-    groups = [Group(label(config), config, tuple(same)) for config, same in zip(configs, members.values(), strict=True)]
+    labels = run_labels(configs)
+    runs_of = [tuple(same) for same in members.values()]
+    groups = [Group(label, config, same) for label, config, same in zip(labels, configs, runs_of, strict=True)]
     return sorted(groups, key=lambda g: (g.config.get(CONTROL) is not None, g.label))
 
 
@@ -187,24 +238,58 @@ def nearest(points: Sequence[Point], percent: float, tolerance: float = 0.1) -> 
     return min(close, key=lambda p: abs(math.log(p.weights_remaining / percent)), default=None)
 
 
-def _cell(point: Point | None, percent: float, metric: Metric) -> str:
+def present_sparsities(groups: Sequence[Group]) -> list[float]:
+    """The % weights remaining of every round of ``groups`` (their union), densest first; rounds of different
+    groups within 0.1% (relative) of each other are one."""
+    points = (p for g in groups for p in g.points("weights_remaining"))
+    values = sorted((p.weights_remaining for p in points if p.weights_remaining > 0), reverse=True)
+    merged: list[float] = []
+    for value in values:
+        if not merged or abs(value / merged[-1] - 1) > 1e-3:
+            merged.append(value)
+    return merged
+
+
+def _percent(value: float) -> str:
+    """``51.3%``, ``40.96%``: one decimal when that is exact, else two."""
+    return f"{value:.1f}%" if abs(value - round(value, 1)) < 1e-9 else f"{value:.2f}%"
+
+
+def _cell(point: Point | None, percent: float, metric: Metric, seeds: int) -> str:
     if point is None:
         return "—"
     mean, std = metric.scale * point.mean, metric.scale * point.std
     text = f"{mean:.{metric.digits}f}" + (f" ± {std:.{metric.digits}f}" if point.n > 1 else "")
-    if abs(point.weights_remaining - percent) >= 0.05:  # the nearest round is not the paper's sparsity
+    if point.n != seeds:  # some seeds did not reach this round
+        text += f" (n={point.n})"
+    if abs(point.weights_remaining - percent) >= 0.05:  # the nearest round is not the row's sparsity
         text += f" (at {point.weights_remaining:.2f}%)"
     return text
+
+
+def _rows(
+    groups: Sequence[Group], sparsities: Sequence[float] | None, tolerance: float | None
+) -> tuple[list[float], float]:
+    """The rows and tolerance a table uses: given, or the sparsities present and (nearly) exact matches."""
+    if sparsities is None:
+        return present_sparsities(groups), 1e-3 if tolerance is None else tolerance
+    return list(sparsities), 0.1 if tolerance is None else tolerance
 
 
 def markdown_table(
     groups: Sequence[Group],
     metric: str = "test_acc",
-    sparsities: Sequence[float] = PAPER_SPARSITIES,
-    tolerance: float = 0.1,
+    sparsities: Sequence[float] | None = None,
+    tolerance: float | None = None,
 ) -> str:
     """``metric`` at each of ``sparsities`` (% weights remaining) as a Markdown table: a row per sparsity that
-    some group reaches within ``tolerance``, a column per group, cells ``mean ± std`` over seeds."""
+    some group reaches within ``tolerance`` (relative), a column per group headed by its label and seed count,
+    cells ``mean ± std`` over seeds.
+
+    ``sparsities`` None: the sparsities the groups' rounds reached (:func:`present_sparsities`), ``tolerance``
+    then 0.1% unless given; with ``sparsities`` given (:data:`PAPER_SPARSITIES`, say) it is 10% unless given.
+    """
+    sparsities, tolerance = _rows(groups, sparsities, tolerance)
     check_rows(sparsities, tolerance)
     shown = METRICS[metric]
     header = ["weights remaining", *(f"{g.label} (n={len(g.runs)})".replace("|", "\\|") for g in groups)]
@@ -212,7 +297,8 @@ def markdown_table(
     for percent in sparsities:
         points = [nearest(g.points(metric), percent, tolerance) for g in groups]
         if any(p is not None for p in points):
-            cells = [f"{percent:.1f}%", *(_cell(p, percent, shown) for p in points)]
+            cells = [_percent(percent)]
+            cells += [_cell(p, percent, shown, len(g.runs)) for p, g in zip(points, groups, strict=True)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -227,65 +313,113 @@ def check_rows(sparsities: Sequence[float], tolerance: float) -> None:
 
 
 def markdown_report(
-    groups: Sequence[Group], sparsities: Sequence[float] = PAPER_SPARSITIES, tolerance: float = 0.1
+    groups: Sequence[Group],
+    sparsities: Sequence[float] | None = None,
+    tolerance: float | None = None,
+    metrics: Sequence[str] = DEFAULT_METRICS,
 ) -> str:
-    """A Markdown section per metric of :data:`METRICS`, each with its :func:`markdown_table`."""
-    check_rows(sparsities, tolerance)
-    sections = [
-        f"mean ± std over seeds at the round nearest each sparsity (within {100 * tolerance:g}% of it)",
-    ]
-    for metric, shown in METRICS.items():
-        sections += [f"## {shown.title}", markdown_table(groups, metric, sparsities, tolerance)]
+    """A Markdown section per metric of ``metrics``, each with its :func:`markdown_table` (same arguments)."""
+    for metric in metrics:
+        check_metric(metric)
+    rows, within = _rows(groups, sparsities, tolerance)
+    check_rows(rows, within)
+    where = (
+        "at each sparsity the rounds reached"
+        if sparsities is None
+        else f"at the round nearest each sparsity (within {100 * within:g}% of it)"
+    )
+    sections = [f"mean ± std over the n seeds of each column, {where}"]
+    for metric in metrics:
+        sections += [f"## {METRICS[metric].title}", markdown_table(groups, metric, sparsities, tolerance)]
     return "\n\n".join(sections) + "\n"
+
+
+def check_metric(metric: str) -> None:
+    """Raise a :class:`~lth.core.errors.ConfigError` unless ``metric`` is one of :data:`METRICS`."""
+    if metric not in METRICS:
+        raise ConfigError("metric", f"got {metric!r}; allowed: {', '.join(METRICS)}")
+
+
+def _thin_ticks(fig: Figure, ax: Any, ticks: Sequence[float], pad: float = 4.0) -> list[float]:
+    """The ``ticks`` (densest first, left to right) whose labels do not overlap once drawn: greedily from the
+    left, the sparsest kept in place of its left neighbour where both cannot be."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.ticker import FixedLocator
+
+    ax.xaxis.set_major_locator(FixedLocator(list(ticks)))
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    boxes = {}
+    for tick in ax.xaxis.get_major_ticks():
+        if tick.get_loc() in ticks and tick.label1.get_visible():
+            boxes[tick.get_loc()] = tick.label1.get_window_extent(renderer)
+    spans = sorted(((box.x0, box.x1, loc) for loc, box in boxes.items()))
+    kept: list[tuple[float, float, float]] = []
+    for span in spans:
+        if not kept or span[0] >= kept[-1][1] + pad:
+            kept.append(span)
+    if spans and kept[-1] != spans[-1]:  # keep the sparsest round's tick
+        while len(kept) > 1 and spans[-1][0] < kept[-1][1] + pad:
+            kept.pop()
+        kept.append(spans[-1])
+    return sorted((loc for _, _, loc in kept), reverse=True)
 
 
 def figure(groups: Sequence[Group], metric: str = "test_acc", spread: str = "minmax") -> Figure:
     """``metric`` against % weights remaining, one series per group: mean with min-max or std error bars.
 
-    The x-axis is logarithmic and decreasing from left to right, as in Frankle & Carbin's figures.
+    The x-axis is logarithmic and decreasing from left to right, as in Frankle & Carbin's figures, with ticks at
+    the sparsities of every series' rounds (thinned where their labels would overlap). The legend sits below the
+    axes, in as many columns as fit, the figure taller for each row of it.
     """
     from matplotlib.figure import Figure  # matplotlib is needed for figures only
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+    check_metric(metric)
     if spread not in SPREADS:
         raise ConfigError("spread", f"got {spread!r}; allowed: {', '.join(SPREADS)}")
     shown = METRICS[metric]
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    longest = max((len(g.label) for g in groups), default=1)
+    columns = max(1, min(len(groups), 72 // (longest + 6)))
+    legend_rows = math.ceil(len(groups) / columns)
+    fig = Figure(figsize=(6.4, 4.2 + 0.25 * legend_rows), layout="constrained")
     ax = fig.add_subplot()
-    longest: list[float] = []
-    xs: list[float] = []
     for group in groups:
         points = group.points(metric)
         x = [p.weights_remaining for p in points]
-        xs += x
         y = [shown.scale * p.mean for p in points]
         if spread == "std":
             err: Any = [shown.scale * p.std for p in points]
         else:
             err = [[shown.scale * (p.mean - p.low) for p in points], [shown.scale * (p.high - p.mean) for p in points]]
         ax.errorbar(x, y, yerr=err, label=group.label, marker="o", markersize=3, capsize=3)
-        longest = max(longest, x, key=len)
+    xs = present_sparsities(groups)
     ax.set_xscale("log")
     ax.set_xlim(max(xs) * 1.15, min(xs) / 1.15)  # decreasing: the densest network on the left
-    ax.xaxis.set_major_locator(FixedLocator(longest[:: math.ceil(len(longest) / 10)]))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
-    ax.set_xlabel("Weights remaining (%)")
+    ax.set_xlabel("% weights remaining")
     ax.set_ylabel(shown.title)
     ax.set_title(f"mean and {'min–max' if spread == 'minmax' else 'std'} over seeds")
     ax.grid(alpha=0.3)
-    ax.legend()
+    fig.legend(loc="outside lower center", ncols=columns, fontsize="small", frameon=False)
+    ax.xaxis.set_major_locator(FixedLocator(_thin_ticks(fig, ax, xs)))
     return fig
 
 
 def save_figures(
-    groups: Sequence[Group], out_dir: Path, formats: Sequence[str] = ("png",), spread: str = "minmax"
+    groups: Sequence[Group],
+    out_dir: Path,
+    formats: Sequence[str] = ("png",),
+    spread: str = "minmax",
+    metrics: Sequence[str] = DEFAULT_METRICS,
 ) -> list[Path]:
-    """Write a :func:`figure` per metric of :data:`METRICS` as ``<out_dir>/<metric>.<format>``."""
+    """Write a :func:`figure` per metric of ``metrics`` as ``<out_dir>/<metric>.<format>``."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError("out_dir", f"{out_dir} is a file; allowed: a folder (made if missing)")
-    figures = {metric: figure(groups, metric, spread) for metric in METRICS}  # every check before any file
+    figures = {metric: figure(groups, metric, spread) for metric in metrics}  # every check before any file
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for metric, fig in figures.items():

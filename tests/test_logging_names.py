@@ -1,0 +1,172 @@
+"""One name per logged value, on the iteration axis of ``rounds.csv``: the step logs (CSV, TensorBoard, W&B) of a
+round hold ``final_test_acc`` and ``test_acc`` once each, with the values of ``rounds.csv``; every step metric is
+logged at its iteration on the README's axis (a round rewound to k logs from k + 1, an evaluation after iteration
+i at i); a resumed run continues its W&B run; ``python train.py --help`` shows the key table."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lth.run.artifacts import read_rounds
+from lth.run.loggers import WANDB_ID, IterationAxis, RoundsWandbLogger
+from tests.conftest import REPO, run_train
+
+TOTAL, EVAL_EVERY, REWIND = 20, 4, 6
+SETUP = [
+    "dataset=synthetic",
+    "train.batch_size=100",
+    f"train.steps={TOTAL}it",
+    f"train.eval_every={EVAL_EVERY}it",
+    "prune.rounds=1",
+    f"prune.rewind={REWIND}it",  # 6 is not a multiple of 4: round 1 runs from 6 to 20
+    "hardware=cpu",
+    "hardware.threads=1",
+]
+
+
+def evaluations(start: int) -> list[int]:
+    """The axis points a round starting at ``start`` is evaluated at."""
+    return [i for i in range(start + 1, TOTAL + 1) if i % EVAL_EVERY == 0 or i == TOTAL]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("names")
+    done = run_train(*SETUP, "logger=[csv,tensorboard]", "paths.output_dir=out", "hydra.run.dir=out/run", cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "out" / "run"
+
+
+def csv_log(run: Path, round_index: int) -> list[dict[str, str]]:
+    with open(run / "logs" / f"round_{round_index:02d}" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def steps_of(rows: list[dict[str, str]], column: str) -> list[tuple[int, float]]:
+    return [(int(r["step"]), float(r[column])) for r in rows if r.get(column)]
+
+
+def test_each_test_accuracy_is_logged_once_under_its_rounds_csv_name(run: Path) -> None:
+    for row in read_rounds(run / "rounds.csv"):
+        rows = csv_log(run, row["round"])
+        for name in ("final_test_acc", "test_acc"):
+            ((step, value),) = steps_of(rows, name)  # once per round, at the round's last iteration
+            assert step == TOTAL and value == pytest.approx(row[name])
+        assert len(steps_of(rows, "final_test_loss")) == len(steps_of(rows, "test_loss")) == 1
+
+
+def test_step_metrics_are_logged_at_their_iteration_on_the_axis(run: Path) -> None:
+    for row in read_rounds(run / "rounds.csv"):
+        start = REWIND if row["round"] else 0
+        rows = csv_log(run, row["round"])
+        evaluated = [step for step, _ in steps_of(rows, "val_loss")]
+        assert evaluated == evaluations(start)  # where rounds.csv counts: 4, 8, ... (from 8 when rewound to 6)
+        assert row["early_stop_iteration"] in evaluated
+        assert dict(steps_of(rows, "val_loss"))[row["early_stop_iteration"]] == pytest.approx(row["val_loss"])
+        trained = [step for step, _ in steps_of(rows, "train_loss")]
+        assert trained and all(start < step <= TOTAL for step in trained) and set(evaluated) <= set(trained)
+        lr_column = next(c for c in rows[0] if c.startswith("lr-"))
+        assert [step for step, _ in steps_of(rows, lr_column)] == trained  # the rate of each logged iteration
+
+
+def test_tensorboard_holds_the_same_names_and_axis(run: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for row in read_rounds(run / "rounds.csv"):
+        events = EventAccumulator(str(run / "logs" / f"round_{row['round']:02d}"))
+        events.Reload()
+        for name in ("final_test_acc", "test_acc"):
+            (scalar,) = events.Scalars(name)
+            assert scalar.step == TOTAL and scalar.value == pytest.approx(row[name], abs=1e-6)
+        start = REWIND if row["round"] else 0
+        assert [s.step for s in events.Scalars("val_loss")] == evaluations(start)
+
+
+class _Recorder:
+    """Stands in for a wandb run: keeps what is logged."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def log(self, row: dict) -> None:
+        self.rows.append(row)
+
+
+def test_wandb_steps_are_the_axis_shifted_by_the_rounds_before(tmp_path: Path) -> None:
+    run = _Recorder()
+    logger = RoundsWandbLogger(save_dir=str(tmp_path), experiment=run)
+    for k, start in ((0, 0), (1, REWIND), (1, REWIND)):  # round 1 again: a later process resuming it
+        logger.start_round(k, offset=k * TOTAL, axis=IterationAxis(start))
+        logger.log_metrics({"val_loss": 1.0}, step=9)  # Lightning's batch index 9: iteration start + 10
+    assert [row["iteration"] for row in run.rows] == [10, 16, 16]
+    assert [row["trainer/global_step"] for row in run.rows] == [10, 36, 36]
+    assert [row["round"] for row in run.rows] == [0, 1, 1]
+
+
+@pytest.fixture
+def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """W&B offline, its settings and caches under tmp_path."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb_home"))
+    yield
+    wandb.teardown()
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL after round 0."""
+
+
+def test_a_resumed_run_continues_its_wandb_run(make_cfg, tmp_path: Path, offline_wandb, monkeypatch) -> None:
+    import lth.run.loop
+    from lth.run.loop import train
+
+    run_dir = tmp_path / "run"
+    write_rounds = lth.run.loop.write_rounds
+
+    def killed_after_round_0(path: Path, rows: list[dict]) -> None:
+        write_rounds(path, rows)
+        raise Killed
+
+    monkeypatch.setattr(lth.run.loop, "write_rounds", killed_after_round_0)
+    overrides = ["logger=wandb", "train.steps=20it", "prune.rounds=1"]
+    with pytest.raises(Killed):
+        train(make_cfg(*overrides), run_dir=run_dir)
+    run_id = (run_dir / "logs" / WANDB_ID).read_text().strip()
+    assert run_id
+    monkeypatch.setattr(lth.run.loop, "write_rounds", write_rounds)
+
+    train(make_cfg(*overrides, "resume=true"), run_dir=run_dir)
+    assert len(read_rounds(run_dir / "rounds.csv")) == 2
+    assert (run_dir / "logs" / WANDB_ID).read_text().strip() == run_id
+    parts = sorted((run_dir / "logs" / "wandb").glob("offline-run-*"))
+    assert len(parts) == 2  # one per process, both parts of the same W&B run (`wandb sync` merges them)
+    for part in parts:
+        (record,) = part.glob("run-*.wandb")
+        assert record.name == f"run-{run_id}.wandb"
+
+
+def test_help_shows_the_key_table_without_importing_torch(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", str(REPO / "train.py"), "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| key | default | allowed | run-only | what it does |" in done.stdout
+    assert "| `train.eval_every` | `100it` |" in done.stdout and "| `prune.rewind` |" in done.stdout
+    assert "== Config ==" in done.stdout  # Hydra's help follows
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert "torch" not in imported
