@@ -14,6 +14,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from lth.run.artifacts import read_rounds, write_rounds
+from lth.run.config import identity
+from lth.run.labels import flatten, label
 from lth.run.loggers import RoundsWandbLogger, WandbRun, has_wandb_key, wandb_mode
 from lth.run.loop import train
 from lth.run.progress import RoundProgress, format_duration, format_progress
@@ -111,10 +113,15 @@ def test_each_sweep_job_is_its_own_wandb_run_in_the_sweeps_group(tmp_path: Path,
     assert done.returncode == 0, done.stderr
     jobs = sorted(p.parent for p in (tmp_path / "out" / "lenet_seeds").glob("*/rounds.csv"))
     assert len(jobs) == 2
+    names = []
     for job in jobs:
         (record,) = job.glob("logs/wandb/offline-run-*/run-*.wandb")  # one W&B run per job, never merged
         assert _run_record_says(record.read_bytes(), "run_group", "lenet_seeds")
-        assert _run_record_says(record.read_bytes(), "display_name", job.name)
+        # named by what sets the job apart from the default config, the folder keeping the hash
+        name = label(flatten(identity(OmegaConf.load(job / "config.yaml"))))
+        assert _run_record_says(record.read_bytes(), "display_name", name)
+        names.append(name)
+    assert len(set(names)) == 2 and any("seed=1" in n for n in names)
 
 
 def test_wandb_is_offline_without_a_key_and_wandb_mode_wins(

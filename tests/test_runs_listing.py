@@ -17,9 +17,10 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from lth.run.artifacts import ROUND_COLUMNS
-from lth.run.config import run_id
+from lth.run.config import identity, run_id
+from lth.run.labels import flatten, label
 from lth.tools import listing
-from lth.tools.listing import label
+from tests.conftest import FAST, run_folders, run_train
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -145,8 +146,8 @@ def test_aliases(outputs: dict[str, Path], capsys: pytest.CaptureFixture, make_c
     assert len(list(aliases.iterdir())) == 4
     assert len(runs_script_json(capsys, outputs)) == 4
     # the default config is "default"; another model is named by its group
-    assert label(listing.flatten(_identity(make_cfg(fast=False)))) == "default"
-    assert label(listing.flatten(_identity(make_cfg("model=conv2", "seed=3", fast=False)))) == "model=conv2,seed=3"
+    assert label(flatten(_identity(make_cfg(fast=False)))) == "default"
+    assert label(flatten(_identity(make_cfg("model=conv2", "seed=3", fast=False)))) == "model=conv2,seed=3"
 
 
 def _identity(cfg: DictConfig) -> dict:
@@ -177,3 +178,13 @@ def test_one_line_errors(
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_finished_run_gets_its_readable_alias_through_train_py(tmp_path: Path) -> None:
+    result = run_train(*FAST, "prune.rounds=0", "prune.rate=0.3", "paths.output_dir=out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = run_folders(tmp_path / "out" / "runs")
+    aliases = list((tmp_path / "out" / "runs" / "by-label").iterdir())
+    assert [a.name for a in aliases] == [label(flatten(identity(OmegaConf.load(run / "config.yaml"))))]
+    assert "prune.rate=0.3" in aliases[0].name and "dataset=synthetic" in aliases[0].name
+    assert aliases[0].resolve() == run.resolve() and f"(also {aliases[0]}" in result.stdout.replace("\n", " ")

@@ -36,6 +36,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
 from lth.run.artifacts import ROUND_COLUMNS, write_text
+from lth.run.labels import run_label
 
 log = logging.getLogger("lth")
 
@@ -330,7 +331,7 @@ class RunLoggers:
             config = OmegaConf.to_container(cfg, resolve=True)
             self.wandb = WandbRun(
                 save_dir=str(self.log_dir),
-                name=run_dir.name,
+                name=run_label(cfg),  # what sets the run apart from the default config; its folder is the hash
                 config=config,
                 id_file=self.log_dir / WANDB_ID,
                 **options,

@@ -50,8 +50,9 @@ from lth.run.build import (
 )
 from lth.run.build import iterations_per_epoch as steps_per_epoch
 from lth.run.checkpoints import RoundCheckpoint, RoundClock
-from lth.run.config import check_lengths, run_id, validate
+from lth.run.config import check_lengths, identity, run_id, validate
 from lth.run.distributed import check_hardware, is_rank_zero, shared, start_ranks, world_size
+from lth.run.labels import flatten, write_alias
 from lth.run.locks import run_lock
 from lth.run.loggers import RunLoggers
 from lth.run.progress import RoundProgress
@@ -285,8 +286,19 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         write_json(run_dir / "summary.json", summary)
         for path in remove_temporaries(run_dir):  # what kills left mid-write
             log.info("removed %s (a write that was interrupted)", path)
-        print(f"\n{format_table(rows)}\n\nresults: {run_dir}")
+        alias = write_run_alias(cfg, run_dir)
+        print(f"\n{format_table(rows)}\n\nresults: {run_dir}" + (f"\n  (also {alias})" if alias else ""))
     return summary
+
+
+def write_run_alias(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """Link ``<parent>/by-label/<what this run sets apart from the default config>`` to the finished run folder;
+    the link, or None where the file system refuses it (a readable name is a convenience, never a failure)."""
+    try:
+        return write_alias(run_dir, flatten(identity(cfg)))[0]
+    except (ConfigError, OSError) as error:
+        log.warning("no readable alias for %s: %s", run_dir, error)
+        return None
 
 
 def restore_finished(

@@ -17,7 +17,6 @@ import os
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +26,14 @@ from omegaconf import DictConfig, OmegaConf
 from lth.core.errors import ConfigError, MissingFileError
 from lth.run.artifacts import read_rounds
 from lth.run.config import identity
+from lth.run.labels import ALIASES, flatten, show, write_alias
 from lth.run.locks import owner_file, run_lock
-from lth.run.schema import CONF
 from lth.tools.runs import read_config
 
 CONFIG = "config.yaml"
-ALIASES = "by-label"  # <parent>/by-label/<label> -> ../<run folder>
 SKIPPED = ("dense", ALIASES, ".hydra", "logs")  # folders never searched: the round-0 store, aliases, run internals
 SHOWN = ("model.name", "dataset.name")  # keys with columns of their own
-GROUPS = ("model", "dataset", "optim")  # config groups whose chosen option the config names (<group>.name)
 MISSING = "—"
-MAX_LABEL = 200  # characters of a label (a file name); longer ones end in the folder's hash
 
 
 @dataclass
@@ -57,16 +53,6 @@ class Entry:
     def identity(self) -> str:
         """The folder name (the run's identity hash)."""
         return self.path.name
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"prune": {"rate": 0.2}}`` -> ``{"prune.rate": 0.2}``; lists stay lists, empty mappings stay values."""
-    if isinstance(tree, dict) and tree:
-        flat: dict[str, Any] = {}
-        for key, value in tree.items():
-            flat.update(flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: tree}
 
 
 def find_run_folders(root: Path) -> list[Path]:
@@ -139,19 +125,6 @@ def read_entry(run_dir: Path) -> Entry:
         weights_remaining=100 * rows[-1]["weights_remaining"] if rows else None,
         best_test_acc=100 * max(row["test_acc"] for row in rows) if rows else None,
     )
-
-
-def show(value: Any) -> str:
-    """A config value as written on a command line: ``0.2``, ``true``, ``null``, ``init``, ``[a,b]``, ``{k:v}``."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(show(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{show(v)}" for k, v in value.items()) + "}"
-    return str(value)
 
 
 def parse_filters(texts: Sequence[str]) -> list[tuple[str, str]]:
@@ -261,85 +234,7 @@ def as_json(entries: Sequence[Entry]) -> list[dict[str, Any]]:
     ]
 
 
-# -- readable aliases ---------------------------------------------------------------------------------
-
-
-@cache
-def default_identity(choices: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
-    """The flattened identity of the default config (``conf/config.yaml``) with the group options ``choices``
-    (``(("model", "conv2"),)``) chosen."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from lth.run.config import register_resolvers
-
-    register_resolvers()
-    overrides = [f"{group}={option}" for group, option in choices]
-    if GlobalHydra.instance().is_initialized():  # inside a Hydra app (train.py): its config folder is conf/
-        cfg = compose("config", overrides=overrides)
-    else:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
-    return flatten(identity(cfg))
-
-
-def label(flat: dict[str, Any]) -> str:
-    """A readable name for the run of identity ``flat`` (flattened): the config groups it chose other than the
-    default's (``model=conv2``), then every key whose value differs from that config's (``prune.rate=0.3``), joined
-    by commas; ``default`` for the default config. Two identities never get the same label."""
-    base = default_identity()
-    named = {group: str(flat.get(f"{group}.name")) for group in GROUPS}
-    choices = tuple(
-        (group, option)
-        for group, option in named.items()
-        if option != str(base.get(f"{group}.name")) and (CONF / group / f"{option}.yaml").is_file()
-    )
-    chosen = {f"{group}.name" for group, _ in choices}
-    base = default_identity(choices) if choices else base
-    parts = [f"{group}={option}" for group, option in choices]
-    for key in dict.fromkeys([*flat, *base]):
-        if key in chosen:
-            continue
-        if key not in flat:
-            parts.append(f"~{key}")  # a key of the default that the run has not (Hydra's deletion)
-        elif key not in base or show(flat[key]) != show(base[key]):
-            parts.append(f"{key}={show(flat[key])}")
-    return ",".join(parts) or "default"
-
-
-def alias_name(text: str, folder: str) -> str:
-    """``text`` as a file name: no ``/``, not hidden, at most :data:`MAX_LABEL` characters (a longer one is cut
-    and ends in the folder's hash, so it still names one run)."""
-    name = text.replace(os.sep, "_").replace("/", "_").replace("\0", "")
-    if name.startswith("."):
-        name = "_" + name[1:]
-    if len(name) > MAX_LABEL:
-        digest = folder.rpartition("-")[2]
-        name = f"{name[: MAX_LABEL - len(digest) - 2]}..{digest}"
-    return name
-
 
 def write_aliases(entries: Iterable[Entry]) -> list[tuple[Path, Path]]:
-    """Link ``<parent>/by-label/<label>`` to ``../<run folder>`` for every entry (an existing link replaced, so a
-    stale one is corrected); return the ``(link, target)`` pairs. The run folders themselves are untouched."""
-    written = []
-    for entry in entries:
-        folder = entry.path.name
-        aliases = entry.path.parent / ALIASES
-        link = aliases / alias_name(label(entry.flat), folder)
-        target = Path("..") / folder
-        try:
-            aliases.mkdir(exist_ok=True)
-            if link.is_symlink() and Path(os.readlink(link)) == target:
-                written.append((link, target))
-                continue
-            if link.exists() and not link.is_symlink():
-                raise ConfigError(str(link), "exists and is not a link; move it away to write the alias")
-            temporary = aliases / f".{link.name}.tmp{os.getpid()}"
-            temporary.unlink(missing_ok=True)
-            os.symlink(target, temporary)
-            os.replace(temporary, link)
-        except OSError as error:
-            raise MissingFileError(str(link), f"cannot be written ({error.strerror or error})") from None
-        written.append((link, target))
-    return written
+    """:func:`~lth.run.labels.write_alias` for every entry; return the ``(link, target)`` pairs."""
+    return [write_alias(entry.path, entry.flat) for entry in entries]

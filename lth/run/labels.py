@@ -1,0 +1,128 @@
+"""Readable names for runs whose folders are named by a hash: what a run's identity sets apart from the default
+config (``prune.rate=0.3,seed=1``), and the alias ``<parent>/by-label/<label>`` linking to the run folder.
+
+A finished run writes its alias; ``scripts/runs.py --aliases`` writes them for every run listed. W&B names its runs
+with the label. Nothing is renamed: the identity (the folder's hash) stays the name that counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from lth.core.errors import ConfigError, MissingFileError
+from lth.run.config import identity
+from lth.run.schema import CONF
+
+ALIASES = "by-label"  # <parent>/by-label/<label> -> ../<run folder>
+GROUPS = ("model", "dataset", "optim")  # config groups whose chosen option the config names (<group>.name)
+MAX_LABEL = 200  # characters of a label (a file name); longer ones end in the folder's hash
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"prune": {"rate": 0.2}}`` -> ``{"prune.rate": 0.2}``; lists stay lists, empty mappings stay values."""
+    if isinstance(tree, dict) and tree:
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: tree}
+
+
+def show(value: Any) -> str:
+    """A config value as written on a command line: ``0.2``, ``true``, ``null``, ``init``, ``[a,b]``, ``{k:v}``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{show(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+@cache
+def default_identity(choices: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    """The flattened identity of the default config (``conf/config.yaml``) with the group options ``choices``
+    (``(("model", "conv2"),)``) chosen."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lth.run.config import register_resolvers
+
+    register_resolvers()
+    overrides = [f"{group}={option}" for group, option in choices]
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app (train.py): its config folder is conf/
+        cfg = compose("config", overrides=overrides)
+    else:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+    return flatten(identity(cfg))
+
+
+def label(flat: dict[str, Any]) -> str:
+    """A readable name for the run of identity ``flat`` (flattened): the config groups it chose other than the
+    default's (``model=conv2``), then every key whose value differs from that config's (``prune.rate=0.3``), joined
+    by commas; ``default`` for the default config. Two identities never get the same label."""
+    base = default_identity()
+    named = {group: str(flat.get(f"{group}.name")) for group in GROUPS}
+    choices = tuple(
+        (group, option)
+        for group, option in named.items()
+        if option != str(base.get(f"{group}.name")) and (CONF / group / f"{option}.yaml").is_file()
+    )
+    chosen = {f"{group}.name" for group, _ in choices}
+    base = default_identity(choices) if choices else base
+    parts = [f"{group}={option}" for group, option in choices]
+    for key in dict.fromkeys([*flat, *base]):
+        if key in chosen:
+            continue
+        if key not in flat:
+            parts.append(f"~{key}")  # a key of the default that the run has not (Hydra's deletion)
+        elif key not in base or show(flat[key]) != show(base[key]):
+            parts.append(f"{key}={show(flat[key])}")
+    return ",".join(parts) or "default"
+
+
+def alias_name(text: str, folder: str) -> str:
+    """``text`` as a file name: no ``/``, not hidden, at most :data:`MAX_LABEL` characters (a longer one is cut
+    and ends in the folder's hash, so it still names one run)."""
+    name = text.replace(os.sep, "_").replace("/", "_").replace("\0", "")
+    if name.startswith("."):
+        name = "_" + name[1:]
+    if len(name) > MAX_LABEL:
+        digest = folder.rpartition("-")[2]
+        name = f"{name[: MAX_LABEL - len(digest) - 2]}..{digest}"
+    return name
+
+
+
+def write_alias(run_dir: Path, flat: dict[str, Any]) -> tuple[Path, Path]:
+    """Link ``<parent>/by-label/<label of flat>`` to ``../<run_dir>`` (an existing link replaced, so a stale one is
+    corrected); return ``(link, target)``. The run folder itself is untouched."""
+    folder = run_dir.name
+    aliases = run_dir.parent / ALIASES
+    link = aliases / alias_name(label(flat), folder)
+    target = Path("..") / folder
+    try:
+        aliases.mkdir(exist_ok=True)
+        if link.is_symlink() and Path(os.readlink(link)) == target:
+            return link, target
+        if link.exists() and not link.is_symlink():
+            raise ConfigError(str(link), "exists and is not a link; move it away to write the alias")
+        temporary = aliases / f".{link.name}.tmp{os.getpid()}"
+        temporary.unlink(missing_ok=True)
+        os.symlink(target, temporary)
+        os.replace(temporary, link)
+    except OSError as error:
+        raise MissingFileError(str(link), f"cannot be written ({error.strerror or error})") from None
+    return link, target
+
+
+def run_label(cfg: Any) -> str:
+    """The label of the run of config ``cfg``."""
+    return label(flatten(identity(cfg)))
