@@ -120,3 +120,12 @@ def test_a_control_needs_a_rewind_to_weights(make_cfg, tmp_path: Path) -> None:
         train(make_cfg("prune.control=reinit", "prune.rewind=lr"), run_dir=tmp_path / "x")
     with pytest.raises(ConfigError, match="^prune.control: unknown control 'nope'; allowed: null, reinit"):
         train(make_cfg("prune.control=nope"), run_dir=tmp_path / "x")
+
+
+def test_a_rewind_to_iteration_0_is_the_initialisation(make_cfg, tmp_path: Path) -> None:
+    from lth.run.build import build_model
+
+    cfg = make_cfg("prune.rewind=0it", "prune.rounds=1")
+    train(cfg, run_dir=tmp_path / "run")
+    rewind, initial = torch.load(tmp_path / "run" / "rewind.pt"), build_model(cfg).state_dict()
+    assert all(torch.equal(rewind[f"model.{k}"], v) for k, v in initial.items())

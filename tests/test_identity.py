@@ -50,6 +50,8 @@ def test_the_identity_covers_processes_and_precision_and_not_how_data_is_fetched
     assert identity(make_cfg("hardware=ddp_cpu"))["hardware"] == {"world_size": 2, "precision": "32-true"}
     assert run_id(make_cfg("hardware=ddp_cpu", "hardware.devices=4")) != run_id(make_cfg("hardware=ddp_cpu"))
     assert run_id(make_cfg("hardware.precision=bf16-mixed")) != default
+    assert run_id(make_cfg("hardware.precision=bf16")) == run_id(make_cfg("hardware.precision=bf16-mixed"))
+    assert run_id(make_cfg("hardware.precision=32")) == default  # Lightning's alias of 32-true
     mnist = run_id(make_cfg("dataset=mnist"))
     assert run_id(make_cfg("dataset=mnist", "dataset.source.download=false")) == mnist
 

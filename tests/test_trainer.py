@@ -73,6 +73,10 @@ def test_trainer_arguments_are_part_of_the_identity(make_cfg) -> None:
         ("+trainer.nonsense=1", "error: trainer.nonsense: "),
         ("trainer.gradient_clip_val=-1", "error: trainer.gradient_clip_val: "),
         ("+callbacks.x.foo=1", "error: callbacks.x: needs a _target_"),
+        (
+            "+callbacks.ckpt._target_=pytorch_lightning.callbacks.ModelCheckpoint",
+            "error: callbacks.ckpt: ModelCheckpoint is not allowed",
+        ),
     ],
 )
 def test_what_the_loop_owns_is_refused_in_one_line(tmp_path: Path, override: str, message: str) -> None:
@@ -122,3 +126,14 @@ def test_the_clipping_norm_counts_the_surviving_weights_only() -> None:
         m = ticket.mask.get(name)
         expect = want[name] * m if m is not None else want[name]
         assert torch.allclose(got[name], expect, atol=1e-7), name
+
+
+def test_validation_counts_iterations_as_optimiser_steps_under_accumulation(make_cfg) -> None:
+    from lth.core.errors import ConfigError
+    from lth.run.config import validate
+
+    # 1000 training images at batch 60: 17 batches, 9 optimiser steps an epoch when two batches make one step
+    steps = ("train.steps=1ep", "train.eval_every=1it", "trainer.accumulate_grad_batches=2")
+    validate(make_cfg(*steps, "prune.rewind=8it"))
+    with pytest.raises(ConfigError, match=r"^prune\.rewind: "):
+        validate(make_cfg(*steps, "prune.rewind=12it"))

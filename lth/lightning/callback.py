@@ -192,7 +192,8 @@ class LotteryTicket(pl.Callback):
             self.mask = Mask(trainer.strategy.broadcast(dict(self.mask.cpu()), src=0))
         self._applied = None
         self.apply_mask(pl_module)
-        if self.round_index == 0 and self.rewind == "init" and self.rewind_state is None:
+        at_start = self.rewind == "init" or self.rewind == Step()  # 0it (or 0ep) is the initialisation too
+        if self.round_index == 0 and at_start and self.rewind_state is None:
             self._record_rewind_point(pl_module)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from lth.core.errors import ConfigError
 from lth.core.seeds import stream
@@ -142,6 +142,11 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
             raise ConfigError(f"callbacks.{name}", f"cannot be built: {str(error).splitlines()[0]}") from None
         if not isinstance(callback, pl.Callback):
             raise ConfigError(f"callbacks.{name}", f"{type(callback).__name__} is not a Lightning Callback")
+        if isinstance(callback, ModelCheckpoint):
+            raise ConfigError(
+                f"callbacks.{name}",
+                "ModelCheckpoint is not allowed: every round writes round_XX/last.ckpt and its early-stop weights",
+            )
         callbacks.append(callback)
     return callbacks
 

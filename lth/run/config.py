@@ -93,10 +93,14 @@ def training_hardware(cfg: DictConfig) -> dict:
         devices = len(devices)
     # "auto" or -1 (every device of the machine) is named as given: how many that is depends on the machine
     world_size = devices * nodes if isinstance(devices, int) and devices > 0 and isinstance(nodes, int) else None
+    precision = str(hw.get("precision", "32-true"))
     return {
         "world_size": world_size if world_size is not None else f"{devices}x{nodes}",
-        "precision": str(hw.get("precision", "32-true")),
+        "precision": PRECISION_NAMES.get(precision, precision),  # Lightning's aliases are the same training
     }
+
+
+PRECISION_NAMES = {"64": "64-true", "32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
 
 
 def folder_name(cfg: DictConfig, ident: dict) -> str:
@@ -354,8 +358,11 @@ def _iterations_per_epoch(cfg: DictConfig, train_size: int | None, batch_size: i
     if world is None:
         return None
     if cfg.dataset.loader == "torchvision":  # Lightning's DistributedSampler pads every shard to ceil(n / world)
-        return _ceil(_ceil(train_size, world), batch_size)
-    return _ceil(per_rank, batch_size)  # the memory loader: len(x) // world samples per rank and epoch
+        batches = _ceil(_ceil(train_size, world), batch_size)
+    else:
+        batches = _ceil(per_rank, batch_size)  # the memory loader: len(x) // world samples per rank and epoch
+    accumulate = OmegaConf.select(cfg, "trainer.accumulate_grad_batches") or 1
+    return _ceil(batches, accumulate) if isinstance(accumulate, int) and accumulate > 0 else batches  # steps
 
 
 def _ceil(a: int, b: int) -> int:
@@ -475,6 +482,11 @@ def _trainer(cfg: DictConfig) -> None:
     for name, callback in (OmegaConf.select(cfg, "callbacks") or {}).items():
         if not isinstance(callback, DictConfig) or not isinstance(callback.get("_target_"), str):
             raise ConfigError(f"callbacks.{name}", "needs a _target_ (a Lightning callback class) and its arguments")
+        if callback._target_.rpartition(".")[2] == "ModelCheckpoint":
+            raise ConfigError(
+                f"callbacks.{name}",
+                "ModelCheckpoint is not allowed: every round writes round_XX/last.ckpt and its early-stop weights",
+            )
 
 
 def check_lengths(cfg: DictConfig, iterations_per_epoch: int | None) -> tuple[int, int]:

@@ -214,8 +214,10 @@ class SafeStop(pl.Callback):
 
     def __init__(self, round_index: int, start: int = 0, stop: StopSignals = STOP) -> None:
         self.round_index, self.start, self.stop = round_index, start, stop
+        self._stepped = 0  # the optimiser step after the last batch seen
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stepped = trainer.global_step
         self.stop.round_index, self.stop.iteration = self.round_index, self.start + trainer.global_step
         self.stop.fitting = True
         self.stop.take_over()
@@ -223,8 +225,10 @@ class SafeStop(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        stepped = trainer.global_step != self._stepped  # not inside a group of accumulated gradients (not saved)
+        self._stepped = trainer.global_step
         self.stop.iteration = self.start + trainer.global_step
-        if trainer.strategy.reduce_boolean_decision(self.stop.signum is not None, all=False):
+        if stepped and trainer.strategy.reduce_boolean_decision(self.stop.signum is not None, all=False):
             # what Lightning's SIGTERM handler sets: its loop raises SIGTERMException after this batch's evaluation
             trainer._signal_connector.received_sigterm = True
             if self.stop.signum is None:  # another rank received it
