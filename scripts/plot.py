@@ -13,7 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from lth.tools.cli import ArgumentParser, one_line_errors, output_folder
-from lth.tools.results import DEFAULT_METRICS, METRICS, SPREADS, add_group_arguments, load_groups, save_figures
+from lth.tools.results import (
+    SPREADS,
+    add_group_arguments,
+    add_metric_argument,
+    load_groups,
+    save_figures,
+)
 
 
 def parser() -> ArgumentParser:
@@ -23,13 +29,7 @@ def parser() -> ArgumentParser:
     parser.add_argument(
         "--out", type=output_folder, help="folder for the figures (default: <first folder given>/figures)"
     )
-    parser.add_argument(
-        "--metric",
-        nargs="+",
-        choices=list(METRICS),
-        default=list(DEFAULT_METRICS),
-        help=f"a figure for each (default: {' '.join(DEFAULT_METRICS)})",
-    )
+    add_metric_argument(parser, "a figure")
     parser.add_argument("--format", nargs="+", default=["png"], choices=["png", "svg", "pdf"], help="default: png")
     parser.add_argument("--spread", choices=SPREADS, default="minmax", help="error bars (default: minmax)")
     return parser

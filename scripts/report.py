@@ -11,10 +11,9 @@ from __future__ import annotations
 from lth.run.artifacts import write_text
 from lth.tools.cli import ArgumentParser, number, one_line_errors, output_file
 from lth.tools.results import (
-    DEFAULT_METRICS,
-    METRICS,
     PAPER_SPARSITIES,
     add_group_arguments,
+    add_metric_argument,
     load_groups,
     markdown_report,
 )
@@ -45,13 +44,7 @@ def parser() -> ArgumentParser:
         help="nearest round within this relative distance, >= 0 (default: 0.1 with --paper or --sparsities, "
         "0.001 without)",
     )
-    parser.add_argument(
-        "--metric",
-        nargs="+",
-        choices=list(METRICS),
-        default=list(DEFAULT_METRICS),
-        help=f"a table for each (default: {' '.join(DEFAULT_METRICS)})",
-    )
+    add_metric_argument(parser, "a table")
     return parser
 
 

@@ -4,8 +4,8 @@ and loggers.
 This is the one place that constructs them; the IMP loop, the instability analysis, export and the benchmark
 call it. The Trainer is ``hydra.utils.instantiate(cfg.trainer)`` (a partial of Lightning's ``Trainer`` with the
 arguments a user sets under ``trainer.``, e.g. ``trainer.gradient_clip_val=1.0``), completed with where it runs
-(``hardware.*``) and the arguments the IMP loop owns (:data:`LOOP_OWNED`). Extra Lightning callbacks come from
-``callbacks.<name>`` (each a ``_target_`` and its arguments), one fresh instance per round.
+(``hardware.*``) and the arguments the IMP loop owns (:data:`lth.run.config.LOOP_OWNED`). Extra Lightning
+callbacks come from ``callbacks.<name>`` (each a ``_target_`` and its arguments), one fresh instance per round.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from lth.core.seeds import stream
 from lth.data import ImageData
 from lth.lightning.callback import LotteryTicket
 from lth.lightning.module import Classifier
-from lth.run.config import LOOP_OWNED
+from lth.run.config import check_trainer
 from lth.run.loggers import RunLoggers
 from lth.run.signals import slurm_plugins
 
@@ -166,11 +166,9 @@ def build_trainer(
     callbacks = [*callbacks, *build_callbacks(cfg)]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    check_trainer(cfg)  # validate() checks it first; again here for configs built in code
     arguments = cfg.get("trainer") or {"_target_": "pytorch_lightning.Trainer"}
     chosen = {k: v for k, v in arguments.items() if v is not None}
-    owned = sorted(set(chosen) & set(LOOP_OWNED))
-    if owned:  # validate() refuses these first; here for configs built in code
-        raise ConfigError(f"trainer.{owned[0]}", "is set by the IMP loop; allowed under trainer: the other arguments")
     trainer = hydra.utils.instantiate(OmegaConf.create({**chosen, "_partial_": True}))
     hw = cfg.hardware
     return trainer(

@@ -463,10 +463,10 @@ def validate(cfg: DictConfig, machine: bool = True) -> None:
     check_steps(cfg, _iterations_per_epoch(cfg, train_size, cfg.train.batch_size))
     _optimizer(cfg)
     check(cfg, "logger")
-    _trainer(cfg)
+    check_trainer(cfg)
 
 
-def _trainer(cfg: DictConfig) -> None:
+def check_trainer(cfg: DictConfig) -> None:
     """``trainer.*``: Lightning Trainer arguments the IMP loop does not own; ``callbacks.*``: each a ``_target_``."""
     trainer = OmegaConf.select(cfg, "trainer") or {}
     for key, value in trainer.items():

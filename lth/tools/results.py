@@ -232,6 +232,17 @@ def add_group_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ignore", nargs="*", default=["seed"], help="config keys pooled over (default: seed)")
 
 
+def add_metric_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--metric``: the :data:`METRICS` shown, one ``what`` (a figure, a table) for each."""
+    parser.add_argument(
+        "--metric",
+        nargs="+",
+        choices=list(METRICS),
+        default=list(DEFAULT_METRICS),
+        help=f"{what} for each (default: {' '.join(DEFAULT_METRICS)})",
+    )
+
+
 def nearest(points: Sequence[Point], percent: float, tolerance: float = 0.1) -> Point | None:
     """The point closest to ``percent`` weights remaining (on a log scale), if within ``tolerance`` (relative)."""
     close = [p for p in points if p.weights_remaining > 0 and abs(p.weights_remaining / percent - 1) <= tolerance]
