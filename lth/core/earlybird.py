@@ -4,10 +4,13 @@ At each evaluation of round 0 the mask that magnitude pruning would give at the 
 kept with the previous ones (a window of ``window`` masks). The ticket is drawn when the largest distance between
 the newest mask and each earlier one in the window is below ``epsilon``.
 
-The distance is the normalised Hamming distance: the weights on which two masks differ over the most they can
-differ on, ``|a xor b| / (2 * kept)`` for masks that keep ``kept`` weights each. It lies in [0, 1], and at 50%
-sparsity it is You et al.'s (differing positions over all positions); dividing by the kept weights instead of
-all of them keeps it meaningful at high sparsity, where two masks that share no weight would otherwise be "close".
+The distance is a normalised Hamming distance, the positions where two masks differ over either
+
+- ``all``: every position (You et al.'s, the default). Two masks that keep a fraction d each differ on at most
+  2d of the positions, so at high sparsity every pair is close: at 1.9% weights remaining the distance never
+  exceeds 0.038 and the default epsilon 0.1 holds as soon as the window is full.
+- ``kept``: the most they can differ on, ``|a xor b| / (2 * kept)`` (masks keeping ``kept`` weights each). It
+  lies in [0, 1] at every sparsity and equals ``all`` at 50%.
 
 Pure tensor code: no Lightning.
 """
@@ -18,21 +21,26 @@ from collections import deque
 
 from lth.core.masks import Mask
 
+DISTANCES = ("all", "kept")
 
-def mask_distance(a: Mask, b: Mask) -> float:
-    """Normalised Hamming distance between two masks of the same tensors: 0 when equal, 1 when disjoint."""
+
+def mask_distance(a: Mask, b: Mask, over: str = "all") -> float:
+    """Normalised Hamming distance between two masks of the same tensors, over ``all`` positions or over the
+    most that masks keeping these many weights can differ on (``kept``: 1 when disjoint)."""
     differ = sum(int((a[n] ^ b[n].to(a[n].device)).count_nonzero()) for n in a)
-    most = a.remaining() + b.remaining()
+    most = a.total() if over == "all" else a.remaining() + b.remaining()
     return differ / most if most else 0.0
 
 
 class EarlyBirdWindow:
     """The last ``window`` masks and the draw criterion: newest vs each earlier one, all closer than ``epsilon``."""
 
-    def __init__(self, window: int = 5, epsilon: float = 0.1) -> None:
+    def __init__(self, window: int = 5, epsilon: float = 0.1, distance: str = "all") -> None:
         if window < 2:
             raise ValueError(f"window={window}: needs at least 2 masks to compare")
-        self.window, self.epsilon = window, epsilon
+        if distance not in DISTANCES:
+            raise ValueError(f"distance={distance!r}: allowed {', '.join(DISTANCES)}")
+        self.window, self.epsilon, self.distance = window, epsilon, distance
         self.masks: deque[Mask] = deque(maxlen=window)
         self.distances: list[float] = []  # the largest distance at each evaluation once the window is full
 
@@ -42,7 +50,7 @@ class EarlyBirdWindow:
         if len(self.masks) < self.window:
             return False
         newest = self.masks[-1]
-        largest = max(mask_distance(newest, earlier) for earlier in list(self.masks)[:-1])
+        largest = max(mask_distance(newest, earlier, self.distance) for earlier in list(self.masks)[:-1])
         self.distances.append(largest)
         return largest < self.epsilon
 

@@ -19,17 +19,18 @@ from lth.lightning.callback import LotteryTicket
 
 
 class EarlyBird(pl.Callback):
-    """Stops round 0 at the first evaluation where the last ``window`` masks are within ``epsilon`` of the newest.
+    """Stops round 0 at the first evaluation where the last ``window`` masks are within ``epsilon`` of the newest
+    (``distance``: how it is normalised, see :mod:`lth.core.earlybird`).
 
     ``ticket`` says how masks are computed (and must prune to a ``target_sparsity``); ``drawn`` is the iteration
     at which the ticket was drawn (None until then).
     """
 
-    def __init__(self, ticket: LotteryTicket, window: int = 5, epsilon: float = 0.1) -> None:
+    def __init__(self, ticket: LotteryTicket, window: int = 5, epsilon: float = 0.1, distance: str = "all") -> None:
         if ticket.target_sparsity is None:
             raise ValueError("early-bird tickets need the ticket's target_sparsity")
         self.ticket = ticket
-        self.history = EarlyBirdWindow(window, epsilon)
+        self.history = EarlyBirdWindow(window, epsilon, distance)
         self.drawn: int | None = None
 
     def mask_now(self, pl_module: pl.LightningModule) -> Mask:

@@ -57,7 +57,7 @@ def early_bird(cfg: DictConfig, ticket: LotteryTicket) -> EarlyBird | None:
     if method(cfg) != "early_bird":
         return None
     options = cfg.prune.early_bird
-    return EarlyBird(ticket, window=int(options.window), epsilon=float(options.epsilon))
+    return EarlyBird(ticket, int(options.window), float(options.epsilon), str(options.distance))
 
 
 def score_batches(cfg: DictConfig, data: ImageData) -> list[tuple[torch.Tensor, torch.Tensor]]:

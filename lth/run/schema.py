@@ -48,6 +48,7 @@ SCHEDULES = ("constant", "step", "cosine")  # lth.lightning.module.SCHEDULES
 CONTROLS = ("reinit", "random_prune", "shuffle")  # lth.core.controls.CONTROLS
 PRUNING_AT_INIT = ("snip", "grasp", "synflow", "magnitude_init", "random")  # lth.core.scores.PRUNING_AT_INIT
 METHODS = ("magnitude", "early_bird", *PRUNING_AT_INIT)  # lth.run.methods.METHODS
+EARLY_BIRD_DISTANCES = ("all", "kept")  # lth.core.earlybird.DISTANCES
 # The options each method reads under prune.: only those of the run's method are part of its identity.
 METHOD_OPTIONS = {"early_bird": ("early_bird",), "snip": ("score_batches",), "grasp": ("score_batches",)}
 METHOD_OPTIONS["synflow"] = ("synflow_iterations",)
@@ -371,6 +372,12 @@ _KEYS = (
     Key("prune.early_bird", "mapping", "early_bird's draw criterion (You et al. 2020)", closed=True),
     Key("prune.early_bird.window", "int >= 2", "early_bird: masks compared (the newest and the ones before it)"),
     Key("prune.early_bird.epsilon", "number (0, 1)", "early_bird: drawn when every distance to the newest is below"),
+    Key(
+        "prune.early_bird.distance",
+        "choice",
+        "early_bird: differing weights over all weights (You et al.) or over what two masks can differ on",
+        choices=EARLY_BIRD_DISTANCES,
+    ),
     Key("prune.score_batches", "int >= 1", "snip, grasp: training batches (train.batch_size) the scores sum over"),
     Key("prune.synflow_iterations", "int >= 1", "synflow: scoring and pruning steps to the target sparsity"),
     Key(
