@@ -9,6 +9,7 @@ rounds.csv counts what each network cost, its FLOPs as torch's counter gives the
 from __future__ import annotations
 
 import json
+import runpy
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from lth.core.masks import Mask, round_half_up
 from lth.core.scores import PRUNING_AT_INIT, grasp_scores, mask_at_init, snip_scores, synflow_scores
 from lth.run.artifacts import read_rounds
 from lth.run.build import build_model
-from tests.conftest import run_folders, run_train
+from tests.conftest import REPO, run_folders, run_train
 
 
 def two_layers(seed: int = 0) -> tuple[nn.Module, dict[str, nn.Parameter]]:
@@ -187,6 +188,20 @@ def test_every_method_runs_from_train_py_in_one_sweep_and_counts_its_cost(tmp_pa
     assert distances[-1] < 0.2 and all(d >= 0.2 for d in distances[:-1])
     assert bird["drawn_iteration"] == 5 * (len(distances) + 1) < 40
     assert read_rounds(found["early_bird"] / "rounds.csv")[0]["train_iterations"] == bird["drawn_iteration"]
+
+    # accuracy against cost: a series per method, the cost of each point its rows' train_iterations
+    plot = runpy.run_path(str(REPO / "scripts" / "plot.py"))["main"]
+    plot([str(tmp_path / "sweep"), "--x", "train_iterations", "--metric", "test_acc", "--out", str(tmp_path / "f")])
+    assert (tmp_path / "f" / "test_acc_vs_train_iterations.png").is_file()
+    report = runpy.run_path(str(REPO / "scripts" / "report.py"))["main"]
+    report([str(tmp_path / "sweep"), "--metric", "train_iterations", "--out", str(tmp_path / "cost.md")])
+    table = (tmp_path / "cost.md").read_text()
+    ten = next(line for line in table.splitlines() if line.startswith("| 10.0%"))
+    header = next(line for line in table.splitlines() if line.startswith("| weights remaining"))
+    cells = dict(zip(header.split(" | ")[1:], ten.split(" | ")[1:], strict=True))
+    for label, cell in cells.items():
+        method = label.removeprefix("prune.method=").split(" ")[0]
+        assert cell.strip(" |") == str(read_rounds(found[method] / "rounds.csv")[1]["train_iterations"]), label
 
 
 def test_the_mask_of_a_pruning_at_init_method_is_the_one_its_scores_give_at_the_runs_initial_weights(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from lth.core.errors import ConfigError, MissingFileError
 from lth.run.artifacts import read_rounds
 from lth.run.config import identity
+from lth.run.schema import METHOD_OPTIONS
 from lth.tools.runs import read_config
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 PAPER_SPARSITIES = (100.0, 51.3, 21.1, 13.5, 7.0, 3.6, 1.9)  # % weights remaining in Frankle & Carbin's figures
 CONTROL = "prune.control"
+METHOD = "prune.method"
 TICKET = "ticket"
 SPREADS = ("minmax", "std")
 
@@ -145,7 +147,9 @@ def read_run(path: Path) -> Run:
     rounds = read_rounds(rounds_path)
     if not rounds:
         raise ConfigError(str(rounds_path), "has a header and no rows: no round finished")
-    return Run(path=path, config=flatten(identity(config)), rounds=rounds)
+    flat = flatten(identity(config))
+    flat.setdefault(METHOD, "magnitude")  # the identity leaves the default method out; a label names it
+    return Run(path=path, config=flat, rounds=rounds)
 
 
 LABEL_VALUE_CHARS = 24  # a longer value is cut, with an ellipsis
@@ -166,15 +170,18 @@ def label_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
 
     A key absent from some configs and null in the others does not count. A key under a section with a ``name``
     (``model.depth`` under ``model.name``) is left out when the section's name differs and decides the key's value
-    (a model's own keys, its ``_target_`` included, come with the model).
+    (a model's own keys, its ``_target_`` included, come with the model); so is a method's option
+    (``prune.early_bird.window``) that ``prune.method`` decides.
     """
     keys = dict.fromkeys(k for config in configs for k in config)
     differing = [k for k in keys if len({_key(config.get(k)) for config in configs}) > 1]
 
     def implied(key: str) -> bool:
         parts = key.split(".")
-        for cut in range(len(parts) - 1, 0, -1):
-            name = ".".join(parts[:cut]) + ".name"
+        deciders = [".".join(parts[:cut]) + ".name" for cut in range(len(parts) - 1, 0, -1)]
+        if any(key == f"prune.{o}" or key.startswith(f"prune.{o}.") for opts in METHOD_OPTIONS.values() for o in opts):
+            deciders.append(METHOD)
+        for name in deciders:
             if name == key or name not in differing:
                 continue
             values: dict[str, str] = {}
