@@ -242,3 +242,16 @@ def test_a_method_that_cannot_take_an_option_is_one_line_and_writes_nothing(
     assert result.returncode == 2
     assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_an_early_bird_drawn_before_the_rewind_step_is_one_line_and_keeps_round_0(tmp_path: Path) -> None:
+    early = ["prune.early_bird.window=2", "prune.early_bird.epsilon=0.99", "train.eval_every=2it"]
+    args = [*SETUP, *early, "prune.rounds=1", "prune.target_sparsity=0.8", "prune.method=early_bird"]
+    result = run_train(*args, "prune.rewind=10it", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: prune.rewind: 10it is past the end of round 0, where the early-bird ticket was drawn (iteration 4); "
+        "allowed: init or an earlier Step"
+    ]
+    (run,) = run_folders(tmp_path / "outputs" / "runs")
+    assert [row["train_iterations"] for row in read_rounds(run / "rounds.csv")] == [4]

@@ -57,7 +57,15 @@ from lth.run.distributed import check_hardware, is_rank_zero, shared, start_rank
 from lth.run.labels import flatten, write_alias
 from lth.run.locks import run_lock
 from lth.run.loggers import RunLoggers
-from lth.run.methods import Cost, early_bird, mask_at_initialisation, pruned_at_init, run_flops, spent_before
+from lth.run.methods import (
+    Cost,
+    check_rewind_reached,
+    early_bird,
+    mask_at_initialisation,
+    pruned_at_init,
+    run_flops,
+    spent_before,
+)
 from lth.run.progress import RoundProgress
 from lth.run.provenance import machine, provenance
 from lth.run.reuse import reuse_finished
@@ -262,6 +270,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                 elif round_index and pruned_at_init(cfg):  # scored at the initial weights, trained from them
                     ticket.advance(module, mask=mask_at_initialisation(cfg, module, ticket, data))
                 elif round_index:
+                    check_rewind_reached(cfg, ticket, rows[0])
                     ticket.advance(module)
                 else:
                     ticket.apply_mask(module)

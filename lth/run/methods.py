@@ -27,10 +27,12 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from lth.core.errors import ConfigError
 from lth.core.flops import IterationFlops, iteration_flops
 from lth.core.masks import Mask
 from lth.core.scores import PRUNING_AT_INIT, mask_at_init
 from lth.core.seeds import stream
+from lth.core.steps import Step
 from lth.data import ImageData
 from lth.data.loader import TensorBatches
 from lth.lightning.callback import LotteryTicket
@@ -58,6 +60,16 @@ def early_bird(cfg: DictConfig, ticket: LotteryTicket) -> EarlyBird | None:
         return None
     options = cfg.prune.early_bird
     return EarlyBird(ticket, int(options.window), float(options.epsilon), str(options.distance))
+
+
+def check_rewind_reached(cfg: DictConfig, ticket: LotteryTicket, round0: dict) -> None:
+    """Refuse, in one line, a rewind Step that round 0 did not reach (an early-bird ticket drawn before it)."""
+    if ticket.rewind_state is None and isinstance(ticket.rewind, Step):
+        raise ConfigError(
+            "prune.rewind",
+            f"{cfg.prune.rewind} is past the end of round 0, where the early-bird ticket was drawn (iteration "
+            f"{round0.get('train_iterations')}); allowed: init or an earlier Step",
+        )
 
 
 def score_batches(cfg: DictConfig, data: ImageData) -> list[tuple[torch.Tensor, torch.Tensor]]:
