@@ -255,3 +255,14 @@ def test_an_early_bird_drawn_before_the_rewind_step_is_one_line_and_keeps_round_
     ]
     (run,) = run_folders(tmp_path / "outputs" / "runs")
     assert [row["train_iterations"] for row in read_rounds(run / "rounds.csv")] == [4]
+
+
+def test_an_early_bird_ticket_is_drawn_at_the_same_iteration_on_every_ddp_rank(tmp_path: Path) -> None:
+    early = ["prune.early_bird.window=2", "prune.early_bird.epsilon=0.2", "hardware=ddp_cpu"]
+    args = [*SETUP, *early, "prune.rounds=1", "prune.target_sparsity=0.8", "prune.method=early_bird"]
+    result = run_train(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_folders(tmp_path / "outputs" / "runs")
+    drawn = json.loads((run / "round_00" / "early_bird.json").read_text())["drawn_iteration"]
+    rows = read_rounds(run / "rounds.csv")
+    assert 0 < drawn < 40 and rows[0]["train_iterations"] == drawn and rows[1]["train_iterations"] == drawn + 40
