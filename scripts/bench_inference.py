@@ -1,35 +1,45 @@
-"""CPU inference latency and throughput of pruned networks, path by path, at batch 1 and batch 64.
+"""CPU inference latency (batch 1) and throughput (batch 64) of dense networks and their weight, channel and 2:4
+tickets, in torch and in onnxruntime, with file sizes.
 
-Paths: ``dense`` (the plain model with the pruned weights zero: the sparsity is not used), ``shrunk`` (dead units
-removed, :func:`lth.tools.export.shrink`; plain chains only), ``csr`` (every Linear layer as a ``torch.sparse`` CSR
-matrix, convolutions left dense) and ``picked`` (the export's runtime path: the shrunk model where there is one,
-each Linear layer dense or CSR by a quick measurement, :func:`lth.tools.export.pick_paths`). Every path's outputs are
-checked against the dense path's before it is timed.
+What runs is what the export ships (:mod:`lth.tools.export`): a channel ticket as the smaller model without its
+removed channels (:func:`lth.tools.export.remove_channels`); weight and 2:4 tickets as the masked dense model (no CPU
+kernel skips their zeros: torch's 2:4 kernels need an NVIDIA GPU, so 2:4 is not timed on one here). Each runtime
+model is exported to ONNX and run in onnxruntime (CPU provider, the same thread count as torch); its outputs are
+checked against torch's, and a channel ticket's against its masked model's, before anything is timed.
 
-- LeNet-300-100: the rounds of a finished run (``--run``) nearest to each ``--remaining``, the weights of each
-  round's early-stop point, timed on the run's real test images.
-- ResNet-18 (``lth.models.ResNet18(3, 32, 10)``, 11M weights): random masks at the same sparsities on untrained
-  weights and random CIFAR-shaped inputs: latency only.
+- Generated tickets (``--models``: ``lenet300`` on MNIST-shaped inputs, ``resnet20`` and ``resnet18`` on CIFAR-shaped
+  ones): the untrained weights pruned in one shot to each ``--remaining`` fraction (weight: global magnitude; channel:
+  every group at the one rate, found by bisection, whose weights remaining come nearest, by L1 norm; 2:4: 50% by
+  construction, once; a first layer whose input width is not a multiple of 4 stays dense). Latency does not depend
+  on the values, only on shapes and zeros.
+- Trained runs (``--run``, any granularity): round 0 and the rounds nearest to each ``--remaining``, with the test
+  accuracy ``rounds.csv`` reports for them, timed on the run's test images.
 
-The table is printed; ``--write-docs`` also writes it, with the exact command, into the benchmark section of
-docs/deploy.md (``--out FILE``: into that file instead). Every argument and run file is checked before anything is
-timed: a bad one is one line on stderr, exit code 2, and nothing written.
+Times are medians of ``--repeats`` windows of at least ``--window`` seconds; within a model every variant and engine
+takes turns window by window, so load on a shared machine hits them alike. The table is printed; ``--write-docs``
+writes it, with the exact command, into docs/deploy.md (``--out FILE``: into that file). Every argument and run file
+is checked before anything is timed: a bad one is one line on stderr, exit code 2, and nothing written.
 
-Usage: python scripts/bench_inference.py --run RUN_DIR [--data-dir DIR] [--remaining 0.21 0.07 0.02]
-       [--repeats 5] [--window 0.05] [--threads 1] [--no-resnet] [--write-docs | --out FILE]
+Usage: python scripts/bench_inference.py --run RUN_DIR [RUN_DIR ...] [--data-dir DIR] [--remaining 0.5 0.25 0.1]
+       [--models lenet300 resnet20 resnet18] [--repeats 5] [--window 0.05] [--threads 1] [--write-docs | --out FILE]
 """
 
 from __future__ import annotations
 
+import io
 import os
 import platform
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from lth.core.masks import prunable_parameters
-from lth.models import ResNet18
+from lth.core.granularity import Granularity, parse_granularity
+from lth.core.masks import Mask, prunable_parameters, prune
+from lth.core.structured import channel_groups, nm_keep, prune_channels, prune_nm
+from lth.models import CifarResNet, LeNet300100, ResNet18
 from lth.run.artifacts import round_dir
 from lth.tools.cli import (
     ArgumentParser,
@@ -43,178 +53,252 @@ from lth.tools.cli import (
 )
 from lth.tools.export import (
     BENCH_BATCHES,
-    NotShrinkable,
-    as_chain,
     build_plain,
+    example_input,
     fold,
+    groups_of,
     load_round,
+    missing_packages,
     model_config,
-    pick_paths,
+    onnx_session,
     predict,
     read_config_and_rounds,
     read_test_split,
-    shrink,
+    remove_channels,
     time_calls,
-    with_csr,
+    write_onnx,
 )
 
 START, END = "<!-- bench_inference:start -->", "<!-- bench_inference:end -->"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "deploy.md"  # what --write-docs rewrites (its section only)
+MODELS = {  # name -> (label, constructor, input shape)
+    "lenet300": ("LeNet-300-100", lambda: LeNet300100(1, 28, 10), (1, 28, 28)),
+    "resnet20": ("ResNet-20", lambda: CifarResNet(3, 32, 10), (3, 32, 32)),
+    "resnet18": ("ResNet-18", lambda: ResNet18(3, 32, 10), (3, 32, 32)),
+}
+ENGINES = ("torch", "onnxruntime")
 
 
-def weight_count(model: nn.Module, kinds: tuple[type, ...] = (nn.Linear, nn.Conv2d)) -> int:
-    """Weights (not biases) of the layers of ``kinds`` in ``model``."""
-    return sum(m.weight.numel() for m in model.modules() if isinstance(m, kinds))
+@dataclass
+class Variant:
+    """One model to time: what it is, its runtime model, and (trained runs) its test accuracy."""
+
+    model: str
+    ticket: str
+    remaining: float
+    runtime: nn.Module
+    accuracy: float | None = None
+    sizes: dict[str, int] = field(default_factory=dict)
+    times: dict[tuple[str, int], float] = field(default_factory=dict)
 
 
-def paths_of(model: nn.Module, example: torch.Tensor, repeats: int) -> dict[str, tuple[nn.Module, str]]:
-    """``path -> (model, what it covers)`` for one sparse model; outputs checked against the dense path."""
-    model = model.eval()
-    total = weight_count(model)
-    paths = {"dense": (model, "all weights dense, zeros included")}
-    try:
-        small, _ = shrink(as_chain(model))
-        kept = weight_count(small) / total
-        paths["shrunk"] = (small.eval(), f"{kept:.1%} of the weights left after removing dead units")
-    except NotShrinkable:
-        small = None
-    csr = with_csr(model, example)
-    paths["csr"] = (csr, f"{weight_count(model, (nn.Linear,)) / total:.2%} of the weights in CSR (Linear layers)")
-    picked, choices = pick_paths(small if small is not None else model, example, repeats)
-    on_csr = [c["layer"] for c in choices if c["path"] == "csr"]
-    paths["picked"] = (picked, f"{'shrunk, ' if small is not None else ''}CSR: {', '.join(on_csr) or 'none'}")
-    reference = predict(model, example)
-    for name, (path_model, _) in paths.items():
-        torch.testing.assert_close(predict(path_model, example), reference, rtol=1e-4, atol=1e-4, msg=name)
-    return paths
+def weight_count(model: nn.Module) -> int:
+    """Weights (not biases) of the Linear and Conv layers of ``model``."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d))
 
 
-def time_paths(
-    label: str,
-    remaining: float,
-    model: nn.Module,
-    inputs: torch.Tensor,
-    repeats: int,
-    window: float,
-    latency_only: bool,
-) -> list[dict]:
-    """One row per path: seconds per batch at each of :data:`BENCH_BATCHES` (``picked`` chooses per batch size)."""
-    rows: dict[str, dict] = {}
-    for batch in BENCH_BATCHES:
-        example = inputs[:batch]
-        paths = paths_of(model, example, repeats)
-        times = time_calls({name: lambda m=m, x=example: m(x) for name, (m, _) in paths.items()}, repeats, window)
-        for name, (_, covers) in paths.items():
-            row = rows.setdefault(name, {"model": label, "remaining": remaining, "path": name, "covers": {}})
-            row["covers"][batch] = covers
-            row[batch] = times[name]
-    for row in rows.values():
-        texts = row["covers"]
-        same = len(set(texts.values())) == 1
-        row["covers"] = texts[BENCH_BATCHES[0]] if same else "; ".join(f"batch {b}: {t}" for b, t in texts.items())
-        row["latency_only"] = latency_only
-    return list(rows.values())
+def masked(model: nn.Module, mask: Mask) -> nn.Module:
+    """``model`` with the pruned weights of ``mask`` set to zero."""
+    model.load_state_dict(fold(model.state_dict(), mask), strict=True)
+    return model.eval()
 
 
-def lenet_rows(run: Path, data_dir: Path | None, targets: list[float], repeats: int, window: float) -> list[dict]:
-    """Rows for the rounds of ``run`` nearest to each weights-remaining target."""
-    cfg, rounds = read_config_and_rounds(run)
-    chosen = [min(rounds, key=lambda r: abs(r["weights_remaining"] - target)) for target in targets]
-    files = [load_round(run, cfg, row) for row in chosen]  # every file checked before anything is timed
-    x, _ = read_test_split(cfg, data_dir)
-    out = []
-    for row, round_files in zip(chosen, files, strict=True):
-        model = build_plain(model_config(cfg))
-        model.load_state_dict(fold(round_files.weights, round_files.mask), strict=True)
-        label = f"LeNet-300-100, MNIST, {round_dir(run, row['round']).name}"
-        out += time_paths(label, row["weights_remaining"], model, x, repeats, window, latency_only=False)
-    return out
+def without_channels(model: nn.Module, groups: list, mask: Mask, example: torch.Tensor, x: torch.Tensor) -> nn.Module:
+    """The masked channel ticket ``model`` without its removed channels, checked to compute the same on ``x``."""
+    small, _ = remove_channels(model, groups, mask, example)
+    torch.testing.assert_close(predict(small, x), predict(model, x), rtol=1e-4, atol=1e-4, msg="channels removed")
+    return small.eval()
 
 
-def resnet_rows(targets: list[float], repeats: int, window: float) -> list[dict]:
-    """Rows for ResNet-18 with random masks (each weight kept with probability ``target``), untrained."""
-    out = []
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(max(BENCH_BATCHES), 3, 32, 32, generator=generator)
+def channel_ticket(groups: list, values: dict, full: Mask, target: float) -> Mask:
+    """The one-shot channel mask (every group at one rate, by L1 norm) whose weights remaining are nearest to
+    ``target``: the rate is found by bisection, as a layer's weights shrink with its inputs' and outputs' channels."""
+    low, high, best = 0.0, 1.0, full
+    for _ in range(12):
+        rate = (low + high) / 2
+        mask = prune_channels(groups, values, full, rate, "layer", "l1")
+        if abs(mask.weights_remaining() - target) < abs(best.weights_remaining() - target):
+            best = mask
+        low, high = (rate, high) if mask.weights_remaining() > target else (low, rate)
+    return best
+
+
+def generated(name: str, targets: list[float], x: torch.Tensor) -> list[Variant]:
+    """Dense, weight, channel and 2:4 variants of model ``name`` from its untrained weights."""
+    label, make, shape = MODELS[name]
+    torch.manual_seed(0)
+    dense = make().eval()
+    params = prunable_parameters(dense)
+    values = dict(dense.named_parameters())
+    example = torch.zeros(1, *shape)
+    groups = channel_groups(dense, params, example)
+    full = Mask.ones_like(params)
+    out = [Variant(label, "dense", 1.0, dense)]
     for target in targets:
-        torch.manual_seed(0)
-        model = ResNet18(3, 32, 10).eval()
-        with torch.no_grad():
-            params = prunable_parameters(model)
-            for p in params.values():
-                p.mul_(torch.rand(p.shape, generator=generator) < target)
-        remaining = sum(int((p != 0).sum()) for p in params.values()) / sum(p.numel() for p in params.values())
-        out += time_paths(
-            "ResNet-18, CIFAR-shaped random input", remaining, model, x, repeats, window, latency_only=True
-        )
+        weight = prune(values, full, 0.0, target=1 - target)
+        copy = make()
+        copy.load_state_dict(dense.state_dict())
+        out.append(Variant(label, "weight", weight.weights_remaining(), masked(copy, weight)))
+    for target in targets:
+        channels = channel_ticket(groups, values, full, target)
+        copy = make()
+        copy.load_state_dict(dense.state_dict())
+        small = without_channels(masked(copy, channels), groups, channels, example, x)
+        out.append(Variant(label, "channel", channels.weights_remaining(), small))
+    two_four = Granularity("n:m", 2, 4)
+    widths_fit = {n: p for n, p in params.items() if p[0].numel() % 4 == 0}  # a stem reading 3 channels stays dense
+    nm = prune_nm(values, Mask.ones_like(widths_fit), two_four, nm_keep(two_four, 1, 1))
+    copy = make()
+    copy.load_state_dict(dense.state_dict())
+    kept = (nm.remaining() + full.total() - nm.total()) / full.total()
+    out.append(Variant(label, "2:4" if len(nm) == len(params) else "2:4 (first layer dense)", kept, masked(copy, nm)))
     return out
 
 
-def table(rows: list[dict]) -> str:
-    """The Markdown table: latency per batch, images/s at the largest batch, speed-up over the dense path."""
+def trained(run: Path, data_dir: Path | None, targets: list[float]) -> tuple[list[Variant], torch.Tensor]:
+    """Round 0 and the rounds of ``run`` nearest to each target, as shipped; and the run's test images."""
+    cfg, rounds = read_config_and_rounds(run)
+    chosen = {0: rounds[0]}
+    for target in targets:
+        row = min(rounds, key=lambda r: abs(r["weights_remaining"] - target))
+        chosen[row["round"]] = row
+    files = [load_round(run, cfg, row) for row in chosen.values()]  # every file checked before anything is timed
+    x, _ = read_test_split(cfg, data_dir)
+    granularity = parse_granularity(cfg.prune.get("granularity", "weight"))
+    label = f"{cfg.model.name} trained on {cfg.dataset.name} ({granularity})"
+    out = []
+    for row, round_files in zip(chosen.values(), files, strict=True):
+        model = build_plain(model_config(cfg)).eval()
+        model.load_state_dict(fold(round_files.weights, round_files.mask), strict=True)
+        if granularity.kind == "channel" and row["round"]:
+            model = without_channels(model, groups_of(model, cfg), round_files.mask, example_input(cfg), x[:64])
+        ticket = f"{round_dir(run, row['round']).name}, test acc {100 * row['test_acc']:.2f}%"
+        out.append(Variant(label, ticket, row["weights_remaining"], model.eval(), row["test_acc"]))
+    return out, x
+
+
+def prepare(variants: list[Variant], x: torch.Tensor, folder: Path, threads: int) -> dict:
+    """Sizes, ONNX files and checked calls ``(variant index, engine, batch) -> fn`` for every variant."""
+    calls = {}
+    for i, v in enumerate(variants):
+        buffer = io.BytesIO()
+        torch.save(v.runtime.state_dict(), buffer)
+        v.sizes["pt"] = len(buffer.getvalue())
+        path = folder / f"{i}.onnx"
+        write_onnx(v.runtime, x[:2], path)
+        v.sizes["onnx"] = path.stat().st_size
+        session = onnx_session(path, threads)
+        expected = predict(v.runtime, x[: max(BENCH_BATCHES)])
+        got = torch.from_numpy(session.run(None, {"images": x[: max(BENCH_BATCHES)].numpy()})[0])
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4, msg=f"onnxruntime: {v.model} {v.ticket}")
+        for batch in BENCH_BATCHES:
+            inputs, array = x[:batch], x[:batch].numpy()
+            calls[(i, "torch", batch)] = lambda m=v.runtime, b=inputs: m(b)
+            calls[(i, "onnxruntime", batch)] = lambda s=session, a=array: s.run(None, {"images": a})
+    return calls
+
+
+def measure(variants: list[Variant], x: torch.Tensor, repeats: int, window: float, threads: int) -> None:
+    """Time every variant in both engines at each batch size, all taking turns."""
+    with tempfile.TemporaryDirectory() as folder:
+        calls = prepare(variants, x, Path(folder), threads)
+        for batch in BENCH_BATCHES:
+            times = time_calls({k: fn for k, fn in calls.items() if k[2] == batch}, repeats, window)
+            for (i, engine, _), seconds in times.items():
+                variants[i].times[(engine, batch)] = seconds
+
+
+def table(groups: list[list[Variant]]) -> str:
+    """The Markdown table: ms per batch, images/s at the largest batch, speed-up over the dense model, sizes."""
     small, large = BENCH_BATCHES[0], BENCH_BATCHES[-1]
     lines = [
-        f"| model | weights remaining | path | what the path covers | batch {small} (ms) | batch {large} (ms) | "
-        f"images/s at {large} | vs dense, batch {small} | vs dense, batch {large} |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|",
+        f"| model | ticket | weights remaining | engine | batch {small} (ms) | batch {large} (ms) | "
+        f"images/s at {large} | vs dense, batch {small} | vs dense, batch {large} | .pt (KB) | .onnx (KB) |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    dense = {(r["model"], r["remaining"]): r for r in rows if r["path"] == "dense"}
-    for r in rows:
-        base = dense[(r["model"], r["remaining"])]
-        throughput = "–" if r["latency_only"] else f"{large / r[large]:,.0f}"
-        lines.append(
-            f"| {r['model']} | {r['remaining']:.1%} | {r['path']} | {r['covers']} | {1e3 * r[small]:.3f} | "
-            f"{1e3 * r[large]:.2f} | {throughput} | {base[small] / r[small]:.2f}x | {base[large] / r[large]:.2f}x |"
-        )
+    for variants in groups:
+        dense = variants[0]
+        for v in variants:
+            for engine in ENGINES:
+                t1, t64 = v.times[(engine, small)], v.times[(engine, large)]
+                d1, d64 = dense.times[(engine, small)], dense.times[(engine, large)]
+                lines.append(
+                    f"| {v.model} | {v.ticket} | {v.remaining:.1%} | {engine} | {1e3 * t1:.3f} | {1e3 * t64:.2f} | "
+                    f"{large / t64:,.0f} | {d1 / t1:.2f}x | {d64 / t64:.2f}x | {v.sizes['pt'] / 1e3:,.0f} | "
+                    f"{v.sizes['onnx'] / 1e3:,.0f} |"
+                )
     return "\n".join(lines)
 
 
 def parser() -> ArgumentParser:
     """The command line, every value range-checked as it is parsed; nothing is written to docs/ unless asked."""
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", type=folder, required=True, help="a finished LeNet-300-100 run folder")
-    parser.add_argument("--data-dir", type=folder, help="where the run's test set is (default: its paths.data_dir)")
+    parser.add_argument("--run", type=folder, nargs="+", required=True, help="finished run folders (any granularity)")
+    parser.add_argument("--data-dir", type=folder, help="where the runs' test sets are (default: their paths.data_dir)")
     parser.add_argument(
         "--remaining",
         type=number(0, 1, open_low=True),
         nargs="+",
-        default=[0.21, 0.07, 0.02],
-        help="fractions of weights remaining, each in (0, 1] (default: 0.21 0.07 0.02)",
+        default=[0.5, 0.25, 0.1],
+        help="fractions of weights remaining, each in (0, 1] (default: 0.5 0.25 0.1)",
     )
     parser.add_argument(
-        "--repeats", type=integer(1), default=5, help="timed windows per path, median taken (default: 5)"
+        "--models",
+        choices=list(MODELS),
+        nargs="*",
+        default=list(MODELS),
+        help="models whose generated tickets are timed (default: all; none: the runs only)",
+    )
+    parser.add_argument(
+        "--repeats", type=integer(1), default=5, help="timed windows per call, median taken (default: 5)"
     )
     parser.add_argument(
         "--window", type=number(0, open_low=True), default=0.05, help="seconds per timing window (default: 0.05)"
     )
-    parser.add_argument("--threads", type=integer(1), default=1, help="torch CPU threads (default: 1)")
-    parser.add_argument("--no-resnet", action="store_true", help="skip ResNet-18")
+    parser.add_argument("--threads", type=integer(1), default=1, help="torch and onnxruntime CPU threads (default: 1)")
     docs_or_file(parser, DOC)
     return parser
 
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> None:
-    """Parse ``argv``, time every path of every model and sparsity, print the table; write it to docs/deploy.md
-    with ``--write-docs`` or to ``--out``. Bad input is one line on stderr and exit code 2."""
+    """Parse ``argv``, time every variant, print the table; write it to docs/deploy.md with ``--write-docs`` or to
+    ``--out``. Bad input is one line on stderr and exit code 2."""
     args = parser().parse_args(argv)
+    missing = missing_packages()
+    if missing:
+        parser().error(f"needs {', '.join(missing)} (pip install -e '.[deploy]')")
     torch.set_num_threads(args.threads)
-    rows = lenet_rows(args.run, args.data_dir, args.remaining, args.repeats, args.window)
-    if not args.no_resnet:
-        rows += resnet_rows(args.remaining, args.repeats, args.window)
+    runs = [trained(run, args.data_dir, args.remaining) for run in args.run]  # every run checked first
+    groups = []
+    for variants, x in runs:
+        measure(variants, x, args.repeats, args.window, args.threads)
+        groups.append(variants)
+    for name in args.models:
+        x = torch.randn(max(BENCH_BATCHES), *MODELS[name][2], generator=torch.Generator().manual_seed(0))
+        variants = generated(name, args.remaining, x)
+        measure(variants, x, args.repeats, args.window, args.threads)
+        groups.append(variants)
     command = command_line("bench_inference", argv)
     text = "\n".join(
         [
             f"`{command}`",
             "",
-            f"CPU ({platform.processor() or platform.machine()}), {os.cpu_count()} cores, {torch.get_num_threads()} "
-            f"torch threads, torch {torch.__version__}. Median of {args.repeats} timing windows of at least "
-            f"{args.window} s per path, the paths taking turns; ms per forward pass of the whole batch.",
+            f"CPU ({platform.processor() or platform.machine()}), {os.cpu_count()} cores, {args.threads} thread(s) for "
+            f"torch {torch.__version__} and for onnxruntime {_version('onnxruntime')}. Median of {args.repeats} "
+            f"timing windows of at least {args.window} s; ms per forward pass of the whole batch. 2:4 speed on a GPU "
+            "was not measured (no GPU here).",
             "",
-            table(rows),
+            table(groups),
         ]
     )
     print_and_write(text, args, DOC, START, END)
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 if __name__ == "__main__":

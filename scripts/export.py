@@ -4,7 +4,7 @@ The round defaults to the sparsest one whose validation accuracy is within ``--t
 Everything written, and what was checked, is described in :mod:`lth.tools.export` and docs/deploy.md. A bad argument or
 run file is one line on stderr (``error: <argument or file>: <what is wrong>``), exit code 2, and nothing written.
 
-Usage: python scripts/export.py RUN_DIR [--round N] [--tolerance 0.5] [--out DIR] [--fp16] [--onnx] [--data-dir DIR]
+Usage: python scripts/export.py RUN_DIR [--round N] [--tolerance 0.5] [--out DIR] [--fp16] [--data-dir DIR]
        [--threads N]
 """
 
@@ -28,7 +28,6 @@ def parser() -> ArgumentParser:
     )
     parser.add_argument("--out", type=output_folder, help="output folder (default: <run_dir>/export/round_XX)")
     parser.add_argument("--fp16", action="store_true", help="store the compressed file's values as fp16")
-    parser.add_argument("--onnx", action="store_true", help="also write model.onnx (needs onnx and onnxscript)")
     parser.add_argument("--data-dir", type=folder, help="where the test set is (default: the run's paths.data_dir)")
     parser.add_argument("--threads", type=integer(1), help="torch CPU threads, >= 1 (default: torch's)")
     return parser
@@ -44,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = export(args.run_dir, args.round, args.tolerance, args.out, args.fp16, args.onnx, args.data_dir)
+    report = export(args.run_dir, args.round, args.tolerance, args.out, args.fp16, args.data_dir)
     print(summary(report))
     return 0
 

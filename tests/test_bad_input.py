@@ -115,6 +115,14 @@ BAD_INPUT = [
     ("model=vgg19", "model", SUB),  # 28x28 images: VGG needs a multiple of 32
     ("prune.exclude=[model.*]", "prune.exclude", SUB),
     ("dataset=image_folder paths.data_dir={tmp}/images", "paths.data_dir", SUB),  # class folders without images
+    ("prune.granularity=3:2", "prune.granularity", ""),
+    ("prune.granularity=block", "prune.granularity", ""),
+    ("prune.granularity=channel prune.target_sparsity=0.5", "prune.granularity", ""),
+    ("prune.granularity=2:4 prune.layer_rates={model.out:0.1}", "prune.granularity", ""),
+    ("prune.channel_criterion=l3", "prune.channel_criterion", ""),
+    ("model=lenet5 prune.granularity=2:4", "prune.granularity", SUB),  # conv1's rows are 1 x 5 x 5 = 25 wide
+    ("model=vit prune.granularity=channel", "prune.granularity", SUB),  # attention's in_proj_weight
+    ("prune.granularity=channel prune.channel_criterion=bn_scale", "prune.channel_criterion", SUB),  # no BatchNorm
 ]
 
 
@@ -275,6 +283,7 @@ def test_the_names_repeated_for_validation_match_their_modules() -> None:
 
     from lth.core.controls import CONTROLS
     from lth.core.earlybird import DISTANCES
+    from lth.core.granularity import CHANNEL_CRITERIA
     from lth.core.scores import PRUNING_AT_INIT
     from lth.data.augment import KEYS
     from lth.data.module import LOADERS
@@ -286,6 +295,7 @@ def test_the_names_repeated_for_validation_match_their_modules() -> None:
     assert config.REWIND_MODES == REWIND_MODES and config.AUGMENT_KEYS == KEYS
     assert schema.METHODS == methods.METHODS and schema.PRUNING_AT_INIT == PRUNING_AT_INIT
     assert schema.EARLY_BIRD_DISTANCES == DISTANCES
+    assert config.CHANNEL_CRITERIA == CHANNEL_CRITERIA
     assert set(PRECISIONS) == set(typing.get_args(_PRECISION_INPUT_STR))
     assert {str(p) for p in PRECISION_ALIASES} == set(typing.get_args(_PRECISION_INPUT_STR_ALIAS))
     assert set(STRATEGIES) - {"auto"} <= set(StrategyRegistry.available_strategies())

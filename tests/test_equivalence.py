@@ -9,7 +9,8 @@ learning rate is visible. Through ``python train.py -m``, the same jobs run twic
 
 Their ``rounds.csv`` (every column but ``train_seconds``) and masks must be equal; the learning rate of every
 logged step must be the closed form of its rewind mode, written out here; and a run killed mid-round and at a
-round boundary, then resumed, must end where the uninterrupted run did.
+round boundary, then resumed, must end where the uninterrupted run did. The structured granularities (``channel``,
+``2:4``) get the same two checks, rewound to an early iteration, with every control.
 """
 
 from __future__ import annotations
@@ -194,12 +195,17 @@ class Killed(BaseException):
 def test_a_run_killed_mid_round_and_at_a_round_boundary_resumes_to_the_same_run(
     runs, make_cfg, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rewind: str, control: str
 ) -> None:
+    overrides = [*SETUP, f"prune.rewind={rewind}", f"prune.control={control}", f"train.checkpoint_every={EVAL_EVERY}it"]
+    run_dir = tmp_path / "runs" / "run"
+    kill_and_resume(make_cfg, monkeypatch, overrides, run_dir)
+    assert_same_run(run_dir, runs["shared"][(rewind, control)])
+
+
+def kill_and_resume(make_cfg, monkeypatch: pytest.MonkeyPatch, overrides: list[str], run_dir: Path) -> None:
+    """Run ``overrides`` into ``run_dir``, killed after round 0 and again mid-round 1, resumed to the end."""
     import lth.run.loop
     from lth.run.checkpoints import RoundCheckpoint
     from lth.run.loop import train
-
-    overrides = [*SETUP, f"prune.rewind={rewind}", f"prune.control={control}", f"train.checkpoint_every={EVAL_EVERY}it"]
-    run_dir = tmp_path / "runs" / "run"
 
     write_rounds = lth.run.loop.write_rounds
 
@@ -228,7 +234,49 @@ def test_a_run_killed_mid_round_and_at_a_round_boundary_resumes_to_the_same_run(
     monkeypatch.setattr(RoundCheckpoint, "on_validation_end", save)
 
     train(make_cfg(*overrides, "resume=true", fast=False), run_dir=run_dir)
-    assert_same_run(run_dir, runs["shared"][(rewind, control)])
+
+
+STRUCTURED = [(g, c) for g in ("channel", "2:4") for c in CONTROLS]  # rewound to 6it, on LeNet-300-100
+
+
+@pytest.fixture(scope="module")
+def structured_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[tuple[str, str], Path]]:
+    root = tmp_path_factory.mktemp("structured")
+    grid = ["prune.rewind=6it", "prune.granularity=channel,2:4", "prune.rate=0.5"]
+    sweep(root / "shared", *grid, f"prune.control={','.join(CONTROLS)}")
+    sweep(root / "alone", "train.share_dense=false", *grid, f"prune.control={','.join(CONTROLS[::-1])}")
+    found = {}
+    for variant in ("shared", "alone"):
+        found[variant] = {}
+        for run in run_folders(root / variant):
+            prune = OmegaConf.load(run / "config.yaml").prune
+            found[variant][(str(prune.granularity), str(prune.control) if prune.control else "null")] = run
+    assert set(found["shared"]) == set(found["alone"]) == set(STRUCTURED)
+    return found
+
+
+@pytest.mark.parametrize(("granularity", "control"), STRUCTURED)
+def test_structured_tickets_and_their_controls_are_the_same_run_whatever_the_path(
+    structured_runs, granularity: str, control: str
+) -> None:
+    assert_same_run(structured_runs["shared"][(granularity, control)], structured_runs["alone"][(granularity, control)])
+
+
+@pytest.mark.parametrize(("granularity", "control"), [("channel", "shuffle"), ("2:4", "random_prune")])
+def test_a_structured_run_killed_and_resumed_ends_where_the_uninterrupted_one_did(
+    structured_runs, make_cfg, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, granularity: str, control: str
+) -> None:
+    overrides = [
+        *SETUP,
+        "prune.rewind=6it",
+        f"prune.granularity={granularity}",
+        "prune.rate=0.5",
+        f"prune.control={control}",
+        f"train.checkpoint_every={EVAL_EVERY}it",
+    ]
+    run_dir = tmp_path / "runs" / "run"
+    kill_and_resume(make_cfg, monkeypatch, overrides, run_dir)
+    assert_same_run(run_dir, structured_runs["shared"][(granularity, control)])
 
 
 # -- prune.method: every way of finding a ticket, with every control ---------------------------------------------

@@ -90,8 +90,8 @@ def test_the_identity_leaves_out_exactly_the_run_only_keys(configs: dict[str, Di
     unused = method_keys_left_out(cfg.prune.method)
     for entry in schema.KEYS:
         value = OmegaConf.select(cfg, entry.key, default=ABSENT)
-        if value is ABSENT or value is None or value == {} or entry.kind == "group":
-            continue  # absent, null (nulls never count) or a whole group
+        if value is ABSENT or value is None or value == {} or entry.kind == "group" or value == entry.unnamed_at:
+            continue  # absent, null (nulls never count), a whole group, or at the value that leaves it out
         if any(entry.key == key or entry.key.startswith(f"{key}.") for key in unused):
             assert not any(k == entry.key or k.startswith(f"{entry.key}.") for k in kept), entry.key
             continue  # the default method, and options of methods the run does not use

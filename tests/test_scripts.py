@@ -193,13 +193,14 @@ ROWS: dict[str, Row] = {
     "bench_inference: zero repeats": ("bench_inference", ["--run", "RUN", "--repeats", "0"], None, "--repeats"),
     "bench_inference: zero window": ("bench_inference", ["--run", "RUN", "--window", "0"], None, "--window"),
     "bench_inference: zero threads": ("bench_inference", ["--run", "RUN", "--threads", "0"], None, "--threads"),
-    "bench_inference: no --run": ("bench_inference", ["--no-resnet"], None, "--run"),
+    "bench_inference: no --run": ("bench_inference", ["--models"], None, "--run"),
+    "bench_inference: unknown model": ("bench_inference", ["--run", "RUN", "--models", "vgg99"], None, "--models"),
     "bench_inference: missing run": ("bench_inference", ["--run", "RUN"], "missing", "--run"),
     "bench_inference: empty run": ("bench_inference", ["--run", "RUN"], "empty", "config.yaml"),
     "bench_inference: header-only rounds.csv": ("bench_inference", ["--run", "RUN"], "header-only csv", None),
     "bench_inference: garbage early_stop.pt": (
         "bench_inference",
-        ["--run", "RUN", "--remaining", "0.8", "--no-resnet"],
+        ["--run", "RUN", "--remaining", "0.8", "--models"],
         "garbage early_stop",
         None,
     ),
@@ -324,11 +325,12 @@ def test_bench_runs_print_and_write_only_where_told(
     script("bench_data")([*tiny_data, "--threads", "1", "--device", "cpu"])
     assert "| MNIST-shaped 1x28x28 | memory (device-resident) |" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []  # printed only
-    tiny_inference = ["--run", str(run), "--remaining", "1.0", "--repeats", "1", "--window", "0.001", "--no-resnet"]
+    tiny_inference = ["--run", str(run), "--remaining", "1.0", "--repeats", "1", "--window", "0.001", "--models"]
     script("bench_inference")([*tiny_inference, "--out", str(tmp_path / "bench.md")])
     written = (tmp_path / "bench.md").read_text()
     assert written.startswith("<!-- bench_inference:start -->\n`python scripts/bench_inference.py --run ")
-    assert "| picked |" in written and "written to" in capsys.readouterr().out
+    assert "| round_00, test acc " in written and "| onnxruntime |" in written
+    assert "written to" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir()] == ["bench.md"]
     for name, argv in [("bench_data", ["--repeats", "0"]), ("bench_inference", ["--run", str(run), "--window", "-1"])]:
         with pytest.raises(SystemExit):

@@ -24,9 +24,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from lth.core.controls import ControlFn, control_fn
 from lth.core.errors import ConfigError
+from lth.core.granularity import parse_granularity
 from lth.core.masks import Mask, name_matches, prunable_parameters, prune
 from lth.core.steps import Step
+from lth.core.structured import StructuredPruning
 
 REWIND_MODES = ("init", "lr", "none")
 
@@ -55,6 +58,9 @@ class LotteryTicket(pl.Callback):
         include, exclude, extra: name patterns choosing the prunable tensors (see :func:`prunable_parameters`).
         rewind: ``init`` (weights at step 0), a Step (weights at that step of round 0), ``lr`` (keep the
             trained weights, replay the learning-rate schedule) or ``none`` (keep them, stay at the final rate).
+        granularity: ``weight``, ``channel`` or ``n:m`` such as ``2:4`` (:mod:`lth.core.structured`).
+        channel_criterion: how ``channel`` ranks channels: ``l1``, ``l2`` or ``bn_scale``.
+        example_input: one input batch, to trace the model's channel dependencies (``channel`` only).
     """
 
     def __init__(
@@ -68,6 +74,9 @@ class LotteryTicket(pl.Callback):
         exclude: Sequence[str] = (),
         extra: Sequence[str] = (),
         rewind: str | Step = "init",
+        granularity: str = "weight",
+        channel_criterion: str = "l1",
+        example_input: torch.Tensor | None = None,
     ) -> None:
         if target_sparsity is not None and not rounds:
             raise ConfigError("prune.rounds", "must be at least 1 when prune.target_sparsity is set")
@@ -75,6 +84,9 @@ class LotteryTicket(pl.Callback):
         self.target_sparsity, self.rounds = target_sparsity, rounds
         self.include, self.exclude, self.extra = list(include), list(exclude), list(extra)
         self.rewind = parse_rewind(rewind)
+        self.granularity, self.channel_criterion = parse_granularity(granularity), channel_criterion
+        self.example_input = example_input
+        self.structure: StructuredPruning | None = None  # built from the model on first use (not for weight)
         self.round_index = 0
         self.mask: Mask | None = None
         self.rewind_state: dict[str, torch.Tensor] | None = None
@@ -92,7 +104,15 @@ class LotteryTicket(pl.Callback):
                 raise ConfigError(
                     "prune.layer_rates", f"pattern {pattern!r} matches no prunable tensor; they are {list(params)[:6]}"
                 )
+        if self.granularity.kind != "weight" and self.structure is None:
+            self.structure = StructuredPruning.build(
+                self.granularity, self.channel_criterion, module, params, self.example_input
+            )
         return params
+
+    def control_fn(self, name: str) -> ControlFn:
+        """The control ``name`` (``prune.control``) at this callback's granularity."""
+        return control_fn(name) if self.structure is None else self.structure.control(name)
 
     def _ensure_mask(self, module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
         params = self.parameters_of(module)
@@ -112,9 +132,14 @@ class LotteryTicket(pl.Callback):
         """
         if self._applied is None:
             params = self._ensure_mask(module)
-            pruned = {n: p for n, p in params.items() if not bool(self.mask[n].all())}  # dense round 0: none
+            masks = {n: m for n, m in self.mask.items() if not bool(m.all())}  # dense round 0: none
+            if self.structure is not None:  # the biases and BatchNorm entries of removed channels
+                named = dict(module.named_parameters())
+                masks.update(self.structure.coupled(self.mask, {n: named[n].shape for n in named}))
+                params = {**params, **{n: named[n] for n in masks if n not in params}}
+            pruned = {n: params[n] for n in masks}
             weights = [p.data for p in pruned.values()]
-            factors = [self.mask[n].to(device=p.device, dtype=p.dtype) for n, p in pruned.items()]
+            factors = [masks[n].to(device=p.device, dtype=p.dtype) for n, p in pruned.items()]
             self._applied = (weights, factors)
             self._pruned = list(pruned.values())
         if self._applied[0]:
@@ -168,6 +193,15 @@ class LotteryTicket(pl.Callback):
         if mask is not None:
             mask.check_against(params, source="mask")
             self.mask = Mask({n: mask[n].to(p.device) for n, p in params.items()})
+        elif self.structure is not None:
+            self.mask = self.structure.prune(
+                {n: p.detach() for n, p in module.named_parameters()},
+                self.mask,
+                self.rate,
+                self.scope,
+                self.round_index + 1,
+                self.rounds or 1,
+            )
         else:
             self.mask = prune(
                 {n: p.detach() for n, p in params.items()},

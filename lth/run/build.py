@@ -123,6 +123,9 @@ def build_ticket(cfg: DictConfig) -> LotteryTicket:
         exclude=p.get("exclude") or (),
         extra=p.get("extra") or (),
         rewind=p.rewind,
+        granularity=p.get("granularity", "weight"),
+        channel_criterion=p.get("channel_criterion", "l1"),
+        example_input=torch.zeros(1, cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size),
     )
 
 

@@ -20,9 +20,11 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lth.core.errors import ConfigError
+from lth.core.granularity import parse_granularity
 from lth.core.steps import Step
 from lth.run.hardware import check_values
 from lth.run.schema import (  # noqa: F401 - the names repeated for validation, re-exported
+    CHANNEL_CRITERIA,
     CONTROLS,
     LOADERS,
     MAX_EPOCHS,
@@ -38,11 +40,13 @@ from lth.run.schema import (  # noqa: F401 - the names repeated for validation, 
     children,
     parse_step,
     run_only_keys,
+    unnamed_at,
 )
 
 # What the identity leaves out: the schema's run-only keys (lth.run.schema.KEYS), Hydra's node, and the Trainer's
 # _target_/_partial_
 RUN_ONLY = run_only_keys()
+UNNAMED_AT = unnamed_at()
 
 
 def _plain(cfg: Any) -> Any:
@@ -80,6 +84,15 @@ def identity(cfg: DictConfig) -> dict:
     plain = _drop_nulls(plain)
     for key in method_keys_left_out((plain.get("prune") or {}).get("method", "magnitude")):
         plain["prune"].pop(key.removeprefix("prune."), None)
+    for key, value in UNNAMED_AT.items():  # keys added later: left out where runs behave as before them
+        *parents, leaf = key.split(".")
+        node = plain
+        for parent in parents:
+            node = node.get(parent) or {}
+        if node.get(leaf) == value:
+            node.pop(leaf)
+    if plain.get("prune", {}).get("granularity") != "channel":  # only channel ranks channels
+        plain.get("prune", {}).pop("channel_criterion", None)
     for key in ("trainer", "callbacks"):  # Trainer arguments and callbacks count once set (none: no trace)
         if not plain.get(key):
             plain.pop(key, None)
@@ -471,6 +484,12 @@ def validate(cfg: DictConfig, machine: bool = True) -> None:
             raise ConfigError("prune.control", f"unknown control {control!r}; allowed: null, {', '.join(CONTROLS)}")
         if rewind in ("lr", "none"):
             raise ConfigError("prune.control", f"{control} needs a rewind to weights (init or a Step), not {rewind}")
+    granularity = parse_granularity(OmegaConf.select(cfg, "prune.granularity") or "weight")
+    if granularity.kind != "weight" and (target is not None or layer_rates):
+        other = "prune.target_sparsity" if target is not None else "prune.layer_rates"
+        raise ConfigError(
+            "prune.granularity", f"{granularity} sets its own sparsity per round; {other} applies to weight only"
+        )
     # training and data
     check(cfg, "train")
     train_size = _dataset(cfg)

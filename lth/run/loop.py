@@ -21,7 +21,6 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lth.core.controls import control_fn
 from lth.core.errors import ConfigError
 from lth.core.flops import IterationFlops
 from lth.core.masks import Mask
@@ -224,10 +223,10 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     checkpoint_every = _checkpoint_every(cfg, iterations_per_epoch, eval_every)
     flops = run_flops(cfg, build_model(cfg), accumulation(cfg), world_size())
     control = cfg.prune.get("control")
-    apply_control = control_fn(control) if control else None
     module = build_classifier(cfg, total, iterations_per_epoch)
     ticket = build_ticket(cfg)
     ticket.parameters_of(module)  # bad layer patterns fail here, before anything is written
+    apply_control = ticket.control_fn(control) if control else None
     store = dense_dir(cfg, run_dir, trained_on)  # where round 0 is kept for the runs that share it
     restarted = False  # round 0 restarts as its checkpoint is unusable (said already)
     if rows and len(rows) <= cfg.prune.rounds:  # the end of the last finished round: trained weights, masks, rewind

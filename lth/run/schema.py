@@ -52,6 +52,7 @@ EARLY_BIRD_DISTANCES = ("all", "kept")  # lth.core.earlybird.DISTANCES
 # The options each method reads under prune.: only those of the run's method are part of its identity.
 METHOD_OPTIONS = {"early_bird": ("early_bird",), "snip": ("score_batches",), "grasp": ("score_batches",)}
 METHOD_OPTIONS["synflow"] = ("synflow_iterations",)
+CHANNEL_CRITERIA = ("l1", "l2", "bn_scale")  # lth.core.granularity.CHANNEL_CRITERIA
 REWIND_MODES = ("init", "lr", "none")  # lth.lightning.callback.REWIND_MODES
 LOADERS = ("memory", "torchvision")  # lth.data.module.LOADERS
 WANDB_MODES = ("online", "offline", "disabled")
@@ -91,7 +92,8 @@ class Key:
     ``where``: the overrides under which the key exists when the default config lacks it; ``addable``: it may be
     added with ``+key=value`` (under ``where``). ``allowed_text``: the allowed values in words (null included),
     where the kind cannot say them (``{options}``: a group's presets). ``also``: what other keys constrain (for the
-    table). ``custom``: the code that checks the value instead of :meth:`check`.
+    table). ``custom``: the code that checks the value instead of :meth:`check`. ``unnamed_at``: the value at which
+    the identity leaves the key out (what every run did before the key existed), so that their run ids stand.
     """
 
     key: str
@@ -109,6 +111,7 @@ class Key:
     allowed_text: str = ""
     also: str = ""
     custom: str = ""
+    unnamed_at: Any = None
     kind: str = field(init=False)
     low: int | float | None = field(init=False, default=None)
     high: int | float | None = field(init=False, default=None)
@@ -388,6 +391,23 @@ _KEYS = (
         nullable=True,
         custom=_CHECKED_BY_VALIDATE,
         also="needs prune.rewind init or a Step",
+    ),
+    Key(
+        "prune.granularity",
+        "str",
+        "weight: single weights; channel: whole output channels (tied through skips); n:m: n of every m inputs",
+        allowed_text="weight, channel, or n:m with 0 < n < m such as 2:4",
+        custom=_CHECKED_BY_VALIDATE,
+        also="channel: not with prune.target_sparsity or prune.layer_rates; n:m: input widths multiples of m",
+        unnamed_at="weight",
+    ),
+    Key(
+        "prune.channel_criterion",
+        "choice",
+        "how channel ranks channels: l1, l2 (per weight of the filter) or bn_scale (BatchNorm weight)",
+        choices=CHANNEL_CRITERIA,
+        unnamed_at="l1",
+        also="in the run's identity with prune.granularity=channel only",
     ),
     # -- optim ------------------------------------------------------------------------------------------------
     Key("optim.name", "str", "the optimiser preset's name (set by optim=)"),
@@ -708,6 +728,11 @@ def run_only_keys() -> tuple[str, ...]:
     outermost = [r for r in roots if not any(r.key.startswith(other.key + ".") for other in roots)]
     groups = [r.key for r in outermost if r.kind == "group"]
     return (*RUN_ONLY_FIRST, *groups, *(r.key for r in outermost if r.kind != "group"), *RUN_ONLY_LAST)
+
+
+def unnamed_at() -> dict[str, Any]:
+    """Key -> the value at which :func:`lth.run.config.identity` leaves it out (:attr:`Key.unnamed_at`)."""
+    return {k.key: k.unnamed_at for k in KEYS if k.unnamed_at is not None}
 
 
 def under(*prefixes: str) -> list[Key]:

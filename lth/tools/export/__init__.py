@@ -10,9 +10,12 @@ From a run folder (``config.yaml``, ``rounds.csv``, ``rewind.pt``, ``round_XX/ma
 - :mod:`~lth.tools.export.shrunk`: ``shrunk.pt``, the same function as smaller dense layers: units (neurons,
   channels) whose incoming or outgoing weights are all pruned are removed. Only plain chains of Linear/Conv layers
   shrink (:func:`as_chain`);
+- :mod:`~lth.tools.export.channels`: for a channel ticket, ``shrunk.pt2``, any model (residual ones too) without its
+  removed channels, cut through torch-pruning's dependency graph, as a ``torch.export`` program; for a 2:4 ticket, its
+  Linear layers on torch's semi-structured sparse tensors where the GPU has them;
 - :mod:`~lth.tools.export.lthz`: ``compressed.lthz``, every tensor in the smallest of three encodings
   (:func:`encoded_sizes`), fp32 or fp16 values;
-- :mod:`~lth.tools.export.onnx`: ``model.onnx`` when asked and the ``onnx`` packages are installed;
+- :mod:`~lth.tools.export.onnx`: ``model.onnx``, the runtime model, checked in onnxruntime (the ``deploy`` extra);
 - :mod:`~lth.tools.export.sparse`: the per-layer runtime paths (dense or CSR Linear layers, picked by measurement);
 - :mod:`~lth.tools.export.evaluate`: the run's test set and a model's predictions on it;
 - :mod:`~lth.tools.export.ship`: :func:`export` itself and ``export.json``, what was checked: the test accuracy
@@ -23,6 +26,14 @@ A file that is missing, corrupt or made for another model is a one-line :class:`
 Every public name of the modules is importable from here.
 """
 
+from lth.tools.export.channels import (
+    example_input,
+    fold_channels,
+    groups_of,
+    remove_channels,
+    semi_structured,
+    write_program,
+)
 from lth.tools.export.errors import ExportError
 from lth.tools.export.evaluate import correct, predict, read_test_split
 from lth.tools.export.lthz import (
@@ -36,7 +47,7 @@ from lth.tools.export.lthz import (
     encoded_sizes,
     index_bytes,
 )
-from lth.tools.export.onnx import write_onnx
+from lth.tools.export.onnx import missing_packages, onnx_outputs, onnx_session, write_onnx
 from lth.tools.export.ship import export, summary
 from lth.tools.export.shrunk import NotShrinkable, as_chain, build_chain, chain_spec, load_shrunk, shrink
 from lth.tools.export.sparse import BENCH_BATCHES, CsrLinear, linear_inputs, pick_paths, time_calls, with_csr
@@ -76,24 +87,33 @@ __all__ = [
     "decompress",
     "encode_tensor",
     "encoded_sizes",
+    "example_input",
     "export",
     "fold",
+    "fold_channels",
+    "groups_of",
     "index_bytes",
     "linear_inputs",
     "load_exported",
     "load_round",
     "load_shrunk",
     "load_tensors",
+    "missing_packages",
     "model_config",
+    "onnx_outputs",
+    "onnx_session",
     "pick_paths",
     "predict",
     "read_config_and_rounds",
     "read_test_split",
+    "remove_channels",
+    "semi_structured",
     "shrink",
     "summary",
     "time_calls",
     "with_csr",
     "write_model",
     "write_onnx",
+    "write_program",
     "write_ticket",
 ]

@@ -1,10 +1,11 @@
 """One round of a run exported: every file written, each checked against the run, and the report of it all.
 
 :func:`export` writes the files of :mod:`~lth.tools.export.ticket`, :mod:`~lth.tools.export.lthz`,
-:mod:`~lth.tools.export.shrunk` and (asked) :mod:`~lth.tools.export.onnx`, then ``export.json``: the test accuracy
-evaluated afresh against ``rounds.csv``, the round trip of the compressed file, the shrunk model against the masked
-one, the sizes and the per-layer runtime paths (:mod:`~lth.tools.export.sparse`). :func:`summary` is that report
-in lines for people.
+:mod:`~lth.tools.export.shrunk` (a channel ticket: :mod:`~lth.tools.export.channels`) and
+:mod:`~lth.tools.export.onnx`, then ``export.json``: the test accuracy evaluated afresh against ``rounds.csv``, the
+round trip of the compressed file, the shrunk model and the ONNX model (run in onnxruntime) against the masked one,
+the sizes and the per-layer runtime paths (:mod:`~lth.tools.export.sparse`). :func:`summary` is that report in
+lines for people.
 """
 
 from __future__ import annotations
@@ -14,13 +15,25 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
 from lth.core.errors import ConfigError
+from lth.core.granularity import parse_granularity
+from lth.core.masks import Mask
+from lth.core.structured import ChannelGroup
 from lth.run.artifacts import save_tensors, write_bytes, write_json
+from lth.tools.export.channels import (
+    example_input,
+    fold_channels,
+    groups_of,
+    remove_channels,
+    semi_structured,
+    write_program,
+)
 from lth.tools.export.evaluate import correct, predict, read_test_split
 from lth.tools.export.lthz import bit_identical, compress, decompress
-from lth.tools.export.onnx import write_onnx
+from lth.tools.export.onnx import onnx_outputs, write_onnx
 from lth.tools.export.shrunk import NotShrinkable, as_chain, chain_spec, shrink
 from lth.tools.export.sparse import BENCH_BATCHES, pick_paths
 from lth.tools.export.ticket import (
@@ -88,13 +101,57 @@ def _shrunk(
     return report, small
 
 
+def _channels(
+    out: Path,
+    plain: nn.Module,
+    cfg: DictConfig,
+    groups: list[ChannelGroup],
+    mask: Mask,
+    test: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+) -> tuple[dict, nn.Module]:
+    """Write ``shrunk.pt2``, the channel ticket without its removed channels, checked against the masked model;
+    the report and the runtime model (the smaller one)."""
+    x, y = test
+    small, units = remove_channels(plain, groups, mask, example_input(cfg))
+    reference, outputs = predict(plain, x, batch_size), predict(small, x, batch_size)
+    if not torch.allclose(outputs, reference, rtol=1e-4, atol=1e-4):
+        raise RuntimeError(f"the shrunk model differs from the masked one by {(outputs - reference).abs().max()}")
+    write_program(small, example_input(cfg, 2), out / "shrunk.pt2")
+    report = {
+        "file": "shrunk.pt2",
+        "units": units,
+        "parameters": [sum(p.numel() for p in m.parameters()) for m in (plain, small)],
+        "max_abs_diff": float((outputs - reference).abs().max()),
+        "test_acc": int((outputs.argmax(1) == y).sum()) / len(y),
+    }
+    return report, small
+
+
+def _onnx(out: Path, runtime: nn.Module, test: tuple[torch.Tensor, torch.Tensor], batch_size: int) -> dict:
+    """Write ``model.onnx`` (the runtime model), run it in onnxruntime on the test set and compare with torch."""
+    x, y = test
+    outcome = write_onnx(runtime, x[:2], out / "model.onnx")
+    if not outcome.startswith("written"):
+        return {"skipped": outcome}
+    reference, outputs = predict(runtime, x, batch_size), onnx_outputs(out / "model.onnx", x, batch_size)
+    if not torch.allclose(outputs, reference, rtol=1e-4, atol=1e-4):
+        raise RuntimeError(f"onnxruntime's outputs differ from torch's by {(outputs - reference).abs().max()}")
+    return {
+        "file": "model.onnx",
+        "written": outcome,
+        "bytes": (out / "model.onnx").stat().st_size,
+        "max_abs_diff": float((outputs - reference).abs().max()),
+        "test_acc": int((outputs.argmax(1) == y).sum()) / len(y),
+    }
+
+
 def export(
     run_dir: str | Path,
     round_index: int | None = None,
     tolerance: float = 0.5,
     out_dir: str | Path | None = None,
     fp16: bool = False,
-    onnx: bool = False,
     data_dir: str | Path | None = None,
 ) -> dict:
     """Export one round of the run in ``run_dir``; return the report also written to ``<out_dir>/export.json``.
@@ -125,6 +182,10 @@ def export(
         "weights_remaining": files.row["weights_remaining"],
         "out_dir": str(out),
     }
+    granularity = parse_granularity(cfg.prune.get("granularity", "weight"))
+    groups = groups_of(build_plain(config), cfg) if granularity.kind == "channel" else []
+    if groups and files.rewind is not None:
+        files.rewind = fold_channels(files.rewind, groups, files.mask)
     report["ticket"] = write_ticket(out, files, cfg, config)
     plain, state = write_model(out, files, config)
     batch_size = cfg.train.get("eval_batch_size", 1000)
@@ -137,9 +198,14 @@ def export(
         "matches_rounds_csv": round(recorded * len(y)) == right,
     }
     report["compressed"] = _compressed(out, state, files.mask, fp16, config, (x, y), batch_size)
-    report["shrunk"], runtime = _shrunk(out, plain, (x, y), batch_size)
+    if granularity.kind == "channel":
+        report["shrunk"], runtime = _channels(out, plain, cfg, groups, files.mask, (x, y), batch_size)
+    else:
+        report["shrunk"], runtime = _shrunk(out, plain, (x, y), batch_size)
+    if granularity.kind == "n:m":
+        report["semi_structured"] = semi_structured(runtime, granularity, x[:64])
     report["runtime"] = {f"batch_{n}": pick_paths(runtime, x[:n])[1] for n in BENCH_BATCHES}
-    report["onnx"] = write_onnx(runtime, x[:2], out / "model.onnx") if onnx else "not asked (--onnx)"
+    report["onnx"] = _onnx(out, runtime, (x, y), batch_size)
     write_json(out / "export.json", report)
     return report
 
@@ -164,7 +230,8 @@ def summary(report: dict) -> str:
     else:
         layers = ", ".join(f"{n} {a}->{b}" for n, (a, b) in shrunk["units"].items())
         lines.append(
-            f"shrunk: units {layers}; parameters {shrunk['parameters'][0]:,} -> {shrunk['parameters'][1]:,}; "
+            f"shrunk ({shrunk['file']}): units {layers}; "
+            f"parameters {shrunk['parameters'][0]:,} -> {shrunk['parameters'][1]:,}; "
             f"outputs within {shrunk['max_abs_diff']:.1e} of the masked model, test accuracy "
             f"{100 * shrunk['test_acc']:.2f}%"
         )
@@ -172,5 +239,15 @@ def summary(report: dict) -> str:
         picks = ", ".join(f"{c['layer']} {c['path']} ({c['dense_us']:.0f}/{c['csr_us']:.0f} us)" for c in choices)
         picks = f"{picks} (dense/CSR time per call)" if picks else "no Linear layer on vectors"
         lines.append(f"runtime path, {batch.replace('_', ' ')}: {picks}")
-    lines += [f"onnx: {report['onnx']}", f"written to {report['out_dir']}"]
+    if "semi_structured" in report:
+        lines.append(f"semi-structured: {report['semi_structured']}")
+    onnx = report["onnx"]
+    if "skipped" in onnx:
+        lines.append(f"onnx: {onnx['skipped']}")
+    else:
+        lines.append(
+            f"onnx: {onnx['written']} ({onnx['bytes']:,} B); onnxruntime's outputs within {onnx['max_abs_diff']:.1e} "
+            f"of torch's, test accuracy {100 * onnx['test_acc']:.2f}%"
+        )
+    lines.append(f"written to {report['out_dir']}")
     return "\n".join(lines)

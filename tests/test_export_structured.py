@@ -1,0 +1,96 @@
+"""Structured tickets shipped: a channel ticket of ResNet-20 becomes a smaller dense model (fewer channels, cut through
+the dependency graph) that loads without this project and computes what the masked model computes, in torch and in
+onnxruntime; a 2:4 ticket says where its semi-structured kernels are not available."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lth.core.masks import Mask
+from lth.run.loop import train
+from lth.tools.export import load_exported, predict, read_test_split
+from tests.test_export import cli, compose_cfg
+from tests.test_structured import CIFAR_SHAPED, groups_of
+
+RESNET = ["model=resnet20", "prune.granularity=channel", "prune.scope=layer", "prune.rate=0.5", *CIFAR_SHAPED]
+# Loads the exported files in a fresh interpreter and says which of this project's modules it needed (none).
+LOAD_ALONE = """
+import sys, numpy, onnxruntime, torch
+x = torch.load(sys.argv[2])
+program = torch.export.load(sys.argv[1] + "/shrunk.pt2").module()
+session = onnxruntime.InferenceSession(sys.argv[1] + "/model.onnx", providers=["CPUExecutionProvider"])
+torch.save({"pt2": program(x), "onnx": torch.from_numpy(session.run(None, {"images": x.numpy()})[0]),
+            "lth": sorted(m for m in sys.modules if m == "lth" or m.startswith("lth."))}, sys.argv[3])
+"""
+
+
+@pytest.fixture(scope="module")
+def resnet_channel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ResNet-20 channel tickets on CIFAR-shaped synthetic data: each group halves its channels per round."""
+    root = tmp_path_factory.mktemp("resnet_channel")
+    return Path(train(compose_cfg(root, *RESNET), run_dir=root / "run")["run_dir"])
+
+
+def test_a_resnet20_channel_ticket_ships_as_a_smaller_model_equal_to_the_masked_one(
+    resnet_channel_run: Path, tmp_path: Path, capsys
+) -> None:
+    assert cli([str(resnet_channel_run), "--round", "2", "--out", str(tmp_path / "out"), "--threads", "1"]) == 0
+    assert "shrunk (shrunk.pt2)" in capsys.readouterr().out
+    out = tmp_path / "out"
+    report = json.loads((out / "export.json").read_text())
+    units = report["shrunk"]["units"]
+    assert units["stem.0"] == [16, 4] and units["stages.2.1.conv1"] == [64, 16]  # two halvings of every group
+    assert units["stages.0.1.conv2"] == units["stem.0"]  # tied through the skip connections
+    assert units["out"] == [10, 10]
+    assert report["shrunk"]["parameters"][1] < report["shrunk"]["parameters"][0] / 8
+
+    x, _ = read_test_split(compose_cfg(resnet_channel_run.parent, *RESNET))
+    masked = predict(load_exported(out), x)  # the masked ResNet-20 from model.pt + model.yaml
+    torch.save(x, tmp_path / "x.pt")
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_ALONE, str(out), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = torch.load(tmp_path / "y.pt")
+    assert loaded["lth"] == []
+    torch.testing.assert_close(loaded["pt2"], masked, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(loaded["onnx"], masked, rtol=1e-4, atol=1e-4)
+    assert report["onnx"]["max_abs_diff"] < 1e-4 and report["test"]["matches_rounds_csv"]
+
+
+def test_the_shipped_channel_ticket_has_its_removed_channels_zero_in_the_rewind_weights(
+    resnet_channel_run: Path, tmp_path: Path
+) -> None:
+    assert cli([str(resnet_channel_run), "--round", "1", "--out", str(tmp_path / "out"), "--threads", "1"]) == 0
+    ticket = torch.load(tmp_path / "out" / "ticket.pt")
+    mask = Mask({f"model.{n}": m for n, m in ticket["mask"].items()})
+    from lth.core.structured import alive_channels
+    from lth.models import CifarResNet
+
+    for group in groups_of(CifarResNet(3, 32, 10), (3, 32, 32)):
+        dead = ~alive_channels(group, mask)
+        assert dead.sum() == group.channels // 2
+        for s in group.coupled:  # BatchNorm weight and bias of removed channels: zero, as training keeps them
+            name = s.name.removeprefix("model.")
+            assert (ticket["weights"][name][s.index[dead[s.channel]]] == 0).all(), name
+
+
+def test_a_2_4_ticket_exports_the_masked_dense_model_and_says_why_on_this_machine(make_cfg, tmp_path: Path) -> None:
+    run = Path(train(make_cfg("prune.granularity=2:4", "prune.rounds=1"), run_dir=tmp_path / "run")["run_dir"])
+    assert cli([str(run), "--round", "1", "--threads", "1"]) == 0
+    report = json.loads((run / "export" / "round_01" / "export.json").read_text())
+    if not torch.cuda.is_available():
+        assert report["semi_structured"].startswith("not used: ") and "GPU" in report["semi_structured"]
+    state = torch.load(run / "export" / "round_01" / "model.pt")
+    assert ((state["layers.0.weight"].reshape(300, -1, 4) != 0).sum(-1) <= 2).all()
+    assert report["onnx"]["max_abs_diff"] < 1e-4
