@@ -16,12 +16,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lth.core.anatomy import NotShrinkable, as_chain
 from lth.core.errors import ConfigError
 from lth.run.artifacts import save_tensors, write_bytes, write_json
 from lth.tools.export.evaluate import correct, predict, read_test_split
 from lth.tools.export.lthz import bit_identical, compress, decompress
 from lth.tools.export.onnx import write_onnx
-from lth.tools.export.shrunk import NotShrinkable, as_chain, chain_spec, shrink
+from lth.tools.export.shrunk import chain_spec, shrink
 from lth.tools.export.sparse import BENCH_BATCHES, pick_paths
 from lth.tools.export.ticket import (
     build_plain,
