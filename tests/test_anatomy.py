@@ -1,4 +1,4 @@
-"""What the framework needs from a model, found or declared (lth.core.anatomy): prunable tensors, output layer, chain."""
+"""What the framework needs from a model, found or declared (lth.core.anatomy): tensors, output layer, chain."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from lth.core.masks import prunable_parameters
 
 def test_hugging_face_conv1d_weights_are_prunable_by_default():
     transformers = pytest.importorskip("transformers")
-    config = transformers.GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=11, n_positions=8, bos_token_id=0, eos_token_id=0)
+    config = transformers.GPT2Config(
+        n_embd=16, n_layer=1, n_head=2, vocab_size=11, n_positions=8, bos_token_id=0, eos_token_id=0
+    )
     model = transformers.GPT2LMHeadModel(config)
     names = list(prunable_parameters(model))
     assert "transformer.h.0.attn.c_attn.weight" in names  # Conv1D (weight stored transposed)

@@ -75,6 +75,7 @@ from lth.run.store import (
     stored_name,
     unusable,
 )
+from lth.run.transfer import start_mask
 
 log = logging.getLogger("lth")
 
@@ -215,7 +216,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     apply_control = control_fn(control) if control else None
     module = build_classifier(cfg, total, iterations_per_epoch)
     ticket = build_ticket(cfg)
-    ticket.parameters_of(module)  # bad layer patterns fail here, before anything is written
+    ticket.mask = start_mask(cfg, ticket.parameters_of(module))  # None, or prune.mask_from's; checked before writing
     store = dense_dir(cfg, run_dir, trained_on)  # where round 0 is kept for the runs that share it
     restarted = False  # round 0 restarts as its checkpoint is unusable (said already)
     if rows and len(rows) <= cfg.prune.rounds:  # the end of the last finished round: trained weights, masks, rewind

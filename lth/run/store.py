@@ -127,7 +127,7 @@ def restore(module: torch.nn.Module, callbacks: list, path: Path) -> int:
     return int(checkpoint.get("global_step", 0))
 
 
-ROUND0_PRUNE_KEYS = ("rewind", "include", "exclude", "extra")  # the rewind point and which tensors the mask covers
+ROUND0_PRUNE_KEYS = ("rewind", "include", "exclude", "extra", "mask_from", "mask_unmatched")  # rewind point, mask
 
 
 def dense_id(cfg: DictConfig, machine: dict) -> str:
@@ -136,6 +136,8 @@ def dense_id(cfg: DictConfig, machine: dict) -> str:
     ident = identity(cfg)
     prune = ident.pop("prune", {})
     ident["round0"] = {key: prune.get(key) for key in ROUND0_PRUNE_KEYS if prune.get(key)}
+    if prune.get("mask_from") and prune.get("control"):  # a control redraws the mask round 0 starts from
+        ident["round0"]["control"] = prune["control"]
     ident["machine"] = machine
     return folder_name(cfg, ident)
 
