@@ -123,6 +123,19 @@ BAD_INPUT = [
     ("model=lenet5 prune.granularity=2:4", "prune.granularity", SUB),  # conv1's rows are 1 x 5 x 5 = 25 wide
     ("model=vit prune.granularity=channel", "prune.granularity", SUB),  # attention's in_proj_weight
     ("prune.granularity=channel prune.channel_criterion=bn_scale", "prune.channel_criterion", SUB),  # no BatchNorm
+    # models of other libraries, pre-trained weights, masks of other runs and tools
+    ("model=torchvision", "model", SUB),  # torchvision's models take 3-channel images; MNIST has 1
+    ("model=timm model.arch=resnet_does_not_exist", "model", SUB),
+    ("model=timm +model.pretrained=true", "model", SUB),  # would download
+    ("model=torchvision model.weights=IMAGENET1K_V1", "model.weights", ""),  # a hub name, offline
+    ("+model.weights={tmp}/no_such_file.pt", "model.weights", ""),
+    ("+model.weights={tmp}/a_file", "model.weights", SUB),  # not a state_dict
+    ("model=custom model._target_=torch.nn.Identity", "model", SUB),  # gives 784 outputs, not 10
+    ("model=custom model._target_=no.such.Net", "model", SUB),
+    ("prune.mask_from={tmp}/no_such_run", "prune.mask_from", ""),
+    ("prune.mask_from={tmp}/images@3", "prune.mask_from", ""),  # a folder without rounds
+    ("prune.mask_from={tmp}/a_file", "prune.mask_from", SUB),  # not a mask file
+    ("prune.mask_unmatched=maybe", "prune.mask_unmatched", ""),
 ]
 
 

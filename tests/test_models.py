@@ -1,6 +1,8 @@
 """The model zoo: published sizes, which tensors are prunable, shapes on MNIST and CIFAR, refusals, and IMP end to end.
 
 Every model is built from its config file in conf/model, as ``lth.run.build.build_model`` builds it for a run.
+The presets of other libraries' models and of a user's own (torchvision, timm, hf, custom) are tested in
+tests/test_ecosystem.py.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ import lth.models
 from lth.core.errors import ConfigError
 from lth.core.masks import prunable_parameters
 from lth.run.artifacts import round_dir
-from lth.run.config import register_resolvers
+from lth.run.config import OPEN_MODELS, register_resolvers
 from lth.run.loop import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem not in OPEN_MODELS)  # the zoo
 MNIST = (1, 28)  # channels, image size
 CIFAR = (3, 32)
 NUM_CLASSES = 7  # not 10, so a hard-coded head size shows

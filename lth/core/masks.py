@@ -15,9 +15,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from lth.core.anatomy import prunable_candidates
 from lth.core.errors import ConfigError
-
-PRUNABLE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def _matches(name: str, patterns: Iterable[str]) -> bool:
@@ -38,22 +37,15 @@ def prunable_parameters(
 ) -> dict[str, nn.Parameter]:
     """The tensors to prune, by parameter name, in module order.
 
-    By default the ``weight`` of every Linear and Conv layer and the input projection of every
-    ``nn.MultiheadAttention`` (``in_proj_weight``, or ``q/k/v_proj_weight``), which no Linear holds;
-    ``extra`` adds parameters by name pattern. ``include`` keeps only layers whose module or parameter
-    name matches a pattern; ``exclude`` drops matching ones. Biases and normalisation layers are never
-    prunable. A pattern that matches nothing is a config error naming ``<key>.include`` etc.
+    By default the tensors :func:`lth.core.anatomy.prunable_candidates` finds (or the model declares): the
+    ``weight`` of every Linear, Conv and Hugging Face Conv1D layer and the input projection of every
+    ``nn.MultiheadAttention`` (``in_proj_weight``, or ``q/k/v_proj_weight``), which no Linear holds; ``extra``
+    adds parameters by name pattern. ``include`` keeps only layers whose module or parameter name matches a pattern;
+    ``exclude`` drops matching ones. Biases and normalisation layers are never prunable. A pattern that matches
+    nothing is a config error naming ``<key>.include`` etc.
     """
     include, exclude, extra = list(include), list(exclude), list(extra)
-    candidates: dict[str, tuple[str, nn.Parameter]] = {}
-    for module_name, module in model.named_modules():
-        prefix = f"{module_name}." if module_name else ""
-        if isinstance(module, PRUNABLE_MODULES) and isinstance(module.weight, nn.Parameter):
-            candidates[f"{prefix}weight"] = (module_name, module.weight)
-        elif isinstance(module, nn.MultiheadAttention):
-            for attr in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
-                if isinstance(getattr(module, attr, None), nn.Parameter):
-                    candidates[f"{prefix}{attr}"] = (module_name, getattr(module, attr))
+    candidates = prunable_candidates(model)
     names = dict(model.named_parameters())
     for pattern in extra:
         found = [n for n in names if fnmatch.fnmatchcase(n, pattern)]

@@ -8,6 +8,7 @@ The paper's table gives 4.3M, 2.4M and 1.7M: the first two agree, but for Conv-6
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -46,3 +47,10 @@ class ConvNet(nn.Module):
         for layer in self.fcs:
             x = torch.relu(layer(x))
         return self.out(x)
+
+    def lth_chain(self) -> nn.Sequential:
+        """The same function as one ``nn.Sequential`` of standard layers (what export shrinks)."""
+        parts = [(f"convs_{i}", m) for i, m in enumerate(self.convs)] + [("flatten", nn.Flatten())]
+        for i, layer in enumerate(self.fcs):
+            parts += [(f"fcs_{i}", layer), (f"relu_{i}", nn.ReLU())]
+        return nn.Sequential(OrderedDict([*parts, ("out", self.out)]))

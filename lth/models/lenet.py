@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -29,6 +30,13 @@ class LeNet300100(nn.Module):
             x = torch.relu(layer(x))
         return self.out(x)
 
+    def lth_chain(self) -> nn.Sequential:
+        """The same function as one ``nn.Sequential`` of standard layers (what export shrinks)."""
+        parts: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
+        for i, layer in enumerate(self.layers):
+            parts += [(f"layers_{i}", layer), (f"relu_{i}", nn.ReLU())]
+        return nn.Sequential(OrderedDict([*parts, ("out", self.out)]))
+
 
 class LeNet5(nn.Module):
     """LeNet-5, ReLU and max-pooling: ``conv1`` 6@5x5, pool, ``conv2`` 16@5x5, pool, ``fc1`` 120, ``fc2`` 84, ``out``.
@@ -53,3 +61,10 @@ class LeNet5(nn.Module):
         x = torch.max_pool2d(torch.relu(self.conv2(x)), 2).flatten(1)
         x = torch.relu(self.fc2(torch.relu(self.fc1(x))))
         return self.out(x)
+
+    def lth_chain(self) -> nn.Sequential:
+        """The same function as one ``nn.Sequential`` of standard layers (what export shrinks)."""
+        parts = [("conv1", self.conv1), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2))]
+        parts += [("conv2", self.conv2), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)), ("flatten", nn.Flatten())]
+        parts += [("fc1", self.fc1), ("relu3", nn.ReLU()), ("fc2", self.fc2), ("relu4", nn.ReLU())]
+        return nn.Sequential(OrderedDict([*parts, ("out", self.out)]))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lth.core.anatomy import NotShrinkable
 from lth.models.common import check_batchnorm_init, init_kaiming, refuse, scaled
 
 SHORTCUTS = ("A", "B")
@@ -90,6 +91,13 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.stages(self.stem(x)).mean(dim=(2, 3)))
+
+    def lth_chain(self) -> nn.Sequential:
+        """Not a chain: export says why it does not shrink."""
+        raise NotShrinkable(
+            f"{type(self).__name__}: residual connections add each block's input to its output, which ties a "
+            "channel across all the blocks of a stage; removing units applies to plain chains only"
+        )
 
 
 class CifarResNet(ResNet):

@@ -10,6 +10,8 @@ VGG-19 on CIFAR-10: 20,024,000 prunable weights (Frankle & Carbin 2019: 20.0M).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -56,3 +58,9 @@ class VGG(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.features(x).mean(dim=(2, 3)))
+
+    def lth_chain(self) -> nn.Sequential:
+        """The same function as one ``nn.Sequential`` of standard layers (what export shrinks)."""
+        parts = [(f"features_{i}", m) for i, m in enumerate(self.features)]
+        parts += [("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten())]
+        return nn.Sequential(OrderedDict([*parts, ("out", self.out)]))

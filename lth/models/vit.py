@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lth.core.anatomy import NotShrinkable
 from lth.models.common import refuse
 
 
@@ -66,3 +67,10 @@ class ViT(nn.Module):
         x = self.patches(x).flatten(2).transpose(1, 2)
         x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1) + self.position
         return self.out(self.norm(self.blocks(x)[:, 0]))
+
+    def lth_chain(self) -> nn.Sequential:
+        """Not a chain: export says why it does not shrink."""
+        raise NotShrinkable(
+            "ViT: the residual stream ties the embedding dimension across all blocks and attention mixes tokens; "
+            "removing units applies to plain chains only"
+        )

@@ -10,6 +10,7 @@ callbacks come from ``callbacks.<name>`` (each a ``_target_`` and its arguments)
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import warnings
@@ -22,11 +23,13 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from lth.core.errors import ConfigError
+from lth.core.errors import ConfigError, first_line
 from lth.core.seeds import stream
 from lth.data import ImageData
 from lth.lightning.callback import LotteryTicket
 from lth.lightning.module import Classifier
+from lth.models.ecosystem import check_images
+from lth.models.weights import load_weights
 from lth.run.config import check_trainer
 from lth.run.loggers import RunLoggers
 from lth.run.signals import slurm_plugins
@@ -77,24 +80,48 @@ def iterations_per_epoch(cfg: DictConfig, data: ImageData, world_size: int = 1) 
 
 
 def build_model(cfg: DictConfig, init_stream: str = "init") -> torch.nn.Module:
-    """The network of ``cfg.model`` for the images of ``cfg.dataset``, initialised from a named stream of the seed.
+    """The network of ``cfg.model`` for the images of ``cfg.dataset``, initialised from a named stream of the seed,
+    then loaded with the pre-trained weights of ``model.weights`` where set.
 
-    ``init_stream="reinit"`` draws a different initialisation from the same distribution (the reinit control).
+    ``init_stream="reinit"`` draws a different initialisation from the same distribution (the reinit control): a
+    fresh draw from the model's own initialiser, never the pre-trained weights. A class of the user's own
+    (``model._target_``, outside :mod:`lth.models`) gets the dataset's shape arguments its signature takes, and is
+    checked to take the images (:func:`lth.models.ecosystem.check_images`).
     """
-    options = {k: v for k, v in cfg.model.items() if k != "name"}
+    options = {k: v for k, v in cfg.model.items() if k not in ("name", "weights")}
+    shape = {
+        "in_channels": cfg.dataset.channels,
+        "image_size": cfg.dataset.image_size,
+        "num_classes": cfg.dataset.num_classes,
+    }
+    own = not str(options.get("_target_", "")).startswith("lth.models.")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stream(cfg.seed, init_stream))
         try:
-            return hydra.utils.instantiate(
-                options,
-                in_channels=cfg.dataset.channels,
-                image_size=cfg.dataset.image_size,
-                num_classes=cfg.dataset.num_classes,
-            )
+            model = hydra.utils.instantiate(options, _convert_="all", **(_taken(options, shape) if own else shape))
         except InstantiationException as error:  # a model refusing the dataset's images says so in one line
             if isinstance(error.__cause__, ConfigError):
                 raise error.__cause__ from None
-            raise
+            root = error
+            while root.__cause__ is not None:
+                root = root.__cause__
+            raise ConfigError("model", f"{options.get('_target_')} cannot be built ({first_line(root)})") from None
+    if own:
+        check_images(model, *shape.values(), what=str(options.get("_target_")))
+    if cfg.model.get("weights") and init_stream != "reinit":
+        load_weights(model, cfg.model.weights)
+    return model
+
+
+def _taken(options: dict, shape: dict) -> dict:
+    """The dataset's shape arguments that the class of ``options`` takes (all of them if it takes ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(hydra.utils.get_object(options["_target_"])).parameters
+    except Exception:  # hydra says what is wrong with the target when it builds it
+        return shape
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return shape
+    return {k: v for k, v in shape.items() if k in parameters}
 
 
 def build_classifier(cfg: DictConfig, total: int, iterations_per_epoch: int) -> Classifier:

@@ -42,6 +42,8 @@ from lth.run.schema import (  # noqa: F401 - the names repeated for validation, 
     run_only_keys,
     unnamed_at,
 )
+from lth.run.transfer import check as check_transfer
+from lth.run.transfer import mask_identity
 
 # What the identity leaves out: the schema's run-only keys (lth.run.schema.KEYS), Hydra's node, and the Trainer's
 # _target_/_partial_
@@ -93,6 +95,8 @@ def identity(cfg: DictConfig) -> dict:
             node.pop(leaf)
     if plain.get("prune", {}).get("granularity") != "channel":  # only channel ranks channels
         plain.get("prune", {}).pop("channel_criterion", None)
+    if (plain.get("prune") or {}).get("mask_from"):  # the mask's content, wherever its file lies
+        plain["prune"]["mask_from"] = mask_identity(plain["prune"]["mask_from"])
     for key in ("trainer", "callbacks"):  # Trainer arguments and callbacks count once set (none: no trace)
         if not plain.get(key):
             plain.pop(key, None)
@@ -158,6 +162,7 @@ def register_resolvers() -> None:
 AUGMENT_KEYS = children("dataset.augment")  # lth.data.augment.KEYS
 # Where ``+key=value`` may add a key that no config group defines (fnmatch patterns of dotted keys); anywhere
 # else a new key is a typo. Optimiser keyword arguments may be added when the optimiser takes them.
+OPEN_MODELS = ("torchvision", "timm", "hf", "custom")  # model presets whose arguments are the library's or the user's
 OPEN_KEYS = (
     "hydra.*",
     "prune.layer_rates.*",
@@ -417,6 +422,8 @@ def new_key_allowed(cfg: DictConfig, key: str) -> bool:
     if any(fnmatch.fnmatchcase(key, pattern) for pattern in OPEN_KEYS):
         return True
     parent, _, leaf = key.rpartition(".")
+    if parent == "model":  # pre-trained weights for any model; any constructor argument of an open model
+        return leaf == "weights" or OmegaConf.select(cfg, "model.name") in OPEN_MODELS
     if parent == "trainer":  # validate() then refuses, naming where to set it, the arguments the loop owns
         return leaf in TRAINER_ARGS
     if parent == "optim.optimizer":
@@ -497,6 +504,7 @@ def validate(cfg: DictConfig, machine: bool = True) -> None:
     _optimizer(cfg)
     check(cfg, "logger")
     check_trainer(cfg)
+    check_transfer(cfg)  # model.weights, prune.mask_from
 
 
 def check_method(cfg: DictConfig, target: float | None, rewind: str | Step) -> None:

@@ -85,6 +85,7 @@ from lth.run.store import (
     stored_name,
     unusable,
 )
+from lth.run.transfer import start_mask
 
 log = logging.getLogger("lth")
 
@@ -225,7 +226,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     control = cfg.prune.get("control")
     module = build_classifier(cfg, total, iterations_per_epoch)
     ticket = build_ticket(cfg)
-    ticket.parameters_of(module)  # bad layer patterns fail here, before anything is written
+    ticket.mask = start_mask(cfg, ticket.parameters_of(module))  # None, or prune.mask_from's; checked before writing
     apply_control = ticket.control_fn(control) if control else None
     store = dense_dir(cfg, run_dir, trained_on)  # where round 0 is kept for the runs that share it
     restarted = False  # round 0 restarts as its checkpoint is unusable (said already)

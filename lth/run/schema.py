@@ -250,6 +250,7 @@ def parse_step(value: Any, key: str, positive: bool = True) -> Step:
 
 _CHECKED_BY_HARDWARE = "lth.run.hardware.check_values"
 _CHECKED_BY_VALIDATE = "lth.run.config.validate"
+_CHECKED_BY_TRANSFER = "lth.run.transfer.check"
 
 _KEYS = (
     # -- top level --------------------------------------------------------------------------------------------
@@ -408,6 +409,23 @@ _KEYS = (
         choices=CHANNEL_CRITERIA,
         unnamed_at="l1",
         also="in the run's identity with prune.granularity=channel only",
+        "prune.mask_from",
+        "path",
+        "round 0 starts from this mask: a run folder[@round], a round folder, or a mask file (ours, torch-prune, "
+        "open_lth)",
+        nullable=True,
+        allowed_text="null, or a run folder[@round], a round folder, a mask.pt / mask.pth / state_dict file",
+        example="outputs/runs/<run_id>@3",
+        custom=_CHECKED_BY_TRANSFER,
+        also="in the identity by its content hash; prune.control null, random_prune or shuffle",
+    ),
+    Key(
+        "prune.mask_unmatched",
+        "choice",
+        "prunable tensors mask_from lacks or that do not fit: refuse (null) the run, or start them dense",
+        choices=("refuse", "dense"),
+        nullable=True,
+        custom=_CHECKED_BY_TRANSFER,
     ),
     # -- optim ------------------------------------------------------------------------------------------------
     Key("optim.name", "str", "the optimiser preset's name (set by optim=)"),
@@ -562,6 +580,17 @@ _KEYS = (
     Key("dataset.source.test_size", "int >= 1", "generated test images", optional=True, where="dataset=synthetic"),
     # -- model ------------------------------------------------------------------------------------------------
     Key("model.name", "str", "the model's name (set by model=; its own keys are in `conf/model/<name>.yaml`)"),
+    Key(
+        "model.weights",
+        "path",
+        "pre-trained weights: a local file or folder; the rewind point init is them (nothing is downloaded)",
+        nullable=True,
+        optional=True,
+        addable=True,
+        allowed_text="null, or a local state_dict / .safetensors file or a save_pretrained folder",
+        custom=_CHECKED_BY_TRANSFER,
+        also="the output layer may differ (a new head keeps its initialisation)",
+    ),
     # -- trainer: Lightning Trainer arguments; any other the loop does not own with +trainer.<name>=... -------
     Key(
         "trainer.gradient_clip_val",

@@ -26,6 +26,7 @@ A file that is missing, corrupt or made for another model is a one-line :class:`
 Every public name of the modules is importable from here.
 """
 
+from lth.core.anatomy import NotShrinkable, as_chain
 from lth.tools.export.channels import (
     example_input,
     fold_channels,
@@ -49,7 +50,7 @@ from lth.tools.export.lthz import (
 )
 from lth.tools.export.onnx import missing_packages, onnx_outputs, onnx_session, write_onnx
 from lth.tools.export.ship import export, summary
-from lth.tools.export.shrunk import NotShrinkable, as_chain, build_chain, chain_spec, load_shrunk, shrink
+from lth.tools.export.shrunk import build_chain, chain_spec, load_shrunk, shrink
 from lth.tools.export.sparse import BENCH_BATCHES, CsrLinear, linear_inputs, pick_paths, time_calls, with_csr
 from lth.tools.export.ticket import (
     PREFIX,

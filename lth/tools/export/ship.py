@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from lth.core.anatomy import NotShrinkable, as_chain
 from lth.core.errors import ConfigError
 from lth.core.granularity import parse_granularity
 from lth.core.masks import Mask
@@ -34,7 +35,7 @@ from lth.tools.export.channels import (
 from lth.tools.export.evaluate import correct, predict, read_test_split
 from lth.tools.export.lthz import bit_identical, compress, decompress
 from lth.tools.export.onnx import onnx_outputs, write_onnx
-from lth.tools.export.shrunk import NotShrinkable, as_chain, chain_spec, shrink
+from lth.tools.export.shrunk import chain_spec, shrink
 from lth.tools.export.sparse import BENCH_BATCHES, pick_paths
 from lth.tools.export.ticket import (
     build_plain,

@@ -1,9 +1,10 @@
 """``shrunk.pt``: the same function as smaller dense layers, the units (neurons, channels) whose incoming or outgoing
 weights are all pruned removed.
 
-Only plain chains of Linear/Conv layers shrink (:func:`as_chain`: the LeNets, Conv-2/4/6, VGG); residual networks
-and ViT are :class:`NotShrinkable`. The file holds the layers as plain data (:func:`chain_spec`) and the
-``state_dict``, so any ``nn.Sequential`` of those ``torch.nn`` layers loads it (:func:`load_shrunk`).
+Only plain chains of Linear/Conv layers shrink: a model gives its chain with ``lth_chain()`` (the LeNets, Conv-2/4/6,
+VGG; see :func:`lth.core.anatomy.as_chain`); residual networks and ViT are :class:`NotShrinkable`. The file holds the
+layers as plain data (:func:`chain_spec`) and the ``state_dict``, so any ``nn.Sequential`` of those ``torch.nn`` layers
+loads it (:func:`load_shrunk`).
 """
 
 from __future__ import annotations
@@ -15,15 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lth.core.anatomy import NotShrinkable
 from lth.core.errors import first_line
-from lth.models import VGG, ConvNet, LeNet5, LeNet300100, ViT
-from lth.models.resnet import ResNet
 from lth.tools.export.errors import ExportError
-
-
-class NotShrinkable(ValueError):
-    """A model whose units cannot be removed layer by layer; the message says why."""
-
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
 CHANNEL_OPS = (nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.BatchNorm2d)  # per channel, keep constants
@@ -36,43 +31,6 @@ SPEC_ARGS = {
     "AdaptiveAvgPool2d": ("output_size",),
     "BatchNorm2d": ("num_features", "eps", "momentum"),
 }
-
-
-def as_chain(model: nn.Module) -> nn.Sequential:
-    """A copy of ``model`` as one ``nn.Sequential`` of standard layers computing the same function.
-
-    LeNet-300-100, LeNet-5, Conv-2/4/6 and VGG are chains; residual networks and ViT are not
-    (:class:`NotShrinkable` says why).
-    """
-    parts: list[tuple[str, nn.Module]]
-    if isinstance(model, LeNet300100):
-        parts = [("flatten", nn.Flatten())]
-        for i, layer in enumerate(model.layers):
-            parts += [(f"layers_{i}", layer), (f"relu_{i}", nn.ReLU())]
-    elif isinstance(model, LeNet5):
-        parts = [("conv1", model.conv1), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2))]
-        parts += [("conv2", model.conv2), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)), ("flatten", nn.Flatten())]
-        parts += [("fc1", model.fc1), ("relu3", nn.ReLU()), ("fc2", model.fc2), ("relu4", nn.ReLU())]
-    elif isinstance(model, ConvNet):
-        parts = [(f"convs_{i}", m) for i, m in enumerate(model.convs)] + [("flatten", nn.Flatten())]
-        for i, layer in enumerate(model.fcs):
-            parts += [(f"fcs_{i}", layer), (f"relu_{i}", nn.ReLU())]
-    elif isinstance(model, VGG):
-        parts = [(f"features_{i}", m) for i, m in enumerate(model.features)]
-        parts += [("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten())]
-    elif isinstance(model, ResNet):
-        raise NotShrinkable(
-            f"{type(model).__name__}: residual connections add each block's input to its output, which ties a "
-            "channel across all the blocks of a stage; removing units applies to plain chains only"
-        )
-    elif isinstance(model, ViT):
-        raise NotShrinkable(
-            "ViT: the residual stream ties the embedding dimension across all blocks and attention mixes tokens; "
-            "removing units applies to plain chains only"
-        )
-    else:
-        raise NotShrinkable(f"{type(model).__name__} is not one of the plain chains (LeNets, Conv-2/4/6, VGG)")
-    return copy.deepcopy(nn.Sequential(OrderedDict([*parts, ("out", model.out)])))
 
 
 def _units(layer: nn.Module) -> int:
