@@ -409,6 +409,8 @@ _KEYS = (
         choices=CHANNEL_CRITERIA,
         unnamed_at="l1",
         also="in the run's identity with prune.granularity=channel only",
+    ),
+    Key(
         "prune.mask_from",
         "path",
         "round 0 starts from this mask: a run folder[@round], a round folder, or a mask file (ours, torch-prune, "
