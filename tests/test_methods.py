@@ -233,6 +233,10 @@ def test_the_mask_of_a_pruning_at_init_method_is_the_one_its_scores_give_at_the_
         (["prune.method=early_bird", "prune.early_bird.window=1"], "prune.early_bird.window"),
         (["prune.method=early_bird", "prune.early_bird.distance=some"], "prune.early_bird.distance"),
         (["prune.score_batches=0"], "prune.score_batches"),
+        (
+            ["prune.method=snip", "prune.target_sparsity=0.9", "prune.rounds=1", "prune.granularity=channel"],
+            "prune.granularity: prune.method=snip finds masks of single weights; allowed: weight",
+        ),
     ],
 )
 def test_a_method_that_cannot_take_an_option_is_one_line_and_writes_nothing(

@@ -520,6 +520,10 @@ def check_method(cfg: DictConfig, target: float | None, rewind: str | Step) -> N
     rounds = OmegaConf.select(cfg, "prune.rounds")
     if rounds != 1:
         raise ConfigError("prune.rounds", f"prune.method={method} prunes once; allowed: 1, got {rounds}")
+    if (OmegaConf.select(cfg, "prune.granularity") or "weight") != "weight":
+        raise ConfigError("prune.granularity", f"prune.method={method} finds masks of single weights; allowed: weight")
+    if OmegaConf.select(cfg, "prune.mask_from") is not None:
+        raise ConfigError("prune.mask_from", f"prune.method={method} finds its own masks; allowed: null")
     if method in PRUNING_AT_INIT and rewind != "init":
         raise ConfigError(
             "prune.rewind",
