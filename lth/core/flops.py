@@ -3,8 +3,9 @@
 The count is torch's own (:class:`torch.utils.flop_counter.FlopCounterMode`) over one forward and backward pass of
 a training batch through a copy of the network on the ``meta`` device, so nothing is computed, no random number is
 drawn and the network itself is not touched. A pruned weight saves its share of the operations of the layer that
-holds it: a Linear or Conv layer whose weight keeps a fraction d of its entries is counted at d times its own
-operations (forward and backward), as sparse-training papers count them (e.g. Evci et al. 2020). Tensors that no
+holds it: a Linear or Conv layer (or Hugging Face's Conv1D) whose weight keeps a fraction d of its entries is
+counted at d times its own operations (forward and backward), as sparse-training papers count them (e.g. Evci et al.
+2020). Tensors that no
 such layer holds alone (an attention's input projection) are counted dense. The optimiser's update is not counted.
 
 Pure torch: no Lightning.
@@ -20,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from lth.core.masks import PRUNABLE_MODULES, Mask
+from lth.core.anatomy import PRUNABLE_MODULES, is_hf_conv1d
+from lth.core.masks import Mask
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def iteration_flops(
     root = type(meta).__name__
     layers = {}
     for path, module in meta.named_modules():
-        if path and isinstance(module, PRUNABLE_MODULES):
+        if path and (isinstance(module, PRUNABLE_MODULES) or is_hf_conv1d(module)):
             layers[f"{prefix}{path}.weight"] = int(sum(counts.get(f"{root}.{path}", {}).values()))
     return IterationFlops(dense=int(counter.get_total_flops()), layers=layers)
 
