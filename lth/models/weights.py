@@ -39,8 +39,9 @@ def weights_file(path: str | Path) -> Path:
     return path
 
 
-def read_state(path: str | Path, key: str = "model.weights") -> dict[str, torch.Tensor]:
-    """The tensors of a weights file or folder, by name, on the CPU (pruned tensors reparametrised by torch folded)."""
+def read_state(path: str | Path, key: str = "model.weights", fold: bool = True) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file or folder, by name, on the CPU; ``fold``: tensors reparametrised by
+    ``torch.nn.utils.prune`` as ``weight_orig * weight_mask`` under their own name (else as saved)."""
     file = weights_file(path)
     try:
         if file.suffix == ".safetensors":
@@ -56,7 +57,7 @@ def read_state(path: str | Path, key: str = "model.weights") -> dict[str, torch.
         state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(key, f"{file} holds no state_dict (a mapping of names to tensors)")
-    for name in [k for k in state if k.endswith("_orig") and f"{k[:-5]}_mask" in state]:
+    for name in [k for k in state if fold and k.endswith("_orig") and f"{k[:-5]}_mask" in state]:
         base = name[:-5]
         state[base] = state.pop(name) * state.pop(f"{base}_mask")
     return state

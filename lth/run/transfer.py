@@ -118,7 +118,7 @@ def start_mask(cfg: DictConfig, params: dict[str, Any]) -> Any:
     from lth.models.weights import read_state
 
     file = mask_file(spec)
-    source = mask_from_state(read_state(file, key="prune.mask_from"), source="prune.mask_from")
+    source = mask_from_state(read_state(file, key="prune.mask_from", fold=False), source="prune.mask_from")
     if source and not any(n.startswith("model.") for n in source):  # another tool names the bare network's tensors
         source = Mask({f"model.{n}": m for n, m in source.items()})
     fits = {n for n, p in params.items() if n in source and source[n].shape == p.shape}
