@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 
 from lth.tools.cli import ArgumentParser, folder, integer, number, one_line_errors, output_folder
-from lth.tools.export.formats import FORMATS
 
 
 def parser() -> ArgumentParser:
@@ -31,7 +30,7 @@ def parser() -> ArgumentParser:
     parser.add_argument("--fp16", action="store_true", help="store the compressed file's values as fp16")
     parser.add_argument(
         "--format",
-        choices=FORMATS,
+        choices=("lth", "torch-prune"),  # lth.tools.export.formats.FORMATS (not imported: --help needs no torch)
         default="lth",
         help="torch-prune: also model.torch_prune.pt, loadable by a model pruned with torch.nn.utils.prune",
     )
