@@ -7,8 +7,8 @@ by ``torch.nn.utils.prune`` gives each pruned tensor as ``weight_orig * weight_m
 
 Every tensor must fit the model by name and shape, except those of the output layer
 (:func:`lth.core.anatomy.output_layer`), which keep their fresh initialisation when the classes differ (a new head);
-anything else that does not fit is one line naming ``model.weights``. A model whose tensors are named below a prefix
-the file lacks says so with ``lth_weights_prefix``.
+anything else that does not fit is one line naming ``model.weights``. A model that reads its own files (the
+transformers wrapper) says so with ``lth_load_weights(path) -> state_dict``.
 """
 
 from __future__ import annotations
@@ -65,10 +65,8 @@ def read_state(path: str | Path, key: str = "model.weights", fold: bool = True) 
 
 def load_weights(model: nn.Module, path: str | Path) -> list[str]:
     """Load the weights of ``path`` into ``model``; return the names left at their initialisation (a new head)."""
-    state = read_state(path)
-    prefix = getattr(model, "lth_weights_prefix", "")
-    if prefix and not all(k.startswith(prefix) for k in state):
-        state = {prefix + k: v for k, v in state.items()}
+    own_reader = getattr(model, "lth_load_weights", None)
+    state = own_reader(path) if callable(own_reader) else read_state(path)
     own = model.state_dict()
     head = output_layer(model) + "."
     unknown = [k for k in state if k not in own]
