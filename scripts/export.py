@@ -5,7 +5,7 @@ Everything written, and what was checked, is described in :mod:`lth.tools.export
 run file is one line on stderr (``error: <argument or file>: <what is wrong>``), exit code 2, and nothing written.
 
 Usage: python scripts/export.py RUN_DIR [--round N] [--tolerance 0.5] [--out DIR] [--fp16] [--data-dir DIR]
-       [--threads N]
+       [--format lth|torch-prune] [--threads N]
 """
 
 from __future__ import annotations
@@ -28,6 +28,12 @@ def parser() -> ArgumentParser:
     )
     parser.add_argument("--out", type=output_folder, help="output folder (default: <run_dir>/export/round_XX)")
     parser.add_argument("--fp16", action="store_true", help="store the compressed file's values as fp16")
+    parser.add_argument(
+        "--format",
+        choices=("lth", "torch-prune"),  # lth.tools.export.formats.FORMATS (not imported: --help needs no torch)
+        default="lth",
+        help="torch-prune: also model.torch_prune.pt, loadable by a model pruned with torch.nn.utils.prune",
+    )
     parser.add_argument("--data-dir", type=folder, help="where the test set is (default: the run's paths.data_dir)")
     parser.add_argument("--threads", type=integer(1), help="torch CPU threads, >= 1 (default: torch's)")
     return parser
@@ -43,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = export(args.run_dir, args.round, args.tolerance, args.out, args.fp16, args.data_dir)
+    report = export(args.run_dir, args.round, args.tolerance, args.out, args.fp16, args.data_dir, args.format)
     print(summary(report))
     return 0
 

@@ -129,6 +129,7 @@ BAD_INPUT = [
     ("model=timm +model.pretrained=true", "model", SUB),  # would download
     ("model=torchvision model.weights=IMAGENET1K_V1", "model.weights", ""),  # a hub name, offline
     ("+model.weights={tmp}/no_such_file.pt", "model.weights", ""),
+    ("model=hf model.config=google/vit-base-patch16-224", "model.config", ""),  # a hub name, offline
     ("+model.weights={tmp}/a_file", "model.weights", SUB),  # not a state_dict
     ("model=custom model._target_=torch.nn.Identity", "model", SUB),  # gives 784 outputs, not 10
     ("model=custom model._target_=no.such.Net", "model", SUB),

@@ -130,36 +130,64 @@ def test_steps_this_round_and_schedule_offsets_per_rewind_mode() -> None:
         assert ticket.steps_this_round(100) == (70 if isinstance(rewind, Step) else 100)
 
 
-def test_the_readme_example_runs_as_written_in_a_plain_lightning_project(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The README's drop-in example, executed verbatim on a small module and datamodule of a 'foreign' project."""
+def test_the_readme_example_runs_verbatim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The README's example (a real LightningModule and LightningDataModule), extracted and run as written."""
     import re
 
     from tests.conftest import REPO
 
     readme = (REPO / "README.md").read_text()
     (code,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "LotteryTicket(" in block]
-
-    class Foreign(Tiny):
-        def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-            x, y = batch
-            self.log("test_loss", nn.functional.cross_entropy(self(x), y))
-
-    class Data(pl.LightningDataModule):
-        def train_dataloader(self) -> TensorBatches:
-            return batches()
-
-        def test_dataloader(self) -> TensorBatches:
-            return batches(1)
-
-    monkeypatch.chdir(tmp_path)  # Lightning's default checkpoints and logs land here, not in the repository
+    monkeypatch.chdir(tmp_path)  # anything Lightning writes lands here, not in the repository
     pl.seed_everything(0)
-    code = code.replace("5000", "4").replace("pl.Trainer(", "pl.Trainer(logger=False, enable_progress_bar=False, ")
-    scope = {"model": Foreign(), "data": Data()}
+    scope: dict = {"__name__": "readme"}
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own example
-    ticket = scope["ticket"]
-    assert ticket.round_index == 5
-    assert ticket.mask.weights_remaining() == pytest.approx(0.8**5, abs=0.01)
-    for name, p in ticket.parameters_of(scope["model"]).items():
+    ticket, model = scope["ticket"], scope["model"]
+    assert ticket.round_index == 3
+    assert capsys.readouterr().out.strip().endswith("51.2% weights remaining")
+    for name, p in ticket.parameters_of(model).items():
         assert torch.count_nonzero(p[~ticket.mask[name]]) == 0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"rate": 5}, "rate=5: allowed a number in (0, 1)"),
+        ({"scope": "local"}, "scope='local': allowed 'global' or 'layer'"),
+        ({"rewind": "sometimes"}, "rewind='sometimes': allowed 'init', 'lr', 'none' or a Step"),
+        ({"target_sparsity": 0.9}, "rounds=None: allowed an int >= 1 with target_sparsity"),
+        ({"layer_rates": {"out": 1.5}}, "layer_rates['out']=1.5: allowed a number in (0, 1)"),
+        ({"exclude": "out"}, "exclude='out': allowed a list of name patterns"),
+    ],
+)
+def test_bad_arguments_are_value_errors_naming_the_argument(arguments: dict, message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        LotteryTicket(**arguments)
+    assert str(error.value).startswith(message) and "prune." not in str(error.value)
+
+
+def test_a_trainer_reused_for_the_next_round_is_refused() -> None:
+    pl.seed_everything(0)
+    model, ticket = Tiny(), LotteryTicket(rate=0.5)
+    trainer = fit(model, ticket, 4)
+    ticket.advance(model)
+    with pytest.raises(RuntimeError, match="round 1 is fit with the Trainer of round 0.*build a new Trainer per round"):
+        trainer.fit(model, train_dataloaders=batches())
+
+
+def test_max_epochs_works_for_rewinds_from_the_start_and_a_step_rewind_says_it_needs_max_steps() -> None:
+    def fit_epochs(model: pl.LightningModule, ticket: LotteryTicket) -> None:
+        options = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+        pl.Trainer(max_epochs=1, callbacks=[ticket], accelerator="cpu", **options).fit(model, batches())
+
+    pl.seed_everything(0)
+    model, ticket = Tiny(), LotteryTicket(rate=0.5, rewind="none")
+    fit_epochs(model, ticket)
+    assert ticket.round0_steps == 4  # 64 samples in batches of 16: the epoch's steps, not -1
+    ticket.advance(model)
+    fit_epochs(model, ticket)
+    model, ticket = Tiny(), LotteryTicket(rate=0.5, rewind="2it")
+    fit_epochs(model, ticket)
+    ticket.advance(model)
+    with pytest.raises(RuntimeError, match=r"trains from iteration 2, so its Trainer needs max_steps"):
+        fit_epochs(model, ticket)

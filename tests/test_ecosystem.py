@@ -89,3 +89,46 @@ def test_a_users_own_module_with_its_own_arguments(tmp_path: Path) -> None:
     assert mask["model.features.0.weight"].shape == (6, 1, 3, 3)  # its own argument reached it
     config = json.loads(json.dumps(export(run, round_index=2, out_dir=tmp_path / "export")["test"]))
     assert config["matches_rounds_csv"]
+
+
+def test_lth_imports_and_runs_without_the_optional_libraries_and_names_the_missing_one() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = (
+        "import sys\n"
+        "for name in ('timm', 'safetensors'): sys.modules[name] = None\n"  # (torchmetrics imports transformers)
+        "import lth, lth.models, lth.run.loop, lth.tools.export\n"
+        "from lth.core.errors import ConfigError\n"
+        "from lth.models import timm_model\n"
+        "try:\n"
+        "    timm_model('resnet18', 1, 28, 10)\n"
+        "except ConfigError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = "model: needs the timm package, which is not installed: pip install 'lth[ecosystem]'"
+    assert result.stdout.strip() == expected
+
+
+def test_a_transformers_folder_gives_the_config_and_the_pretrained_weights(make_cfg, tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("safetensors")
+    from lth.run.build import build_model
+
+    config = transformers.ViTConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=28,
+        patch_size=7, num_channels=1, num_labels=5,
+    )  # fmt: skip
+    torch.manual_seed(3)
+    transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "vit")  # 5 classes: another head
+    saved = transformers.ViTForImageClassification.from_pretrained(tmp_path / "vit").state_dict()
+    folder = str(tmp_path / "vit")
+    model = build_model(make_cfg("model=hf", f"model.config={folder}", f"model.weights={folder}"))
+    state = model.state_dict()
+    assert state["net.classifier.weight"].shape == (10, 16)  # the dataset's 10 classes: a fresh head
+    body = [k for k in saved if not k.startswith("classifier.")]
+    assert body and all(torch.equal(state[f"net.{k}"], saved[k]) for k in body)

@@ -17,7 +17,9 @@ iteration k the callback fast-forwards the schedule to k. It works in any Lightn
 
 from __future__ import annotations
 
+import numbers
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,6 +46,27 @@ def parse_rewind(value: str | Step) -> str | Step:
         raise ConfigError(
             "prune.rewind", f"{value!r} is not allowed; use init, lr, none or a Step like 500it"
         ) from None
+
+
+class ArgumentError(ValueError):
+    """A bad argument of :class:`LotteryTicket`, in one line naming it (``rate=5: ...``); ``argument`` is its name,
+    which :func:`lth.run.build.build_ticket` turns into the config key (``prune.<argument>``)."""
+
+    def __init__(self, argument: str, value: Any, allowed: str) -> None:
+        self.argument, self.value, self.allowed = argument, value, allowed
+        super().__init__(f"{argument}={value!r}: allowed {allowed}")
+
+
+def _fraction(argument: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        raise ArgumentError(argument, value, "a number in (0, 1)")
+    return float(value)
+
+
+def _patterns(argument: str, value: Any) -> list[str]:
+    if isinstance(value, str) or not all(isinstance(p, str) for p in value):
+        raise ArgumentError(argument, value, "a list of name patterns, e.g. ['*.out']")
+    return list(value)
 
 
 class LotteryTicket(pl.Callback):
@@ -78,13 +101,26 @@ class LotteryTicket(pl.Callback):
         channel_criterion: str = "l1",
         example_input: torch.Tensor | None = None,
     ) -> None:
-        if target_sparsity is not None and not rounds:
-            raise ConfigError("prune.rounds", "must be at least 1 when prune.target_sparsity is set")
-        self.rate, self.scope, self.layer_rates = rate, scope, dict(layer_rates or {})
+        if scope not in ("global", "layer"):
+            raise ArgumentError("scope", scope, "'global' or 'layer'")
+        if target_sparsity is not None:
+            target_sparsity = _fraction("target_sparsity", target_sparsity)
+            if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+                raise ArgumentError("rounds", rounds, "an int >= 1 with target_sparsity (the round that reaches it)")
+        self.rate, self.scope = _fraction("rate", rate), scope
+        self.layer_rates = {p: _fraction(f"layer_rates[{p!r}]", r) for p, r in dict(layer_rates or {}).items()}
         self.target_sparsity, self.rounds = target_sparsity, rounds
-        self.include, self.exclude, self.extra = list(include), list(exclude), list(extra)
-        self.rewind = parse_rewind(rewind)
-        self.granularity, self.channel_criterion = parse_granularity(granularity), channel_criterion
+        self.include, self.exclude = _patterns("include", include), _patterns("exclude", exclude)
+        self.extra = _patterns("extra", extra)
+        try:
+            self.rewind = parse_rewind(rewind)
+        except ConfigError:
+            raise ArgumentError("rewind", rewind, "'init', 'lr', 'none' or a Step such as '500it' or '2ep'") from None
+        try:
+            self.granularity = parse_granularity(granularity)
+        except ConfigError:
+            raise ArgumentError("granularity", granularity, "'weight', 'channel' or 'n:m' such as '2:4'") from None
+        self.channel_criterion = channel_criterion
         self.example_input = example_input
         self.structure: StructuredPruning | None = None  # built from the model on first use (not for weight)
         self.round_index = 0
@@ -94,6 +130,7 @@ class LotteryTicket(pl.Callback):
         self.iterations_per_epoch: int | None = None
         self._applied: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
         self._pruned: list[torch.nn.Parameter] = []  # the parameters with pruned weights, as _applied holds them
+        self._fitted: tuple[weakref.ref, int] | None = None  # the Trainer of the last fit and its round
 
     # -- the tensors -------------------------------------------------------------------------------
     def parameters_of(self, module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -222,6 +259,12 @@ class LotteryTicket(pl.Callback):
 
     # -- Lightning hooks ---------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._fitted is not None and self._fitted[0]() is trainer and self._fitted[1] != self.round_index:
+            raise RuntimeError(
+                f"LotteryTicket: round {self.round_index} is fit with the Trainer of round {self._fitted[1]}, which "
+                "has trained its steps already (it would not train); build a new Trainer per round"
+            )
+        self._fitted = (weakref.ref(trainer), self.round_index)
         if trainer.world_size > 1 and self.mask is not None:  # under DDP every rank trains with rank 0's mask
             self.mask = Mask(trainer.strategy.broadcast(dict(self.mask.cpu()), src=0))
         self._applied = None
@@ -234,7 +277,13 @@ class LotteryTicket(pl.Callback):
         if trainer.num_training_batches != float("inf"):  # optimiser steps: batches over the accumulation
             self.iterations_per_epoch = -(-int(trainer.num_training_batches) // trainer.accumulate_grad_batches)
         if self.round_index == 0:  # before any checkpoint is written, so every checkpoint knows it
-            self.round0_steps = int(trainer.max_steps)
+            self.round0_steps = int(trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches)
+        elif self.start_iteration() and trainer.max_steps in (-1, None):
+            raise RuntimeError(
+                f"LotteryTicket(rewind={self.rewind}): round {self.round_index} trains from iteration "
+                f"{self.start_iteration()}, so its Trainer needs max_steps=ticket.steps_this_round(<round 0's "
+                "steps>), not max_epochs (which would train round 0's whole length again)"
+            )
         offset = self.schedule_offset() if trainer.global_step == 0 else 0  # a resumed round restored its schedule
         if offset:
             with warnings.catch_warnings():

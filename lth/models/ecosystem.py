@@ -105,14 +105,26 @@ def timm_model(arch: str, in_channels: int, image_size: int, num_classes: int, *
 class HuggingFace(nn.Module):
     """A transformers image classifier as a plain module: images in, logits out (the model is ``net``)."""
 
-    lth_weights_prefix = "net."  # a transformers state_dict (model.safetensors) names the tensors without it
-
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(pixel_values=x).logits
+
+    def lth_load_weights(self, path: str | Path) -> dict[str, torch.Tensor]:
+        """The weights of a ``save_pretrained`` folder, read by transformers (which knows its own tensor names across
+        versions), named as this module names them."""
+        with torch.random.fork_rng(devices=[]):  # transformers may draw a head it then discards
+            try:
+                loaded = type(self.net).from_pretrained(
+                    str(path), config=self.net.config, ignore_mismatched_sizes=True, local_files_only=True
+                )
+            except Exception as error:
+                refuse(f"model.weights {str(path)!r} cannot be read by transformers ({first_line(error)})")
+        theirs = loaded.state_dict()
+        own = self.net.state_dict()
+        return {f"net.{k}": v for k, v in theirs.items() if k in own and v.shape == own[k].shape}
 
 
 def hf_model(

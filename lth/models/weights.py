@@ -7,8 +7,8 @@ by ``torch.nn.utils.prune`` gives each pruned tensor as ``weight_orig * weight_m
 
 Every tensor must fit the model by name and shape, except those of the output layer
 (:func:`lth.core.anatomy.output_layer`), which keep their fresh initialisation when the classes differ (a new head);
-anything else that does not fit is one line naming ``model.weights``. A model whose tensors are named below a prefix
-the file lacks says so with ``lth_weights_prefix``.
+anything else that does not fit is one line naming ``model.weights``. A model that reads its own files (the
+transformers wrapper) says so with ``lth_load_weights(path) -> state_dict``.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ def weights_file(path: str | Path) -> Path:
     return path
 
 
-def read_state(path: str | Path, key: str = "model.weights") -> dict[str, torch.Tensor]:
-    """The tensors of a weights file or folder, by name, on the CPU (pruned tensors reparametrised by torch folded)."""
+def read_state(path: str | Path, key: str = "model.weights", fold: bool = True) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file or folder, by name, on the CPU; ``fold``: tensors reparametrised by
+    ``torch.nn.utils.prune`` as ``weight_orig * weight_mask`` under their own name (else as saved)."""
     file = weights_file(path)
     try:
         if file.suffix == ".safetensors":
@@ -56,7 +57,7 @@ def read_state(path: str | Path, key: str = "model.weights") -> dict[str, torch.
         state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(key, f"{file} holds no state_dict (a mapping of names to tensors)")
-    for name in [k for k in state if k.endswith("_orig") and f"{k[:-5]}_mask" in state]:
+    for name in [k for k in state if fold and k.endswith("_orig") and f"{k[:-5]}_mask" in state]:
         base = name[:-5]
         state[base] = state.pop(name) * state.pop(f"{base}_mask")
     return state
@@ -64,10 +65,8 @@ def read_state(path: str | Path, key: str = "model.weights") -> dict[str, torch.
 
 def load_weights(model: nn.Module, path: str | Path) -> list[str]:
     """Load the weights of ``path`` into ``model``; return the names left at their initialisation (a new head)."""
-    state = read_state(path)
-    prefix = getattr(model, "lth_weights_prefix", "")
-    if prefix and not all(k.startswith(prefix) for k in state):
-        state = {prefix + k: v for k, v in state.items()}
+    own_reader = getattr(model, "lth_load_weights", None)
+    state = own_reader(path) if callable(own_reader) else read_state(path)
     own = model.state_dict()
     head = output_layer(model) + "."
     unknown = [k for k in state if k not in own]

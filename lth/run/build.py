@@ -26,7 +26,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from lth.core.errors import ConfigError, first_line
 from lth.core.seeds import stream
 from lth.data import ImageData
-from lth.lightning.callback import LotteryTicket
+from lth.lightning.callback import ArgumentError, LotteryTicket
 from lth.lightning.module import Classifier
 from lth.models.ecosystem import check_images
 from lth.models.weights import load_weights
@@ -138,22 +138,26 @@ def build_classifier(cfg: DictConfig, total: int, iterations_per_epoch: int) -> 
 
 
 def build_ticket(cfg: DictConfig) -> LotteryTicket:
-    """The pruning callback of ``cfg.prune``."""
+    """The pruning callback of ``cfg.prune``; a bad argument is a :class:`ConfigError` naming its key."""
     p = cfg.prune
-    return LotteryTicket(
-        rate=p.rate,
-        scope=p.scope,
-        layer_rates=OmegaConf.to_container(p.layer_rates) if p.get("layer_rates") else None,
-        target_sparsity=p.get("target_sparsity"),
-        rounds=p.rounds,
-        include=p.get("include") or (),
-        exclude=p.get("exclude") or (),
-        extra=p.get("extra") or (),
-        rewind=p.rewind,
-        granularity=p.get("granularity", "weight"),
-        channel_criterion=p.get("channel_criterion", "l1"),
-        example_input=torch.zeros(1, cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size),
-    )
+    try:
+        return LotteryTicket(
+            rate=p.rate,
+            scope=p.scope,
+            layer_rates=OmegaConf.to_container(p.layer_rates) if p.get("layer_rates") else None,
+            target_sparsity=p.get("target_sparsity"),
+            rounds=p.rounds,
+            include=p.get("include") or (),
+            exclude=p.get("exclude") or (),
+            extra=p.get("extra") or (),
+            rewind=p.rewind,
+            granularity=p.get("granularity", "weight"),
+            channel_criterion=p.get("channel_criterion", "l1"),
+            example_input=torch.zeros(1, cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size),
+        )
+    except ArgumentError as error:  # validate() refuses these first; configs built in code get here
+        key = f"prune.{error.argument.split('[')[0]}"
+        raise ConfigError(key, f"got {error.value!r}; allowed: {error.allowed}") from None
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> RunLoggers:

@@ -76,7 +76,8 @@ def mask_identity(spec: str) -> str:
 
 
 def check(cfg: DictConfig) -> None:
-    """Refuse a ``model.weights``, ``prune.mask_from`` or ``prune.mask_unmatched`` that cannot work, in one line."""
+    """Refuse a ``model.weights``, ``model.config`` (hf), ``prune.mask_from`` or ``prune.mask_unmatched`` that cannot
+    work, in one line."""
     weights = OmegaConf.select(cfg, "model.weights")
     if weights is not None and not (isinstance(weights, str) and Path(weights).expanduser().exists()):
         how = HOW_TO_SAVE.get(str(cfg.model.get("name")), "torch.save(model.state_dict(), 'weights.pt')")
@@ -84,6 +85,13 @@ def check(cfg: DictConfig) -> None:
             "model.weights",
             f"{weights!r} is not a local file or folder, and nothing is downloaded at run time: save the weights once "
             f"where there is a network, e.g. {how.format(arch=cfg.model.get('arch'))}, and pass model.weights=<file>",
+        )
+    config = OmegaConf.select(cfg, "model.config") if cfg.model.get("name") == "hf" else None
+    if isinstance(config, str) and not Path(config).expanduser().exists():
+        raise ConfigError(
+            "model.config",
+            f"{config!r} is not a local folder or file, and nothing is downloaded at run time: save it once with "
+            f"{HOW_TO_SAVE['hf']}, or give the config's keys (model_type, ...)",
         )
     unmatched = OmegaConf.select(cfg, "prune.mask_unmatched")
     if unmatched is not None and unmatched not in UNMATCHED:
@@ -118,7 +126,7 @@ def start_mask(cfg: DictConfig, params: dict[str, Any]) -> Any:
     from lth.models.weights import read_state
 
     file = mask_file(spec)
-    source = mask_from_state(read_state(file, key="prune.mask_from"), source="prune.mask_from")
+    source = mask_from_state(read_state(file, key="prune.mask_from", fold=False), source="prune.mask_from")
     if source and not any(n.startswith("model.") for n in source):  # another tool names the bare network's tensors
         source = Mask({f"model.{n}": m for n, m in source.items()})
     fits = {n for n, p in params.items() if n in source and source[n].shape == p.shape}

@@ -16,6 +16,9 @@ From a run folder (``config.yaml``, ``rounds.csv``, ``rewind.pt``, ``round_XX/ma
 - :mod:`~lth.tools.export.lthz`: ``compressed.lthz``, every tensor in the smallest of three encodings
   (:func:`encoded_sizes`), fp32 or fp16 values;
 - :mod:`~lth.tools.export.onnx`: ``model.onnx``, the runtime model, checked in onnxruntime (the ``deploy`` extra);
+- :mod:`~lth.tools.export.formats`: ``model.safetensors`` beside ``model.pt``, and with ``format="torch-prune"``
+  ``model.torch_prune.pt`` (``weight_orig`` + ``weight_mask``, what a model pruned by ``torch.nn.utils.prune`` loads);
+- :mod:`~lth.tools.export.onnx`: ``model.onnx`` when asked and the ``onnx`` packages are installed;
 - :mod:`~lth.tools.export.sparse`: the per-layer runtime paths (dense or CSR Linear layers, picked by measurement);
 - :mod:`~lth.tools.export.evaluate`: the run's test set and a model's predictions on it;
 - :mod:`~lth.tools.export.ship`: :func:`export` itself and ``export.json``, what was checked: the test accuracy
@@ -37,6 +40,7 @@ from lth.tools.export.channels import (
 )
 from lth.tools.export.errors import ExportError
 from lth.tools.export.evaluate import correct, predict, read_test_split
+from lth.tools.export.formats import FORMATS, TORCH_PRUNE_FILE, write_safetensors, write_torch_prune
 from lth.tools.export.lthz import (
     ENCODINGS,
     MAGIC,
@@ -70,12 +74,14 @@ from lth.tools.export.ticket import (
 __all__ = [
     "BENCH_BATCHES",
     "ENCODINGS",
+    "FORMATS",
     "MAGIC",
     "PREFIX",
     "CsrLinear",
     "ExportError",
     "NotShrinkable",
     "RoundFiles",
+    "TORCH_PRUNE_FILE",
     "as_chain",
     "bit_identical",
     "build_chain",
@@ -116,5 +122,7 @@ __all__ = [
     "write_model",
     "write_onnx",
     "write_program",
+    "write_safetensors",
     "write_ticket",
+    "write_torch_prune",
 ]

@@ -33,6 +33,7 @@ from lth.tools.export.channels import (
     write_program,
 )
 from lth.tools.export.evaluate import correct, predict, read_test_split
+from lth.tools.export.formats import write_safetensors, write_torch_prune
 from lth.tools.export.lthz import bit_identical, compress, decompress
 from lth.tools.export.onnx import onnx_outputs, write_onnx
 from lth.tools.export.shrunk import chain_spec, shrink
@@ -154,12 +155,13 @@ def export(
     out_dir: str | Path | None = None,
     fp16: bool = False,
     data_dir: str | Path | None = None,
+    format: str = "lth",
 ) -> dict:
     """Export one round of the run in ``run_dir``; return the report also written to ``<out_dir>/export.json``.
 
     ``round_index`` None picks :func:`~lth.tools.export.ticket.choose_round` with ``tolerance`` (accuracy points).
     ``out_dir`` defaults to ``<run_dir>/export/round_XX``. ``data_dir`` overrides the run's ``paths.data_dir`` for
-    the test set.
+    the test set. ``format="torch-prune"`` also writes :data:`~lth.tools.export.formats.TORCH_PRUNE_FILE`.
     """
     run_dir = Path(run_dir)
     cfg, rows = read_config_and_rounds(run_dir)
@@ -189,6 +191,9 @@ def export(
         files.rewind = fold_channels(files.rewind, groups, files.mask)
     report["ticket"] = write_ticket(out, files, cfg, config)
     plain, state = write_model(out, files, config)
+    report["safetensors"] = write_safetensors(out, state)
+    asked = format == "torch-prune"
+    report["torch_prune"] = write_torch_prune(out, state, files.mask) if asked else "not asked (--format torch-prune)"
     batch_size = cfg.train.get("eval_batch_size", 1000)
     right = correct(plain, x, y, batch_size)
     recorded = files.row["test_acc"]
@@ -222,6 +227,7 @@ def summary(report: dict) -> str:
         f"test accuracy of the exported model, evaluated afresh: {100 * test['acc']:.2f}% "
         f"on {test['images']} images ({check})",
         f"ticket: {report['ticket']}",
+        f"safetensors: {report['safetensors']}; torch-prune: {report['torch_prune']}",
         f"sizes: dense {packed['dense_bytes']:,} B, model.pt {packed['model_pt_bytes']:,} B, compressed "
         f"{packed['file_bytes']:,} B ({packed['dense_bytes'] / packed['file_bytes']:.1f}x smaller than dense"
         f"{', fp16 values' if packed['fp16'] else ''}); round trip {trip}, test accuracy {packed['test_acc']:.2%}",

@@ -123,10 +123,12 @@ def fold(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) 
 
 
 def model_config(cfg: DictConfig) -> dict:
-    """What rebuilds the model: the ``model`` keys and the dataset's shape (and normalisation) keys."""
+    """What rebuilds the model: the ``model`` keys (less ``model.weights``: ``model.pt`` holds the weights) and the
+    dataset's shape (and normalisation) keys."""
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
     keys = ("name", "channels", "image_size", "num_classes", "mean", "std")
-    return {"model": OmegaConf.to_container(cfg.model, resolve=True), "dataset": {k: dataset.get(k) for k in keys}}
+    model = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "weights"}
+    return {"model": model, "dataset": {k: dataset.get(k) for k in keys}}
 
 
 def build_plain(config: Mapping) -> nn.Module:
