@@ -399,7 +399,7 @@ _KEYS = (
         "weight: single weights; channel: whole output channels (tied through skips); n:m: n of every m inputs",
         allowed_text="weight, channel, or n:m with 0 < n < m such as 2:4",
         custom=_CHECKED_BY_VALIDATE,
-        also="channel: not with prune.target_sparsity or prune.layer_rates; n:m: input widths multiples of m",
+        also="not with prune.target_sparsity or prune.layer_rates unless weight; n:m: input widths multiples of m",
         unnamed_at="weight",
     ),
     Key(
