@@ -348,6 +348,7 @@ def imp_rounds(args: argparse.Namespace) -> dict:
     from lth.run.build import build_classifier, build_data, build_loggers, build_model, quiet_lightning
     from lth.run.config import check_lengths
     from lth.run.loop import RoundSettings, train_round
+    from lth.run.methods import run_flops
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -360,7 +361,8 @@ def imp_rounds(args: argparse.Namespace) -> dict:
         total, eval_every = check_lengths(cfg, iterations_per_epoch)
         module = build_classifier(cfg, total, iterations_per_epoch)
         ticket = RoundClock(rate=cfg.prune.rate, scope=cfg.prune.scope, rewind=cfg.prune.rewind)
-        settings = RoundSettings(total, iterations_per_epoch, eval_every, None, True)
+        flops = run_flops(cfg, build_model(cfg), accumulate=1, world_size=1)
+        settings = RoundSettings(total, iterations_per_epoch, eval_every, None, True, flops=flops)
         run_dir = Path(tmp) / "run"
         loggers = build_loggers(cfg, run_dir)
         train_x, train_y = data.split("train")

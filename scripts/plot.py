@@ -1,8 +1,9 @@
 """Draw the paper's figures from run folders: test accuracy at the early-stop point and the early-stop iteration
-against % weights remaining (log scale, decreasing), mean and spread over seeds, one series per config.
+against % weights remaining (log scale, decreasing), or against what each network cost to train (``--x
+train_iterations``, ``train_flops``), mean and spread over seeds, one series per config.
 
 Usage: python scripts/plot.py outputs/multirun/<time> [more run folders] [--metric final_test_acc] [--out DIR]
-    [--format png pdf]
+    [--format png pdf] [--x train_iterations] [--ignore seed prune.target_sparsity]
 
 The figures go to ``<first folder given>/figures/`` unless ``--out`` says otherwise, one per metric
 (``test_acc.png`` and ``early_stop_iteration.png`` by default).
@@ -15,6 +16,7 @@ from pathlib import Path
 from lth.tools.cli import ArgumentParser, one_line_errors, output_folder
 from lth.tools.results import (
     SPREADS,
+    X_AXES,
     add_group_arguments,
     add_metric_argument,
     load_groups,
@@ -31,6 +33,12 @@ def parser() -> ArgumentParser:
     )
     add_metric_argument(parser, "a figure")
     parser.add_argument("--format", nargs="+", default=["png"], choices=["png", "svg", "pdf"], help="default: png")
+    parser.add_argument(
+        "--x",
+        choices=X_AXES,
+        default="weights_remaining",
+        help="the x axis: %% weights remaining (default) or what each network cost to train",
+    )
     parser.add_argument("--spread", choices=SPREADS, default="minmax", help="error bars (default: minmax)")
     return parser
 
@@ -47,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     groups = load_groups(args.paths, ignore=args.ignore)
     out = args.out if args.out is not None else default_out(args.paths[0])
-    for path in save_figures(groups, out, args.format, args.spread, args.metric):
+    for path in save_figures(groups, out, args.format, args.spread, args.metric, args.x):
         print(path)
 
 

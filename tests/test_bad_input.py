@@ -129,6 +129,7 @@ BAD_INPUT = [
     ("prune.mask_from={tmp}/images@3", "prune.mask_from", ""),  # a folder without rounds
     ("prune.mask_from={tmp}/a_file", "prune.mask_from", SUB),  # not a mask file
     ("prune.mask_unmatched=maybe", "prune.mask_unmatched", ""),
+    ("prune.mask_from={tmp}/a_file prune.method=snip prune.rounds=1 prune.target_sparsity=0.5", "prune.mask_from", ""),
 ]
 
 
@@ -289,14 +290,18 @@ def test_the_names_repeated_for_validation_match_their_modules() -> None:
     from pytorch_lightning.strategies import StrategyRegistry
 
     from lth.core.controls import CONTROLS
+    from lth.core.earlybird import DISTANCES
+    from lth.core.scores import PRUNING_AT_INIT
     from lth.data.augment import KEYS
     from lth.data.module import LOADERS
     from lth.lightning.callback import REWIND_MODES
     from lth.lightning.module import SCHEDULES
-    from lth.run import config
+    from lth.run import config, methods, schema
 
     assert config.SCHEDULES == SCHEDULES and config.CONTROLS == tuple(CONTROLS) and config.LOADERS == LOADERS
     assert config.REWIND_MODES == REWIND_MODES and config.AUGMENT_KEYS == KEYS
+    assert schema.METHODS == methods.METHODS and schema.PRUNING_AT_INIT == PRUNING_AT_INIT
+    assert schema.EARLY_BIRD_DISTANCES == DISTANCES
     assert set(PRECISIONS) == set(typing.get_args(_PRECISION_INPUT_STR))
     assert {str(p) for p in PRECISION_ALIASES} == set(typing.get_args(_PRECISION_INPUT_STR_ALIAS))
     assert set(STRATEGIES) - {"auto"} <= set(StrategyRegistry.available_strategies())

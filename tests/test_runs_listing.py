@@ -35,7 +35,7 @@ def write_run(root: Path, cfg: DictConfig, rows: int, finished: bool) -> Path:
     if rows >= 0:
         lines = [",".join(ROUND_COLUMNS)]
         for r in range(rows):
-            lines.append(f"{r},{0.8**r},{10 * r},0.5,0.9,{0.90 + 0.01 * r},0.9,1.0")
+            lines.append(f"{r},{0.8**r},{10 * r},0.5,0.9,{0.90 + 0.01 * r},0.9,1.0,{100 * (r + 1)},{r},{r}")
         (run_dir / "rounds.csv").write_text("\n".join(lines) + "\n")
     if finished:
         (run_dir / "summary.json").write_text(json.dumps({"rounds": []}))

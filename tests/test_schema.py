@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lth.core.errors import ConfigError
 from lth.run import schema
-from lth.run.config import RUN_ONLY, identity, new_key_allowed
+from lth.run.config import RUN_ONLY, identity, method_keys_left_out, new_key_allowed
 from tests.conftest import REPO
 
 GROUPS = ("dataset", "optim", "prune", "hardware", "logger", "trainer", "paths", "model", "experiment")
@@ -87,10 +87,14 @@ def test_run_only_keys_are_the_schemas() -> None:
 def test_the_identity_leaves_out_exactly_the_run_only_keys(configs: dict[str, DictConfig]) -> None:
     cfg = configs[""]
     kept = set(config_keys(identity(cfg)))
+    unused = method_keys_left_out(cfg.prune.method)
     for entry in schema.KEYS:
         value = OmegaConf.select(cfg, entry.key, default=ABSENT)
         if value is ABSENT or value is None or value == {} or entry.kind == "group":
             continue  # absent, null (nulls never count) or a whole group
+        if any(entry.key == key or entry.key.startswith(f"{key}.") for key in unused):
+            assert not any(k == entry.key or k.startswith(f"{entry.key}.") for k in kept), entry.key
+            continue  # the default method, and options of methods the run does not use
         if entry.run_only:
             assert not any(k == entry.key or k.startswith(f"{entry.key}.") for k in kept), entry.key
         elif not free_form(entry.key):

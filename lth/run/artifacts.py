@@ -21,7 +21,11 @@ ROUND_COLUMNS = (
     "test_acc",
     "final_test_acc",
     "train_seconds",
+    "train_iterations",
+    "train_flops",
+    "train_flops_dense",
 )
+COST_COLUMNS = ROUND_COLUMNS[-3:]  # what a row's network cost to obtain (absent from files written before them)
 
 
 def umask() -> int:
@@ -115,7 +119,7 @@ def write_rounds(path: Path, rows: Sequence[dict]) -> None:
     write_text(path, out.getvalue())
 
 
-INTEGER_COLUMNS = ("round", "early_stop_iteration")
+INTEGER_COLUMNS = ("round", "early_stop_iteration", *COST_COLUMNS)
 
 
 def read_rounds(path: Path) -> list[dict]:
@@ -136,7 +140,7 @@ def read_rounds(path: Path) -> list[dict]:
     if not table or not any(table[0]):
         raise ConfigError(where, f"is empty; a rounds.csv starts with the header {','.join(ROUND_COLUMNS)}")
     header, body = table[0], [line for line in table[1:] if line]
-    missing = [c for c in ROUND_COLUMNS if c not in header]
+    missing = [c for c in ROUND_COLUMNS if c not in header and c not in COST_COLUMNS]
     if missing:
         raise ConfigError(where, f"the header lacks {', '.join(missing)} (is it cut short or not a rounds.csv?)")
     rows = []
@@ -145,6 +149,8 @@ def read_rounds(path: Path) -> list[dict]:
             raise ConfigError(where, f"row {number} has {len(line)} values for {len(header)} columns (cut short?)")
         row = {}
         for column, text in zip(header, line, strict=True):
+            if column in COST_COLUMNS and not text:  # a row that did not count its cost
+                continue
             try:
                 row[column] = int(text) if column in INTEGER_COLUMNS else float(text)
             except ValueError:

@@ -28,6 +28,8 @@ from lth.run.schema import (  # noqa: F401 - the names repeated for validation, 
     MAX_EPOCHS,
     MAX_ITERATIONS,
     MAX_ROUNDS,
+    METHOD_OPTIONS,
+    PRUNING_AT_INIT,
     REWIND_MODES,
     SCHEDULES,
     WANDB_MODES,
@@ -78,12 +80,23 @@ def identity(cfg: DictConfig) -> dict:
     if hardware != DEFAULT_TRAINING_HARDWARE:
         plain["hardware"] = hardware
     plain = _drop_nulls(plain)
+    for key in method_keys_left_out((plain.get("prune") or {}).get("method", "magnitude")):
+        plain["prune"].pop(key.removeprefix("prune."), None)
     if (plain.get("prune") or {}).get("mask_from"):  # the mask's content, wherever its file lies
         plain["prune"]["mask_from"] = mask_identity(plain["prune"]["mask_from"])
     for key in ("trainer", "callbacks"):  # Trainer arguments and callbacks count once set (none: no trace)
         if not plain.get(key):
             plain.pop(key, None)
     return plain
+
+
+def method_keys_left_out(method: str) -> list[str]:
+    """The ``prune.`` keys of methods that the identity of a run with ``prune.method=method`` leaves out:
+    ``prune.method`` itself for ``magnitude`` (the default, so runs made before methods existed keep their names),
+    and the options of every other method."""
+    used = METHOD_OPTIONS.get(method, ())
+    options = {option for options in METHOD_OPTIONS.values() for option in options if option not in used}
+    return [f"prune.{key}" for key in sorted(options) + (["method"] if method == "magnitude" else [])]
 
 
 DEFAULT_TRAINING_HARDWARE = {"world_size": 1, "precision": "32-true"}
@@ -458,6 +471,7 @@ def validate(cfg: DictConfig, machine: bool = True) -> None:
             "none fine-tunes at the schedule's final learning rate, which is 0 under optim.schedule.name=cosine; "
             "use prune.rewind=lr, or a step or constant optim.schedule.name",
         )
+    check_method(cfg, target, rewind)
     control = OmegaConf.select(cfg, "prune.control")
     if control is not None:
         if control not in CONTROLS:
@@ -472,6 +486,26 @@ def validate(cfg: DictConfig, machine: bool = True) -> None:
     check(cfg, "logger")
     check_trainer(cfg)
     check_transfer(cfg)  # model.weights, prune.mask_from
+
+
+def check_method(cfg: DictConfig, target: float | None, rewind: str | Step) -> None:
+    """``prune.method``: every method but ``magnitude`` prunes once to ``prune.target_sparsity``; pruning at
+    initialisation trains from the initial weights it scored (``prune.rewind=init``)."""
+    method = OmegaConf.select(cfg, "prune.method") or "magnitude"
+    if method == "magnitude":
+        return
+    if target is None:
+        raise ConfigError(
+            "prune.target_sparsity", f"prune.method={method} prunes once to a target sparsity; set it in (0, 1)"
+        )
+    rounds = OmegaConf.select(cfg, "prune.rounds")
+    if rounds != 1:
+        raise ConfigError("prune.rounds", f"prune.method={method} prunes once; allowed: 1, got {rounds}")
+    if method in PRUNING_AT_INIT and rewind != "init":
+        raise ConfigError(
+            "prune.rewind",
+            f"prune.method={method} trains from the initial weights it scored; allowed: init, got {rewind}",
+        )
 
 
 def check_trainer(cfg: DictConfig) -> None:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lth.core.controls import control_fn
 from lth.core.errors import ConfigError
+from lth.core.flops import IterationFlops
 from lth.core.masks import Mask
 from lth.core.seeds import stream
 from lth.core.steps import Step
@@ -40,6 +41,7 @@ from lth.run.artifacts import (
     write_text,
 )
 from lth.run.build import (
+    accumulation,
     build_classifier,
     build_data,
     build_loggers,
@@ -55,6 +57,15 @@ from lth.run.distributed import check_hardware, is_rank_zero, shared, start_rank
 from lth.run.labels import flatten, write_alias
 from lth.run.locks import run_lock
 from lth.run.loggers import RunLoggers
+from lth.run.methods import (
+    Cost,
+    check_rewind_reached,
+    early_bird,
+    mask_at_initialisation,
+    pruned_at_init,
+    run_flops,
+    spent_before,
+)
 from lth.run.progress import RoundProgress
 from lth.run.provenance import machine, provenance
 from lth.run.reuse import reuse_finished
@@ -212,6 +223,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     iterations_per_epoch = steps_per_epoch(cfg, data, world_size())
     total, eval_every = check_lengths(cfg, iterations_per_epoch)
     checkpoint_every = _checkpoint_every(cfg, iterations_per_epoch, eval_every)
+    flops = run_flops(cfg, build_model(cfg), accumulation(cfg), world_size())
     control = cfg.prune.get("control")
     apply_control = control_fn(control) if control else None
     module = build_classifier(cfg, total, iterations_per_epoch)
@@ -239,6 +251,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         bool(cfg.train.get("save_weights", True)),
         bool(cfg.hardware.get("rank_report", False)),
         trained_on,
+        flops,
     )
     resume, first_round = bool(cfg.get("resume", False)), len(rows)
     if resume and first_round > cfg.prune.rounds:
@@ -255,16 +268,20 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                     ticket_mask = Mask(torch.load(round_dir(ticket_dir, round_index) / "mask.pt"))
                     draws = torch.Generator().manual_seed(stream(cfg.seed, f"control/{control}/round{round_index}"))
                     ticket.advance(module, mask=apply_control(ticket_mask, ticket.mask.cpu(), draws))
+                elif round_index and pruned_at_init(cfg):  # scored at the initial weights, trained from them
+                    ticket.advance(module, mask=mask_at_initialisation(cfg, module, ticket, data))
                 elif round_index:
+                    check_rewind_reached(cfg, ticket, rows[0])
                     ticket.advance(module)
                 else:
                     ticket.apply_mask(module)
             progress.start(round_index, ticket.mask.weights_remaining())
+            spent = spent_before(cfg, round_index, rows, ticket_dir)
             if round_index == 0 and cfg.train.get("share_dense", True):
                 row = dense_round(cfg, module, ticket, data, run_dir, settings, loggers, resume_from, resumed_at)
             else:
                 row = train_round(
-                    cfg, module, ticket, data, run_dir, round_index, settings, loggers, resume_from, resumed_at
+                    cfg, module, ticket, data, run_dir, round_index, settings, loggers, resume_from, resumed_at, spent
                 )
             progress.end(row["test_acc"])
             rows.append(row)
@@ -416,6 +433,7 @@ class RoundSettings:
     save_weights: bool
     rank_report: bool = False
     machine: dict | None = None  # what of this machine changes the numbers (see lth.run.provenance)
+    flops: IterationFlops | None = None  # the operations of one training iteration (see lth.core.flops)
 
 
 def dense_round(
@@ -443,9 +461,11 @@ def dense_round(
             say(f"round 0 kept in {store} cannot be used ({problem}); it is trained again here and replaces it")
         row = shared(lambda: adopt_dense(store, run_dir))
         if row is not None:
-            restore(module, [ticket], round_dir(run_dir, 0) / CHECKPOINT)
+            trained = restore(module, [ticket], round_dir(run_dir, 0) / CHECKPOINT)
             if is_rank_zero():
                 log.info("round 0 (dense) taken from %s", store)
+            if "train_iterations" not in row:  # kept before costs were counted: its checkpoint knows its length
+                row.update(Cost().plus(trained, settings.flops, ticket.mask).columns())
             return row
         row = train_round(cfg, module, ticket, data, run_dir, 0, settings, loggers, resume_from, resumed_at)
         if is_rank_zero():
@@ -464,10 +484,11 @@ def train_round(
     loggers: RunLoggers,
     resume_from: Path | None,
     resumed_at: int | None = None,
+    spent: Cost | None = None,
 ) -> dict:
     """Train one round from the current (masked, rewound) weights, or from ``resume_from`` (a checkpoint of the
     round whose fit had trained ``resumed_at`` iterations: the step log and ``train_seconds`` continue its); return
-    its row."""
+    its row, with what its network cost: ``spent`` (what its masks cost) and the iterations it trained."""
     where = round_dir(run_dir, round_index)
     if resume_from is None and is_rank_zero():
         save_tensors(where / "mask.pt", dict(ticket.mask))
@@ -484,6 +505,9 @@ def train_round(
         clock := RoundClock(),
         RoundCheckpoint(where / CHECKPOINT, settings.checkpoint_every, start=start),
     ]
+    bird = early_bird(cfg, ticket) if round_index == 0 else None
+    if bird is not None:  # its draw is in the checkpoint written after the evaluation that drew it
+        callbacks.insert(callbacks.index(clock), bird)
     if settings.rank_report:
         callbacks.append(RankReport(run_dir / "ranks", ticket))
     callbacks.append(SafeStop(round_index, start))  # last: it stops the fit once the others are done
@@ -501,6 +525,10 @@ def train_round(
         )
         raise RunError(f"round {round_index}: {error}; {kept}resume=true {retry}") from None
     seconds = clock.seconds()  # the interrupted parts of a resumed round included
+    if bird is not None and trainer.is_global_zero:
+        write_json(where / "early_bird.json", {"drawn_iteration": bird.drawn, "distances": bird.history.distances})
+        if bird.drawn is None:
+            log.warning("early_bird: the criterion never held; the ticket is drawn from round 0's last weights")
     if round_index == 0 and ticket.rewind_state is not None and trainer.is_global_zero:
         save_tensors(run_dir / "rewind.pt", ticket.rewind_state)
 
@@ -520,6 +548,7 @@ def train_round(
         "test_acc": test_acc,
         "final_test_acc": final_test_acc,
         "train_seconds": round(seconds, 3),
+        **(spent or Cost()).plus(trainer.global_step, settings.flops, ticket.mask).columns(),
     }
     if not trainer.is_global_zero:
         return row

@@ -46,6 +46,12 @@ MAX_ROUNDS = 1000
 # tests/test_bad_input.py checks that the copies agree.
 SCHEDULES = ("constant", "step", "cosine")  # lth.lightning.module.SCHEDULES
 CONTROLS = ("reinit", "random_prune", "shuffle")  # lth.core.controls.CONTROLS
+PRUNING_AT_INIT = ("snip", "grasp", "synflow", "magnitude_init", "random")  # lth.core.scores.PRUNING_AT_INIT
+METHODS = ("magnitude", "early_bird", *PRUNING_AT_INIT)  # lth.run.methods.METHODS
+EARLY_BIRD_DISTANCES = ("all", "kept")  # lth.core.earlybird.DISTANCES
+# The options each method reads under prune.: only those of the run's method are part of its identity.
+METHOD_OPTIONS = {"early_bird": ("early_bird",), "snip": ("score_batches",), "grasp": ("score_batches",)}
+METHOD_OPTIONS["synflow"] = ("synflow_iterations",)
 REWIND_MODES = ("init", "lr", "none")  # lth.lightning.callback.REWIND_MODES
 LOADERS = ("memory", "torchvision")  # lth.data.module.LOADERS
 WANDB_MODES = ("online", "offline", "disabled")
@@ -357,6 +363,24 @@ _KEYS = (
         choices=REWIND_MODES,
         also="a Step before train.steps; none not under a cosine schedule",
     ),
+    Key(
+        "prune.method",
+        "choice",
+        "how masks are found: magnitude (IMP, one-shot), early_bird, or pruning at init (snip ... random)",
+        choices=METHODS,
+        also="all but magnitude: prune.target_sparsity set, prune.rounds 1; at init: prune.rewind init",
+    ),
+    Key("prune.early_bird", "mapping", "early_bird's draw criterion (You et al. 2020)", closed=True),
+    Key("prune.early_bird.window", "int >= 2", "early_bird: masks compared (the newest and the ones before it)"),
+    Key("prune.early_bird.epsilon", "number (0, 1)", "early_bird: drawn when every distance to the newest is below"),
+    Key(
+        "prune.early_bird.distance",
+        "choice",
+        "early_bird: differing weights over all weights (You et al.) or over what two masks can differ on",
+        choices=EARLY_BIRD_DISTANCES,
+    ),
+    Key("prune.score_batches", "int >= 1", "snip, grasp: training batches (train.batch_size) the scores sum over"),
+    Key("prune.synflow_iterations", "int >= 1", "synflow: scoring and pruning steps to the target sparsity"),
     Key(
         "prune.control",
         "choice",

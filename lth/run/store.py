@@ -128,6 +128,8 @@ def restore(module: torch.nn.Module, callbacks: list, path: Path) -> int:
 
 
 ROUND0_PRUNE_KEYS = ("rewind", "include", "exclude", "extra", "mask_from", "mask_unmatched")  # rewind point, mask
+# an early-bird round 0 stops where the masks it computes (of this sparsity, scope and criterion) stop changing
+EARLY_BIRD_ROUND0_KEYS = ("method", "target_sparsity", "scope", "early_bird")
 
 
 def dense_id(cfg: DictConfig, machine: dict) -> str:
@@ -135,7 +137,8 @@ def dense_id(cfg: DictConfig, machine: dict) -> str:
     ``machine`` settings that change its numbers (device kind, CPU threads), so runs on two setups never share it."""
     ident = identity(cfg)
     prune = ident.pop("prune", {})
-    ident["round0"] = {key: prune.get(key) for key in ROUND0_PRUNE_KEYS if prune.get(key)}
+    keys = ROUND0_PRUNE_KEYS + (EARLY_BIRD_ROUND0_KEYS if prune.get("method") == "early_bird" else ())
+    ident["round0"] = {key: prune.get(key) for key in keys if prune.get(key)}
     if prune.get("mask_from") and prune.get("control"):  # a control redraws the mask round 0 starts from
         ident["round0"]["control"] = prune["control"]
     ident["machine"] = machine

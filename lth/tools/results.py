@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from lth.core.errors import ConfigError, MissingFileError
 from lth.run.artifacts import read_rounds
 from lth.run.config import identity
+from lth.run.schema import METHOD_OPTIONS
 from lth.tools.runs import read_config
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 PAPER_SPARSITIES = (100.0, 51.3, 21.1, 13.5, 7.0, 3.6, 1.9)  # % weights remaining in Frankle & Carbin's figures
 CONTROL = "prune.control"
+METHOD = "prune.method"
 TICKET = "ticket"
 SPREADS = ("minmax", "std")
 
@@ -46,7 +48,11 @@ METRICS = {
     "test_acc": Metric("Test accuracy at early stop (%)", 100.0, 2),
     "early_stop_iteration": Metric("Early-stop iteration", 1.0, 0),
     "final_test_acc": Metric("Test accuracy at the end of training (%)", 100.0, 2),
+    "train_iterations": Metric("Training iterations the network cost", 1.0, 0),
+    "train_flops": Metric("Training TFLOP the network cost (as the masks allow)", 1e-12, 2),
+    "train_flops_dense": Metric("Training TFLOP the network cost (dense)", 1e-12, 2),
 }
+X_AXES = ("weights_remaining", "train_iterations", "train_flops", "train_flops_dense")  # plot.py --x
 DEFAULT_METRICS = ("test_acc", "early_stop_iteration")  # what the report and the figures show unless told
 
 
@@ -80,15 +86,28 @@ class Group:
     config: dict[str, Any]
     runs: tuple[Run, ...]
 
+    @property
+    def seeds(self) -> int:
+        """How many seeds the group pools (runs pooled over other keys as well count once per seed)."""
+        return len({run.config.get("seed") for run in self.runs})
+
     def points(self, metric: str) -> list[Point]:
-        """``metric`` (a ``rounds.csv`` column, as in the file) summarised per round, in round order."""
-        by_round: dict[int, list[dict]] = defaultdict(list)
+        """``metric`` (a ``rounds.csv`` column, as in the file) summarised per round and sparsity, in round order.
+
+        Runs pooled over a key that changes how far they prune (``--ignore prune.target_sparsity``) give a point
+        per sparsity reached; a row that several runs hold alike (a round 0 they shared) counts once.
+        """
+        by_round: dict[tuple[int, float], list[dict]] = defaultdict(list)
         for run in self.runs:
             for row in run.rounds:
-                by_round[row["round"]].append(row)
+                rows = by_round[(row["round"], -round(row["weights_remaining"], 9))]
+                if row not in rows:
+                    rows.append(row)
         points = []
-        for index in sorted(by_round):
-            rows = by_round[index]
+        for index, _ in sorted(by_round):
+            rows = by_round[(index, _)]
+            if metric not in rows[0]:
+                raise ConfigError("metric", f"{metric} is not in rounds.csv of {self.label} (made before it existed)")
             values = [float(row[metric]) for row in rows]
             points.append(
                 Point(
@@ -128,7 +147,9 @@ def read_run(path: Path) -> Run:
     rounds = read_rounds(rounds_path)
     if not rounds:
         raise ConfigError(str(rounds_path), "has a header and no rows: no round finished")
-    return Run(path=path, config=flatten(identity(config)), rounds=rounds)
+    flat = flatten(identity(config))
+    flat.setdefault(METHOD, "magnitude")  # the identity leaves the default method out; a label names it
+    return Run(path=path, config=flat, rounds=rounds)
 
 
 LABEL_VALUE_CHARS = 24  # a longer value is cut, with an ellipsis
@@ -149,15 +170,18 @@ def label_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
 
     A key absent from some configs and null in the others does not count. A key under a section with a ``name``
     (``model.depth`` under ``model.name``) is left out when the section's name differs and decides the key's value
-    (a model's own keys, its ``_target_`` included, come with the model).
+    (a model's own keys, its ``_target_`` included, come with the model); so is a method's option
+    (``prune.early_bird.window``) that ``prune.method`` decides.
     """
     keys = dict.fromkeys(k for config in configs for k in config)
     differing = [k for k in keys if len({_key(config.get(k)) for config in configs}) > 1]
 
     def implied(key: str) -> bool:
         parts = key.split(".")
-        for cut in range(len(parts) - 1, 0, -1):
-            name = ".".join(parts[:cut]) + ".name"
+        deciders = [".".join(parts[:cut]) + ".name" for cut in range(len(parts) - 1, 0, -1)]
+        if any(key == f"prune.{o}" or key.startswith(f"prune.{o}.") for opts in METHOD_OPTIONS.values() for o in opts):
+            deciders.append(METHOD)
+        for name in deciders:
             if name == key or name not in differing:
                 continue
             values: dict[str, str] = {}
@@ -303,13 +327,13 @@ def markdown_table(
     sparsities, tolerance = _rows(groups, sparsities, tolerance)
     check_rows(sparsities, tolerance)
     shown = METRICS[metric]
-    header = ["weights remaining", *(f"{g.label} (n={len(g.runs)})".replace("|", "\\|") for g in groups)]
+    header = ["weights remaining", *(f"{g.label} (n={g.seeds})".replace("|", "\\|") for g in groups)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     for percent in sparsities:
         points = [nearest(g.points(metric), percent, tolerance) for g in groups]
         if any(p is not None for p in points):
             cells = [_percent(percent)]
-            cells += [_cell(p, percent, shown, len(g.runs)) for p, g in zip(points, groups, strict=True)]
+            cells += [_cell(p, percent, shown, g.seeds) for p, g in zip(points, groups, strict=True)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -377,17 +401,26 @@ def _thin_ticks(fig: Figure, ax: Any, ticks: Sequence[float], pad: float = 4.0) 
     return sorted((loc for _, _, loc in kept), reverse=True)
 
 
-def figure(groups: Sequence[Group], metric: str = "test_acc", spread: str = "minmax") -> Figure:
-    """``metric`` against % weights remaining, one series per group: mean with min-max or std error bars.
+def figure(
+    groups: Sequence[Group], metric: str = "test_acc", spread: str = "minmax", x: str = "weights_remaining"
+) -> Figure:
+    """``metric`` against % weights remaining (or a cost column, ``x``), one series per group: mean with min-max or
+    std error bars.
 
-    The x-axis is logarithmic and decreasing from left to right, as in Frankle & Carbin's figures, with ticks at
-    the sparsities of every series' rounds (thinned where their labels would overlap). The legend sits below the
-    axes, in as many columns as fit, the figure taller for each row of it.
+    For weights remaining the x-axis is logarithmic and decreasing from left to right, as in Frankle & Carbin's
+    figures, with ticks at the sparsities of every series' rounds (thinned where their labels would overlap). For
+    a cost (``train_iterations``, ``train_flops``, ``train_flops_dense``) it is logarithmic and increasing, each
+    point at the mean cost over seeds. The legend sits below the axes, in as many columns as fit, the figure
+    taller for each row of it.
     """
     from matplotlib.figure import Figure  # matplotlib is needed for figures only
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     check_metric(metric)
+    if x not in X_AXES:
+        raise ConfigError("x", f"got {x!r}; allowed: {', '.join(X_AXES)}")
+    if x != "weights_remaining":
+        return _cost_figure(groups, metric, spread, x)
     if spread not in SPREADS:
         raise ConfigError("spread", f"got {spread!r}; allowed: {', '.join(SPREADS)}")
     shown = METRICS[metric]
@@ -419,18 +452,47 @@ def figure(groups: Sequence[Group], metric: str = "test_acc", spread: str = "min
     return fig
 
 
+def _cost_figure(groups: Sequence[Group], metric: str, spread: str, x: str) -> Figure:
+    from matplotlib.figure import Figure
+
+    if spread not in SPREADS:
+        raise ConfigError("spread", f"got {spread!r}; allowed: {', '.join(SPREADS)}")
+    shown, cost = METRICS[metric], METRICS[x]
+    fig = Figure(figsize=(6.4, 4.2 + 0.25 * math.ceil(len(groups) / 2)), layout="constrained")
+    ax = fig.add_subplot()
+    for group in groups:
+        points = group.points(metric)
+        xs = [cost.scale * p.mean for p in group.points(x)]
+        y = [shown.scale * p.mean for p in points]
+        if spread == "std":
+            err: Any = [shown.scale * p.std for p in points]
+        else:
+            err = [[shown.scale * (p.mean - p.low) for p in points], [shown.scale * (p.high - p.mean) for p in points]]
+        ax.errorbar(xs, y, yerr=err, label=group.label, marker="o", markersize=3, capsize=3, linestyle="none")
+    ax.set_xscale("log")
+    ax.set_xlabel(cost.title)
+    ax.set_ylabel(shown.title)
+    ax.set_title(f"mean and {'min–max' if spread == 'minmax' else 'std'} over seeds; every round of every run")
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=2, fontsize="small", frameon=False)
+    return fig
+
+
 def save_figures(
     groups: Sequence[Group],
     out_dir: Path,
     formats: Sequence[str] = ("png",),
     spread: str = "minmax",
     metrics: Sequence[str] = DEFAULT_METRICS,
+    x: str = "weights_remaining",
 ) -> list[Path]:
-    """Write a :func:`figure` per metric of ``metrics`` as ``<out_dir>/<metric>.<format>``."""
+    """Write a :func:`figure` per metric of ``metrics`` as ``<out_dir>/<metric>.<format>`` (against ``x``:
+    ``<metric>_vs_<x>.<format>`` for a cost)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError("out_dir", f"{out_dir} is a file; allowed: a folder (made if missing)")
-    figures = {metric: figure(groups, metric, spread) for metric in metrics}  # every check before any file
+    suffix = "" if x == "weights_remaining" else f"_vs_{x}"
+    figures = {f"{metric}{suffix}": figure(groups, metric, spread, x) for metric in metrics}  # checks before files
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for metric, fig in figures.items():

@@ -1,0 +1,197 @@
+"""Pruning at initialisation: the score of every prunable weight before any training, and the mask they give.
+
+Each method scores the weights of an untrained network; :func:`mask_from_scores` keeps the highest-scoring ones,
+exactly ``round(total * (1 - target))`` of them over all tensors (``scope="global"``) or of each tensor alone
+(``scope="layer"``), ties broken by position. The methods are those Frankle et al. (ICLR 2021, "Pruning Neural
+Networks at Initialization: Why are We Missing the Mark?") compare:
+
+- ``snip`` (Lee et al. 2019): ``|g * w|``, ``g`` the gradient of the training loss summed over the batches given.
+- ``grasp`` (Wang et al. 2020): ``-w * Hg``, ``H`` the Hessian and ``g`` the gradient of the loss with the logits
+  divided by a temperature (200, as in the paper); the weights whose removal least reduces the gradient flow go
+  first, so the *lowest* scores are kept.
+- ``synflow`` (Tanaka et al. 2020): ``|w * dR/dw|`` with ``R`` the sum of the outputs of the network with every
+  parameter made positive on an all-ones input (no data is read), pruned in ``iterations`` steps to the target on
+  an exponential schedule, re-scoring under the mask of the previous step.
+- ``magnitude_init``: ``|w|`` at initialisation; ``random``: a uniform random score (a random mask of the size).
+
+Pure torch: no Lightning, no files. The network is changed only as the methods need (SynFlow's sign flip, undone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from lth.core.errors import ConfigError
+from lth.core.masks import Mask, prune
+
+PRUNING_AT_INIT = ("snip", "grasp", "synflow", "magnitude_init", "random")
+GRASP_TEMPERATURE = 200.0
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def ranks(scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each score replaced by its rank among all of them (0 = lowest), ties in position order.
+
+    Ranks are non-negative and keep the order, so :func:`~lth.core.masks.prune` (which removes the smallest
+    magnitudes) removes the lowest scores whatever their sign or scale.
+    """
+    flat = torch.cat([s.detach().flatten().double().cpu() for s in scores.values()])
+    order = torch.argsort(flat, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    out, start = {}, 0
+    for name, s in scores.items():
+        out[name] = rank[start : start + s.numel()].view(s.shape).double()
+        start += s.numel()
+    return out
+
+
+def mask_from_scores(
+    scores: Mapping[str, torch.Tensor],
+    target: float,
+    scope: str = "global",
+    mask: Mask | None = None,
+    step: int = 1,
+    steps: int = 1,
+) -> Mask:
+    """The mask that keeps the highest ``scores`` at sparsity ``target`` (after ``step`` of ``steps``).
+
+    ``mask``: the weights already pruned (never revived); ``step``/``steps`` place the keep fraction on the
+    exponential schedule ``(1 - target) ** (step / steps)`` that ends exactly at the target.
+    """
+    mask = mask if mask is not None else Mask.ones_like(scores)
+    return prune(ranks(scores), mask, rate=0.0, scope=scope, target=target, round_index=step, rounds=steps)
+
+
+def magnitude_scores(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``|w|``: magnitude pruning at initialisation."""
+    return {n: p.detach().abs() for n, p in params.items()}
+
+
+def random_scores(params: Mapping[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """A uniform random score per weight, drawn from ``generator`` (a random mask at the target's size)."""
+    return {n: torch.rand(p.shape, generator=generator) for n, p in params.items()}
+
+
+def _gradients(
+    model: nn.Module, params: Mapping[str, nn.Parameter], batches: Iterable[Batch], loss_fn: Loss, scale: float = 1.0
+) -> list[torch.Tensor]:
+    grads = [torch.zeros_like(p) for p in params.values()]
+    for x, y in batches:
+        loss = loss_fn(model(x) / scale, y)
+        for total, g in zip(grads, torch.autograd.grad(loss, list(params.values())), strict=True):
+            total.add_(g)
+    return grads
+
+
+def snip_scores(
+    model: nn.Module, params: Mapping[str, nn.Parameter], batches: Iterable[Batch], loss_fn: Loss
+) -> dict[str, torch.Tensor]:
+    """SNIP's connection sensitivity ``|g * w|``, ``g`` the loss gradient summed over ``batches``."""
+    grads = _gradients(model, params, batches, loss_fn)
+    return {n: (g * p).detach().abs() for (n, p), g in zip(params.items(), grads, strict=True)}
+
+
+def grasp_scores(
+    model: nn.Module, params: Mapping[str, nn.Parameter], batches: Iterable[Batch], loss_fn: Loss
+) -> dict[str, torch.Tensor]:
+    """GraSP's ``-w * Hg``: ``g`` the gradient summed over ``batches``, ``Hg`` the Hessian-gradient product.
+
+    Low scores are kept (:func:`mask_at_init` flips the sign before ranking)."""
+    batches = list(batches)
+    weights = list(params.values())
+    g = [v.detach() for v in _gradients(model, params, batches, loss_fn, GRASP_TEMPERATURE)]
+    hg = [torch.zeros_like(p) for p in weights]
+    for x, y in batches:
+        loss = loss_fn(model(x) / GRASP_TEMPERATURE, y)
+        grad = torch.autograd.grad(loss, weights, create_graph=True)
+        z = sum((a * b).sum() for a, b in zip(grad, g, strict=True))
+        for total, h in zip(hg, torch.autograd.grad(z, weights), strict=True):
+            total.add_(h)
+    return {n: (-p * h).detach() for (n, p), h in zip(params.items(), hg, strict=True)}
+
+
+@torch.no_grad()
+def _signs(model: nn.Module) -> dict[str, torch.Tensor]:
+    signs = {}
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point():
+            signs[name] = torch.sign(tensor)
+            tensor.abs_()
+    return signs
+
+
+@torch.no_grad()
+def _restore_signs(model: nn.Module, signs: Mapping[str, torch.Tensor]) -> None:
+    for name, tensor in model.state_dict().items():
+        if name in signs:
+            tensor.mul_(signs[name])
+
+
+def synflow_scores(
+    model: nn.Module, params: Mapping[str, nn.Parameter], input_shape: tuple[int, ...], mask: Mask
+) -> dict[str, torch.Tensor]:
+    """SynFlow's ``|w * dR/dw|`` of the network under ``mask``, every parameter and buffer made positive, on one
+    all-ones input of ``input_shape`` (C, H, W); in eval mode, in double precision. Reads no data."""
+    training, dtype = model.training, next(iter(params.values())).dtype
+    model.eval()
+    model.double()
+    signs = _signs(model)
+    try:
+        weights = list(params.values())
+        with torch.no_grad():
+            kept = [p.detach().clone() for p in weights]
+            for p, n in zip(weights, params, strict=True):
+                p.mul_(mask[n].to(p.device))
+        ones = torch.ones((1, *input_shape), dtype=torch.float64, device=weights[0].device)
+        grads = torch.autograd.grad(model(ones).sum(), weights)
+        scores = {n: (g * p).detach().abs().float() for (n, p), g in zip(params.items(), grads, strict=True)}
+        with torch.no_grad():
+            for p, k in zip(weights, kept, strict=True):
+                p.copy_(k)
+    finally:
+        _restore_signs(model, signs)
+        model.to(dtype)
+        model.train(training)
+    return scores
+
+
+def mask_at_init(
+    method: str,
+    model: nn.Module,
+    params: Mapping[str, nn.Parameter],
+    target: float,
+    scope: str = "global",
+    batches: Iterable[Batch] = (),
+    loss_fn: Loss | None = None,
+    input_shape: tuple[int, ...] = (),
+    generator: torch.Generator | None = None,
+    iterations: int = 100,
+) -> Mask:
+    """The mask pruning-at-initialisation ``method`` gives the untrained ``model`` at sparsity ``target``.
+
+    ``params``: the prunable parameters of ``model`` by name. SNIP and GraSP read ``batches`` of training data
+    with ``loss_fn``; SynFlow reads only ``input_shape`` and prunes in ``iterations`` steps; random draws from
+    ``generator``.
+    """
+    if method == "magnitude_init":
+        return mask_from_scores(magnitude_scores(params), target, scope)
+    if method == "random":
+        return mask_from_scores(random_scores(params, generator or torch.Generator()), target, scope)
+    if method == "snip":
+        return mask_from_scores(snip_scores(model, params, batches, loss_fn), target, scope)
+    if method == "grasp":
+        flipped = {n: -s for n, s in grasp_scores(model, params, batches, loss_fn).items()}  # keep the lowest
+        return mask_from_scores(flipped, target, scope)
+    if method == "synflow":
+        mask = Mask.ones_like(params)
+        for step in range(1, iterations + 1):
+            scores = synflow_scores(model, params, input_shape, mask)
+            mask = mask_from_scores(scores, target, scope, mask, step, iterations)
+        return mask
+    raise ConfigError("prune.method", f"{method!r} is not a pruning-at-initialisation method: {PRUNING_AT_INIT}")
