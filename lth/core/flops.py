@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from lth.core.masks import PRUNABLE_MODULES, Mask
+from lth.core.anatomy import PRUNABLE_MODULES, is_hf_conv1d
+from lth.core.masks import Mask
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def iteration_flops(
     root = type(meta).__name__
     layers = {}
     for path, module in meta.named_modules():
-        if path and isinstance(module, PRUNABLE_MODULES):
+        if path and (isinstance(module, PRUNABLE_MODULES) or is_hf_conv1d(module)):
             layers[f"{prefix}{path}.weight"] = int(sum(counts.get(f"{root}.{path}", {}).values()))
     return IterationFlops(dense=int(counter.get_total_flops()), layers=layers)
 
