@@ -137,6 +137,7 @@ BAD_INPUT = [
     ("prune.mask_from={tmp}/images@3", "prune.mask_from", ""),  # a folder without rounds
     ("prune.mask_from={tmp}/a_file", "prune.mask_from", SUB),  # not a mask file
     ("prune.mask_unmatched=maybe", "prune.mask_unmatched", ""),
+    ("prune.mask_from={tmp}/a_file prune.method=snip prune.rounds=1 prune.target_sparsity=0.5", "prune.mask_from", ""),
 ]
 
 
@@ -203,7 +204,8 @@ def test_a_sweep_with_one_bad_job_names_the_job_before_any_starts(tmp_path: Path
 def test_group_errors_list_the_options_and_unknown_keys_suggest_the_closest() -> None:
     with pytest.raises(ConfigError) as error:
         train_script.check_command_line(["model=lenet301"])
-    assert str(error.value).startswith("model: no option 'lenet301'; allowed: conv2, conv4, conv6, lenet300, lenet5")
+    allowed = "conv2, conv4, conv6, custom, hf, lenet300, lenet5"
+    assert str(error.value).startswith(f"model: no option 'lenet301'; allowed: {allowed}")
     with pytest.raises(ConfigError, match=r"^prune.rat: no such key; prune has: .*; did you mean prune.rate\?$"):
         train_script.check_command_line(["+prune.rat=0.5"])
 

@@ -1,6 +1,7 @@
 """Masks of other tools: a model pruned by ``torch.nn.utils.prune`` (live or saved) and open_lth's ``mask.pth`` become
 our masks, or are refused in one line; ``scripts/export.py --format torch-prune`` writes what a reparametrised model
-loads as is. The round trip: import -> train a round -> export -> load into the reparametrised model, masks equal."""
+loads as is (Lightning's ``ModelPruning`` too). The round trip: import -> train a round -> export -> load into the
+reparametrised model, masks equal."""
 
 from __future__ import annotations
 
@@ -38,6 +39,32 @@ def reparametrised_like(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def pruned_by_model_pruning(network: torch.nn.Module) -> torch.nn.Module:
+    """``network`` after one epoch under Lightning's ``ModelPruning`` (weights only, left reparametrised)."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelPruning
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = network
+
+        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+            return torch.nn.functional.cross_entropy(self.model(batch[0]), batch[1])
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    pruning = ModelPruning(
+        "l1_unstructured", parameter_names=["weight"], amount=0.3, make_pruning_permanent=False, verbose=0
+    )
+    data = DataLoader(TensorDataset(torch.randn(8, 1, 28, 28), torch.randint(10, (8,))), batch_size=8)
+    options = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    pl.Trainer(max_epochs=1, callbacks=[pruning], accelerator="cpu", **options).fit(Module(), data)
+    return network
+
+
 def test_a_live_pruned_model_is_imported_and_never_skipped(make_cfg):
     model = pruned_by_torch(build_model(make_cfg()))
     expected = {f"{n}.weight": dict(model.named_modules())[n].weight_mask.bool().clone() for n in LAYERS}
@@ -73,6 +100,10 @@ def test_import_train_export_and_load_into_the_reparametrised_model(make_cfg, tm
         assert torch.equal(module.weight_mask.bool(), imported[f"{name}.weight"]), name  # masks equal
         effective = module.weight_orig * module.weight_mask  # what its forward pre-hook computes
         assert torch.equal(effective, plain[f"{name}.weight"]), name  # and the weights the run trained
+    by_lightning = pruned_by_model_pruning(build_model(make_cfg()))  # Lightning's ModelPruning, as it leaves a model
+    by_lightning.load_state_dict(torch.load(tmp_path / "x" / "model.torch_prune.pt"), strict=True)
+    for name in LAYERS:
+        assert torch.equal(dict(by_lightning.named_modules())[name].weight_mask.bool(), imported[f"{name}.weight"])
     from safetensors.torch import load_file
 
     beside = load_file(str(tmp_path / "x" / "model.safetensors"))

@@ -33,7 +33,14 @@ def test_train_py_runs_three_rounds_and_writes_every_round(tmp_path: Path) -> No
             "test_acc",
             "final_test_acc",
             "train_seconds",
+            "train_iterations",
+            "train_flops",
+            "train_flops_dense",
         ]
+    # IMP: each row cost its round and every round before it
+    assert [r["train_iterations"] for r in rows] == [30, 60, 90, 120]
+    for before, row in zip(rows[:-1], rows[1:], strict=True):  # pruned rounds cost less than dense ones
+        assert before["train_flops"] < row["train_flops"] < row["train_flops_dense"]
     for r in rows:
         assert r["early_stop_iteration"] in (10, 20, 30)
         assert 0.0 <= r["test_acc"] <= 1.0 and r["val_loss"] > 0

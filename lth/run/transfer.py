@@ -102,6 +102,12 @@ def check(cfg: DictConfig) -> None:
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError("prune.mask_from", f"got {spec!r}; allowed: a run folder[@round], a round folder or a file")
     mask_file(spec)
+    method = OmegaConf.select(cfg, "prune.method") or "magnitude"
+    if method != "magnitude":
+        raise ConfigError(
+            "prune.mask_from",
+            f"starts round 0 from a given mask; prune.method={method} finds its own (allowed: magnitude)",
+        )
     control = OmegaConf.select(cfg, "prune.control")
     if control is not None and control not in START_CONTROLS:
         raise ConfigError(
