@@ -95,14 +95,17 @@ class Group:
         """``metric`` (a ``rounds.csv`` column, as in the file) summarised per round and sparsity, in round order.
 
         Runs pooled over a key that changes how far they prune (``--ignore prune.target_sparsity``) give a point
-        per sparsity reached; a row that several runs hold alike (a round 0 they shared) counts once.
+        per sparsity reached; a row that several runs hold alike (a round 0 they shared, a ticket trained again by
+        a control) counts once.
         """
         by_round: dict[tuple[int, float], list[dict]] = defaultdict(list)
+        seen: set[tuple] = set()
         for run in self.runs:
             for row in run.rounds:
-                rows = by_round[(row["round"], -round(row["weights_remaining"], 9))]
-                if row not in rows:
-                    rows.append(row)
+                numbers = tuple(sorted((k, v) for k, v in row.items() if k != "train_seconds"))
+                if numbers not in seen:  # the same training, shared or repeated, counts once
+                    seen.add(numbers)
+                    by_round[(row["round"], -round(row["weights_remaining"], 9))].append(row)
         points = []
         for index, _ in sorted(by_round):
             rows = by_round[(index, _)]
@@ -453,28 +456,39 @@ def figure(
 
 
 def _cost_figure(groups: Sequence[Group], metric: str, spread: str, x: str) -> Figure:
+    """``metric`` against the cost column ``x``: a point per pruned round (every sparsity of every run), the mean of
+    the dense networks trained to the end (round 0 but an early-bird's) as a dashed line."""
     from matplotlib.figure import Figure
 
     if spread not in SPREADS:
         raise ConfigError("spread", f"got {spread!r}; allowed: {', '.join(SPREADS)}")
     shown, cost = METRICS[metric], METRICS[x]
-    fig = Figure(figsize=(6.4, 4.2 + 0.25 * math.ceil(len(groups) / 2)), layout="constrained")
+    longest = max((len(g.label) for g in groups), default=1)
+    columns = max(1, min(len(groups), 100 // (longest + 6)))
+    fig = Figure(figsize=(7.2, 4.2 + 0.25 * math.ceil(len(groups) / columns)), layout="constrained")
     ax = fig.add_subplot()
+    dense: list[tuple[float, float]] = []  # (cost, metric) of each group's round 0
     for group in groups:
-        points = group.points(metric)
-        xs = [cost.scale * p.mean for p in group.points(x)]
+        pairs = list(zip(group.points(metric), group.points(x), strict=True))
+        dense += [(c.mean, p.mean) for p, c in pairs if p.round == 0]
+        pairs = [(p, c) for p, c in pairs if p.round > 0]
+        points = [p for p, _ in pairs]
+        xs = [cost.scale * c.mean for _, c in pairs]
         y = [shown.scale * p.mean for p in points]
         if spread == "std":
             err: Any = [shown.scale * p.std for p in points]
         else:
             err = [[shown.scale * (p.mean - p.low) for p in points], [shown.scale * (p.high - p.mean) for p in points]]
         ax.errorbar(xs, y, yerr=err, label=group.label, marker="o", markersize=3, capsize=3, linestyle="none")
+    trained = [value for spent, value in dense if spent == max(spent for spent, _ in dense)]  # not stopped early
+    if trained:
+        ax.axhline(shown.scale * statistics.fmean(trained), color="grey", linestyle="--", linewidth=1, label="dense")
     ax.set_xscale("log")
     ax.set_xlabel(cost.title)
     ax.set_ylabel(shown.title)
-    ax.set_title(f"mean and {'min–max' if spread == 'minmax' else 'std'} over seeds; every round of every run")
+    ax.set_title(f"every pruned round; mean and {'min–max' if spread == 'minmax' else 'std'} over seeds")
     ax.grid(alpha=0.3)
-    fig.legend(loc="outside lower center", ncols=2, fontsize="small", frameon=False)
+    fig.legend(loc="outside lower center", ncols=columns, fontsize="small", frameon=False)
     return fig
 
 
