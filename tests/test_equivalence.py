@@ -71,11 +71,12 @@ def sweep(out: Path, *args: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def by_case(folder: Path) -> dict[tuple[str, str], Path]:
+def by_case(folder: Path, key: str = "rewind") -> dict[tuple[str, str], Path]:
+    """The runs under ``folder`` by (``prune.<key>``, ``prune.control`` or ``"null"``)."""
     runs = {}
     for run in run_folders(folder):
         prune = OmegaConf.load(run / "config.yaml").prune
-        runs[(str(prune.rewind), str(prune.control) if prune.control else "null")] = run
+        runs[(str(prune[key]), str(prune.control) if prune.control else "null")] = run
     return runs
 
 
@@ -245,12 +246,7 @@ def structured_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[
     grid = ["prune.rewind=6it", "prune.granularity=channel,2:4", "prune.rate=0.5"]
     sweep(root / "shared", *grid, f"prune.control={','.join(CONTROLS)}")
     sweep(root / "alone", "train.share_dense=false", *grid, f"prune.control={','.join(CONTROLS[::-1])}")
-    found = {}
-    for variant in ("shared", "alone"):
-        found[variant] = {}
-        for run in run_folders(root / variant):
-            prune = OmegaConf.load(run / "config.yaml").prune
-            found[variant][(str(prune.granularity), str(prune.control) if prune.control else "null")] = run
+    found = {variant: by_case(root / variant, "granularity") for variant in ("shared", "alone")}
     assert set(found["shared"]) == set(found["alone"]) == set(STRUCTURED)
     return found
 
@@ -286,21 +282,13 @@ ONE_SHOT += ["prune.early_bird.window=2", "prune.early_bird.epsilon=0.005"]  # d
 METHOD_CASES = [(m, c) for m in METHODS for c in CONTROLS]
 
 
-def by_method(folder: Path) -> dict[tuple[str, str], Path]:
-    runs = {}
-    for run in run_folders(folder):
-        prune = OmegaConf.load(run / "config.yaml").prune
-        runs[(str(prune.method), str(prune.control) if prune.control else "null")] = run
-    return runs
-
-
 @pytest.fixture(scope="module")
 def method_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[tuple[str, str], Path]]:
     root = tmp_path_factory.mktemp("methods")
     sweep(root / "shared", *ONE_SHOT, f"prune.method={','.join(METHODS)}", f"prune.control={','.join(CONTROLS)}")
     alone = ["train.share_dense=false", f"prune.control={','.join(CONTROLS[::-1])}"]
     sweep(root / "alone", *ONE_SHOT, *alone, f"prune.method={','.join(METHODS[::-1])}")
-    found = {"shared": by_method(root / "shared"), "alone": by_method(root / "alone")}
+    found = {"shared": by_case(root / "shared", "method"), "alone": by_case(root / "alone", "method")}
     assert set(found["shared"]) == set(found["alone"]) == set(METHOD_CASES)
     return found
 
