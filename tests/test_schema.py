@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lth.core.errors import ConfigError
 from lth.run import schema
-from lth.run.config import RUN_ONLY, identity, method_keys_left_out, new_key_allowed
+from lth.run.config import RUN_ONLY, identity, new_key_allowed
 from tests.conftest import REPO
 
 GROUPS = ("dataset", "optim", "prune", "hardware", "logger", "trainer", "paths", "model", "experiment")
@@ -87,14 +87,16 @@ def test_run_only_keys_are_the_schemas() -> None:
 def test_the_identity_leaves_out_exactly_the_run_only_keys(configs: dict[str, DictConfig]) -> None:
     cfg = configs[""]
     kept = set(config_keys(identity(cfg)))
-    unused = method_keys_left_out(cfg.prune.method)
+    unused = [e.key for e in schema.KEYS if e.used_with and OmegaConf.select(cfg, e.used_with[0]) not in e.used_with[1]]
+    assert {"prune.early_bird", "prune.score_batches", "prune.synflow_iterations"} <= set(unused)
+    assert "prune.method" not in kept  # the default method leaves no trace
     for entry in schema.KEYS:
         value = OmegaConf.select(cfg, entry.key, default=ABSENT)
         if value is ABSENT or value is None or value == {} or entry.kind == "group" or value == entry.unnamed_at:
             continue  # absent, null (nulls never count), a whole group, or at the value that leaves it out
         if any(entry.key == key or entry.key.startswith(f"{key}.") for key in unused):
             assert not any(k == entry.key or k.startswith(f"{entry.key}.") for k in kept), entry.key
-            continue  # the default method, and options of methods the run does not use
+            continue  # options of methods the run does not use
         if entry.run_only:
             assert not any(k == entry.key or k.startswith(f"{entry.key}.") for k in kept), entry.key
         elif not free_form(entry.key):

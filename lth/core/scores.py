@@ -19,7 +19,8 @@ Pure torch: no Lightning, no files. The network is changed only as the methods n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -116,21 +117,46 @@ def grasp_scores(
     return {n: (-p * h).detach() for (n, p), h in zip(params.items(), hg, strict=True)}
 
 
-@torch.no_grad()
-def _signs(model: nn.Module) -> dict[str, torch.Tensor]:
+@contextmanager
+def _linearised(model: nn.Module) -> Iterator[None]:
+    """Within: ``model`` in eval mode, in double precision, every parameter and buffer made positive (SynFlow's
+    linearised network); on exit it is as it was, bit for bit (signs restored, precision converted back)."""
+    training, dtype = model.training, next(model.parameters()).dtype
+    model.eval()
+    model.double()
     signs = {}
-    for name, tensor in model.state_dict().items():
-        if tensor.is_floating_point():
-            signs[name] = torch.sign(tensor)
-            tensor.abs_()
-    return signs
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point():
+                signs[name] = torch.sign(tensor)
+                tensor.abs_()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, tensor in model.state_dict().items():
+                if name in signs:
+                    tensor.mul_(signs[name])
+        model.to(dtype)
+        model.train(training)
 
 
-@torch.no_grad()
-def _restore_signs(model: nn.Module, signs: Mapping[str, torch.Tensor]) -> None:
-    for name, tensor in model.state_dict().items():
-        if name in signs:
-            tensor.mul_(signs[name])
+def _synflow(
+    model: nn.Module, params: Mapping[str, nn.Parameter], input_shape: tuple[int, ...], mask: Mask
+) -> dict[str, torch.Tensor]:
+    """SynFlow's scores of a :func:`_linearised` ``model`` under ``mask`` (its weights are put back after)."""
+    weights = list(params.values())
+    with torch.no_grad():
+        kept = [p.detach().clone() for p in weights]
+        for p, n in zip(weights, params, strict=True):
+            p.mul_(mask[n].to(p.device))
+    ones = torch.ones((1, *input_shape), dtype=torch.float64, device=weights[0].device)
+    grads = torch.autograd.grad(model(ones).sum(), weights)
+    scores = {n: (g * p).detach().abs().float() for (n, p), g in zip(params.items(), grads, strict=True)}
+    with torch.no_grad():
+        for p, k in zip(weights, kept, strict=True):
+            p.copy_(k)
+    return scores
 
 
 def synflow_scores(
@@ -138,27 +164,8 @@ def synflow_scores(
 ) -> dict[str, torch.Tensor]:
     """SynFlow's ``|w * dR/dw|`` of the network under ``mask``, every parameter and buffer made positive, on one
     all-ones input of ``input_shape`` (C, H, W); in eval mode, in double precision. Reads no data."""
-    training, dtype = model.training, next(iter(params.values())).dtype
-    model.eval()
-    model.double()
-    signs = _signs(model)
-    try:
-        weights = list(params.values())
-        with torch.no_grad():
-            kept = [p.detach().clone() for p in weights]
-            for p, n in zip(weights, params, strict=True):
-                p.mul_(mask[n].to(p.device))
-        ones = torch.ones((1, *input_shape), dtype=torch.float64, device=weights[0].device)
-        grads = torch.autograd.grad(model(ones).sum(), weights)
-        scores = {n: (g * p).detach().abs().float() for (n, p), g in zip(params.items(), grads, strict=True)}
-        with torch.no_grad():
-            for p, k in zip(weights, kept, strict=True):
-                p.copy_(k)
-    finally:
-        _restore_signs(model, signs)
-        model.to(dtype)
-        model.train(training)
-    return scores
+    with _linearised(model):
+        return _synflow(model, params, input_shape, mask)
 
 
 def mask_at_init(
@@ -190,8 +197,9 @@ def mask_at_init(
         return mask_from_scores(flipped, target, scope)
     if method == "synflow":
         mask = Mask.ones_like(params)
-        for step in range(1, iterations + 1):
-            scores = synflow_scores(model, params, input_shape, mask)
-            mask = mask_from_scores(scores, target, scope, mask, step, iterations)
+        with _linearised(model):  # once for all the steps
+            for step in range(1, iterations + 1):
+                scores = _synflow(model, params, input_shape, mask)
+                mask = mask_from_scores(scores, target, scope, mask, step, iterations)
         return mask
     raise ConfigError("prune.method", f"{method!r} is not a pruning-at-initialisation method: {PRUNING_AT_INIT}")

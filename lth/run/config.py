@@ -30,7 +30,6 @@ from lth.run.schema import (  # noqa: F401 - the names repeated for validation, 
     MAX_EPOCHS,
     MAX_ITERATIONS,
     MAX_ROUNDS,
-    METHOD_OPTIONS,
     PRUNING_AT_INIT,
     REWIND_MODES,
     SCHEDULES,
@@ -38,9 +37,9 @@ from lth.run.schema import (  # noqa: F401 - the names repeated for validation, 
     check,
     check_key,
     children,
+    left_out,
     parse_step,
     run_only_keys,
-    unnamed_at,
 )
 from lth.run.transfer import check as check_transfer
 from lth.run.transfer import mask_identity
@@ -48,7 +47,6 @@ from lth.run.transfer import mask_identity
 # What the identity leaves out: the schema's run-only keys (lth.run.schema.KEYS), Hydra's node, and the Trainer's
 # _target_/_partial_
 RUN_ONLY = run_only_keys()
-UNNAMED_AT = unnamed_at()
 
 
 def _plain(cfg: Any) -> Any:
@@ -75,26 +73,13 @@ def identity(cfg: DictConfig) -> dict:
     """
     plain = {k: _plain(cfg[k]) for k in cfg if k not in RUN_ONLY}  # never resolve hydra's node (it names the run)
     for key in RUN_ONLY:
-        *parents, leaf = key.split(".")
-        node = plain
-        for parent in parents:
-            node = node.get(parent) or {}
-        node.pop(leaf, None)
+        _pop(plain, key)
     hardware = training_hardware(cfg)
     if hardware != DEFAULT_TRAINING_HARDWARE:
         plain["hardware"] = hardware
     plain = _drop_nulls(plain)
-    for key in method_keys_left_out((plain.get("prune") or {}).get("method", "magnitude")):
-        plain["prune"].pop(key.removeprefix("prune."), None)
-    for key, value in UNNAMED_AT.items():  # keys added later: left out where runs behave as before them
-        *parents, leaf = key.split(".")
-        node = plain
-        for parent in parents:
-            node = node.get(parent) or {}
-        if node.get(leaf) == value:
-            node.pop(leaf)
-    if plain.get("prune", {}).get("granularity") != "channel":  # only channel ranks channels
-        plain.get("prune", {}).pop("channel_criterion", None)
+    for key in left_out(cfg):  # keys at the value runs had before them, and options nothing reads
+        _pop(plain, key)
     if (plain.get("prune") or {}).get("mask_from"):  # the mask's content, wherever its file lies
         plain["prune"]["mask_from"] = mask_identity(plain["prune"]["mask_from"])
     for key in ("trainer", "callbacks"):  # Trainer arguments and callbacks count once set (none: no trace)
@@ -103,13 +88,12 @@ def identity(cfg: DictConfig) -> dict:
     return plain
 
 
-def method_keys_left_out(method: str) -> list[str]:
-    """The ``prune.`` keys of methods that the identity of a run with ``prune.method=method`` leaves out:
-    ``prune.method`` itself for ``magnitude`` (the default, so runs made before methods existed keep their names),
-    and the options of every other method."""
-    used = METHOD_OPTIONS.get(method, ())
-    options = {option for options in METHOD_OPTIONS.values() for option in options if option not in used}
-    return [f"prune.{key}" for key in sorted(options) + (["method"] if method == "magnitude" else [])]
+def _pop(tree: dict, key: str) -> None:
+    """Remove the dotted ``key`` from a nested dict, if it is there."""
+    *parents, leaf = key.split(".")
+    for parent in parents:
+        tree = tree.get(parent) or {}
+    tree.pop(leaf, None)
 
 
 DEFAULT_TRAINING_HARDWARE = {"world_size": 1, "precision": "32-true"}

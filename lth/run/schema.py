@@ -49,9 +49,6 @@ CONTROLS = ("reinit", "random_prune", "shuffle")  # lth.core.controls.CONTROLS
 PRUNING_AT_INIT = ("snip", "grasp", "synflow", "magnitude_init", "random")  # lth.core.scores.PRUNING_AT_INIT
 METHODS = ("magnitude", "early_bird", *PRUNING_AT_INIT)  # lth.run.methods.METHODS
 EARLY_BIRD_DISTANCES = ("all", "kept")  # lth.core.earlybird.DISTANCES
-# The options each method reads under prune.: only those of the run's method are part of its identity.
-METHOD_OPTIONS = {"early_bird": ("early_bird",), "snip": ("score_batches",), "grasp": ("score_batches",)}
-METHOD_OPTIONS["synflow"] = ("synflow_iterations",)
 CHANNEL_CRITERIA = ("l1", "l2", "bn_scale")  # lth.core.granularity.CHANNEL_CRITERIA
 REWIND_MODES = ("init", "lr", "none")  # lth.lightning.callback.REWIND_MODES
 LOADERS = ("memory", "torchvision")  # lth.data.module.LOADERS
@@ -94,6 +91,8 @@ class Key:
     where the kind cannot say them (``{options}``: a group's presets). ``also``: what other keys constrain (for the
     table). ``custom``: the code that checks the value instead of :meth:`check`. ``unnamed_at``: the value at which
     the identity leaves the key out (what every run did before the key existed), so that their run ids stand.
+    ``used_with``: ``(key, values)``: the key (and what is below it) is read, so in the identity, only where that
+    other key has one of ``values`` (a method's options, say); see :func:`left_out`.
     """
 
     key: str
@@ -112,6 +111,7 @@ class Key:
     also: str = ""
     custom: str = ""
     unnamed_at: Any = None
+    used_with: tuple[str, tuple[Any, ...]] | None = None
     kind: str = field(init=False)
     low: int | float | None = field(init=False, default=None)
     high: int | float | None = field(init=False, default=None)
@@ -372,8 +372,15 @@ _KEYS = (
         "how masks are found: magnitude (IMP, one-shot), early_bird, or pruning at init (snip ... random)",
         choices=METHODS,
         also="all but magnitude: prune.target_sparsity set, prune.rounds 1; at init: prune.rewind init",
+        unnamed_at="magnitude",
     ),
-    Key("prune.early_bird", "mapping", "early_bird's draw criterion (You et al. 2020)", closed=True),
+    Key(
+        "prune.early_bird",
+        "mapping",
+        "early_bird's draw criterion (You et al. 2020)",
+        closed=True,
+        used_with=("prune.method", ("early_bird",)),
+    ),
     Key("prune.early_bird.window", "int >= 2", "early_bird: masks compared (the newest and the ones before it)"),
     Key("prune.early_bird.epsilon", "number (0, 1)", "early_bird: drawn when every distance to the newest is below"),
     Key(
@@ -382,8 +389,18 @@ _KEYS = (
         "early_bird: differing weights over all weights (You et al.) or over what two masks can differ on",
         choices=EARLY_BIRD_DISTANCES,
     ),
-    Key("prune.score_batches", "int >= 1", "snip, grasp: training batches (train.batch_size) the scores sum over"),
-    Key("prune.synflow_iterations", "int >= 1", "synflow: scoring and pruning steps to the target sparsity"),
+    Key(
+        "prune.score_batches",
+        "int >= 1",
+        "snip, grasp: training batches (train.batch_size) the scores sum over",
+        used_with=("prune.method", ("snip", "grasp")),
+    ),
+    Key(
+        "prune.synflow_iterations",
+        "int >= 1",
+        "synflow: scoring and pruning steps to the target sparsity",
+        used_with=("prune.method", ("synflow",)),
+    ),
     Key(
         "prune.control",
         "choice",
@@ -408,6 +425,7 @@ _KEYS = (
         "how channel ranks channels: l1, l2 (per weight of the filter) or bn_scale (BatchNorm weight)",
         choices=CHANNEL_CRITERIA,
         unnamed_at="l1",
+        used_with=("prune.granularity", ("channel",)),
         also="in the run's identity with prune.granularity=channel only",
     ),
     Key(
@@ -761,9 +779,27 @@ def run_only_keys() -> tuple[str, ...]:
     return (*RUN_ONLY_FIRST, *groups, *(r.key for r in outermost if r.kind != "group"), *RUN_ONLY_LAST)
 
 
-def unnamed_at() -> dict[str, Any]:
-    """Key -> the value at which :func:`lth.run.config.identity` leaves it out (:attr:`Key.unnamed_at`)."""
-    return {k.key: k.unnamed_at for k in KEYS if k.unnamed_at is not None}
+def governor(key: str) -> str | None:
+    """The key whose value decides whether ``key`` is read (:attr:`Key.used_with` of it or of an entry above it)."""
+    for entry in KEYS:
+        if entry.used_with and (key == entry.key or key.startswith(f"{entry.key}.")):
+            return entry.used_with[0]
+    return None
+
+
+def left_out(cfg: DictConfig) -> list[str]:
+    """The keys :func:`lth.run.config.identity` leaves out of ``cfg``'s identity although they are set: those at
+    their :attr:`Key.unnamed_at` value, and those whose :attr:`Key.used_with` key has none of its values."""
+    out = []
+    for entry in KEYS:
+        value = OmegaConf.select(cfg, entry.key, default=_ABSENT)
+        if value is _ABSENT:
+            continue
+        if entry.unnamed_at is not None and value == entry.unnamed_at:
+            out.append(entry.key)
+        elif entry.used_with and OmegaConf.select(cfg, entry.used_with[0]) not in entry.used_with[1]:
+            out.append(entry.key)
+    return out
 
 
 def under(*prefixes: str) -> list[Key]:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from lth.core.errors import ConfigError, MissingFileError
 from lth.run.artifacts import read_rounds
 from lth.run.config import identity
-from lth.run.schema import METHOD_OPTIONS
+from lth.run.schema import governor
 from lth.tools.runs import read_config
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ def label_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
     def implied(key: str) -> bool:
         parts = key.split(".")
         deciders = [".".join(parts[:cut]) + ".name" for cut in range(len(parts) - 1, 0, -1)]
-        if any(key == f"prune.{o}" or key.startswith(f"prune.{o}.") for opts in METHOD_OPTIONS.values() for o in opts):
+        if governor(key) == METHOD:  # an option only its method reads
             deciders.append(METHOD)
         for name in deciders:
             if name == key or name not in differing:
@@ -422,10 +422,10 @@ def figure(
     check_metric(metric)
     if x not in X_AXES:
         raise ConfigError("x", f"got {x!r}; allowed: {', '.join(X_AXES)}")
-    if x != "weights_remaining":
-        return _cost_figure(groups, metric, spread, x)
     if spread not in SPREADS:
         raise ConfigError("spread", f"got {spread!r}; allowed: {', '.join(SPREADS)}")
+    if x != "weights_remaining":
+        return _cost_figure(groups, metric, spread, x)
     shown = METRICS[metric]
     longest = max((len(g.label) for g in groups), default=1)
     columns = max(1, min(len(groups), 72 // (longest + 6)))
@@ -436,10 +436,7 @@ def figure(
         points = group.points(metric)
         x = [p.weights_remaining for p in points]
         y = [shown.scale * p.mean for p in points]
-        if spread == "std":
-            err: Any = [shown.scale * p.std for p in points]
-        else:
-            err = [[shown.scale * (p.mean - p.low) for p in points], [shown.scale * (p.high - p.mean) for p in points]]
+        err = _error_bars(points, shown, spread)
         ax.errorbar(x, y, yerr=err, label=group.label, marker="o", markersize=3, capsize=3)
     xs = present_sparsities(groups)
     ax.set_xscale("log")
@@ -455,13 +452,18 @@ def figure(
     return fig
 
 
+def _error_bars(points: Sequence[Point], shown: Metric, spread: str) -> Any:
+    """Matplotlib's ``yerr`` for ``points``: their std, or the distances to their minimum and maximum."""
+    if spread == "std":
+        return [shown.scale * p.std for p in points]
+    return [[shown.scale * (p.mean - p.low) for p in points], [shown.scale * (p.high - p.mean) for p in points]]
+
+
 def _cost_figure(groups: Sequence[Group], metric: str, spread: str, x: str) -> Figure:
     """``metric`` against the cost column ``x``: a point per pruned round (every sparsity of every run), the mean of
     the dense networks trained to the end (round 0 but an early-bird's) as a dashed line."""
     from matplotlib.figure import Figure
 
-    if spread not in SPREADS:
-        raise ConfigError("spread", f"got {spread!r}; allowed: {', '.join(SPREADS)}")
     shown, cost = METRICS[metric], METRICS[x]
     longest = max((len(g.label) for g in groups), default=1)
     columns = max(1, min(len(groups), 100 // (longest + 6)))
@@ -475,10 +477,7 @@ def _cost_figure(groups: Sequence[Group], metric: str, spread: str, x: str) -> F
         points = [p for p, _ in pairs]
         xs = [cost.scale * c.mean for _, c in pairs]
         y = [shown.scale * p.mean for p in points]
-        if spread == "std":
-            err: Any = [shown.scale * p.std for p in points]
-        else:
-            err = [[shown.scale * (p.mean - p.low) for p in points], [shown.scale * (p.high - p.mean) for p in points]]
+        err = _error_bars(points, shown, spread)
         ax.errorbar(xs, y, yerr=err, label=group.label, marker="o", markersize=3, capsize=3, linestyle="none")
     trained = [value for spent, value in dense if spent == max(spent for spent, _ in dense)]  # not stopped early
     if trained:

@@ -84,23 +84,30 @@ def _shrunk(
 ) -> tuple[dict, nn.Module]:
     """Write ``shrunk.pt`` where ``plain`` shrinks, checked against it; the report and the runtime model (the shrunk
     one, or ``plain`` where it does not shrink)."""
-    x, y = test
     try:
         small, units = shrink(as_chain(plain))
     except NotShrinkable as reason:
         return {"skipped": str(reason)}, plain
+    report = _checked_smaller(plain, small, units, test, batch_size)
+    save_tensors(out / "shrunk.pt", {"layers": chain_spec(small), "state_dict": small.state_dict()})
+    return {"file": "shrunk.pt", **report}, small
+
+
+def _checked_smaller(
+    plain: nn.Module, small: nn.Module, units: object, test: tuple[torch.Tensor, torch.Tensor], batch_size: int
+) -> dict:
+    """The report of a smaller model ``small`` cut from ``plain``: its outputs must equal ``plain``'s on the test
+    set (else RuntimeError, nothing written), its parameters, largest difference and test accuracy."""
+    x, y = test
     reference, outputs = predict(plain, x, batch_size), predict(small, x, batch_size)
     if not torch.allclose(outputs, reference, rtol=1e-4, atol=1e-4):
         raise RuntimeError(f"the shrunk model differs from the masked one by {(outputs - reference).abs().max()}")
-    save_tensors(out / "shrunk.pt", {"layers": chain_spec(small), "state_dict": small.state_dict()})
-    report = {
-        "file": "shrunk.pt",
+    return {
         "units": units,
         "parameters": [sum(p.numel() for p in m.parameters()) for m in (plain, small)],
         "max_abs_diff": float((outputs - reference).abs().max()),
         "test_acc": int((outputs.argmax(1) == y).sum()) / len(y),
     }
-    return report, small
 
 
 def _channels(
@@ -114,20 +121,10 @@ def _channels(
 ) -> tuple[dict, nn.Module]:
     """Write ``shrunk.pt2``, the channel ticket without its removed channels, checked against the masked model;
     the report and the runtime model (the smaller one)."""
-    x, y = test
     small, units = remove_channels(plain, groups, mask, example_input(cfg))
-    reference, outputs = predict(plain, x, batch_size), predict(small, x, batch_size)
-    if not torch.allclose(outputs, reference, rtol=1e-4, atol=1e-4):
-        raise RuntimeError(f"the shrunk model differs from the masked one by {(outputs - reference).abs().max()}")
+    report = _checked_smaller(plain, small, units, test, batch_size)
     write_program(small, example_input(cfg, 2), out / "shrunk.pt2")
-    report = {
-        "file": "shrunk.pt2",
-        "units": units,
-        "parameters": [sum(p.numel() for p in m.parameters()) for m in (plain, small)],
-        "max_abs_diff": float((outputs - reference).abs().max()),
-        "test_acc": int((outputs.argmax(1) == y).sum()) / len(y),
-    }
-    return report, small
+    return {"file": "shrunk.pt2", **report}, small
 
 
 def _onnx(out: Path, runtime: nn.Module, test: tuple[torch.Tensor, torch.Tensor], batch_size: int) -> dict:
