@@ -21,7 +21,7 @@ from torch import nn
 from lth.core.earlybird import EarlyBirdWindow, mask_distance
 from lth.core.flops import iteration_flops
 from lth.core.masks import Mask, round_half_up
-from lth.core.scores import PRUNING_AT_INIT, grasp_scores, mask_at_init, snip_scores, synflow_scores
+from lth.core.scores import PRUNING_AT_INIT, Scoring, grasp_scores, mask_at_init, snip_scores, synflow_scores
 from lth.run.artifacts import read_rounds
 from lth.run.build import build_model
 from tests.conftest import REPO, run_folders, run_train
@@ -85,7 +85,7 @@ def test_synflow_is_the_closed_form_of_a_linear_network_and_reads_no_data() -> N
     torch.testing.assert_close(scores["0.weight"], (w1.abs() * w2.abs().sum(0)[:, None]).float())
     torch.testing.assert_close(scores["1.weight"], (w2.abs() * w1.abs().sum(1)[None, :]).float())
     assert torch.equal(net[0].weight, w1) and torch.equal(net[1].weight, w2)  # the network is left as it was
-    mask = mask_at_init("synflow", net, params, 0.5, batches=Exploding(), input_shape=(6,), iterations=10)
+    mask = mask_at_init("synflow", Scoring(net, params, 0.5, batches=Exploding(), input_shape=(6,), iterations=10))
     assert mask.remaining() == round_half_up(45 * 0.5)
 
 
@@ -95,15 +95,17 @@ def test_every_method_keeps_exactly_the_weights_its_target_asks_for(method: str,
     net, params = two_layers()
     mask = mask_at_init(
         method,
-        net,
-        params,
-        0.7,
-        scope,
-        batches=[batch()],
-        loss_fn=F.cross_entropy,
-        input_shape=(6,),
-        generator=torch.Generator().manual_seed(0),
-        iterations=7,
+        Scoring(
+            net,
+            params,
+            0.7,
+            scope,
+            batches=[batch()],
+            loss_fn=F.cross_entropy,
+            input_shape=(6,),
+            generator=torch.Generator().manual_seed(0),
+            iterations=7,
+        ),
     )
     if scope == "global":
         assert mask.remaining() == round_half_up(45 * 0.3)
@@ -114,7 +116,7 @@ def test_every_method_keeps_exactly_the_weights_its_target_asks_for(method: str,
 def test_the_lowest_grasp_scores_are_kept() -> None:
     net, params = two_layers()
     scores = grasp_scores(net, params, [batch()], F.cross_entropy)
-    mask = mask_at_init("grasp", net, params, 0.8, batches=[batch()], loss_fn=F.cross_entropy)
+    mask = mask_at_init("grasp", Scoring(net, params, 0.8, batches=[batch()], loss_fn=F.cross_entropy))
     kept = torch.cat([scores[n][mask[n]] for n in params])
     dropped = torch.cat([scores[n][~mask[n]] for n in params])
     assert kept.max() <= dropped.min()

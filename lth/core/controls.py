@@ -1,4 +1,5 @@
-"""The controls that show a ticket is a ticket: registered functions, one per control.
+"""The controls that show a ticket is a ticket: one function per control, each an entry of
+:data:`lth.core.catalog.CONTROLS` (which declares what it does: ``changes_initialisation``, ``redraws_mask``).
 
 Each control turns the ticket's mask at a round into the mask the control trains, drawing from its own
 named random stream. ``reinit`` keeps the mask; what it changes is the initialisation (a fresh draw from the
@@ -13,17 +14,19 @@ from collections.abc import Callable
 
 import torch
 
-from lth.core.errors import ConfigError
+from lth.core.catalog import CONTROLS
 from lth.core.masks import Mask
 
 ControlFn = Callable[[Mask, Mask, torch.Generator], Mask]
 
 
-def _reinit(ticket: Mask, previous: Mask, generator: torch.Generator) -> Mask:
+def keep(ticket: Mask, previous: Mask, generator: torch.Generator) -> Mask:
+    """The ticket's mask as it is (reinit: what changes is the initialisation)."""
     return Mask({n: m.clone() for n, m in ticket.items()})
 
 
-def _random_prune(ticket: Mask, previous: Mask, generator: torch.Generator) -> Mask:
+def prune_survivors(ticket: Mask, previous: Mask, generator: torch.Generator) -> Mask:
+    """Random survivors of ``previous`` removed until each layer keeps as many weights as the ticket."""
     out = Mask()
     for name, m in ticket.items():
         alive = torch.nonzero(previous[name].flatten().cpu()).flatten()
@@ -37,7 +40,8 @@ def _random_prune(ticket: Mask, previous: Mask, generator: torch.Generator) -> M
     return out
 
 
-def _shuffle(ticket: Mask, previous: Mask, generator: torch.Generator) -> Mask:
+def permute(ticket: Mask, previous: Mask, generator: torch.Generator) -> Mask:
+    """The ticket's mask permuted within each layer."""
     return Mask(
         {
             n: m.flatten().cpu()[torch.randperm(m.numel(), generator=generator)].view_as(m).to(m.device)
@@ -46,11 +50,6 @@ def _shuffle(ticket: Mask, previous: Mask, generator: torch.Generator) -> Mask:
     )
 
 
-CONTROLS: dict[str, ControlFn] = {"reinit": _reinit, "random_prune": _random_prune, "shuffle": _shuffle}
-
-
 def control_fn(name: str) -> ControlFn:
-    """The registered control ``name`` (config key ``prune.control``)."""
-    if name not in CONTROLS:
-        raise ConfigError("prune.control", f"unknown control {name!r}; allowed: null, {', '.join(CONTROLS)}")
-    return CONTROLS[name]
+    """The control ``name`` (config key ``prune.control``), as its catalog entry names it."""
+    return CONTROLS.entry(name).load()

@@ -181,6 +181,11 @@ def prune_smallest(
     return out
 
 
+def magnitude(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """IMP's criterion: the trained weights themselves (:func:`prune` removes the smallest ``|w|``)."""
+    return weights
+
+
 def prune(
     weights: Mapping[str, torch.Tensor],
     mask: Mask,

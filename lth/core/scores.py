@@ -14,6 +14,9 @@ Networks at Initialization: Why are We Missing the Mark?") compare:
   an exponential schedule, re-scoring under the mask of the previous step.
 - ``magnitude_init``: ``|w|`` at initialisation; ``random``: a uniform random score (a random mask of the size).
 
+Each is a function of a :class:`Scoring`, an entry of :data:`lth.core.catalog.METHODS`. Here too is ``lamp``
+(Lee et al. 2021), a criterion for the trained weights of every IMP round rather than for the initial ones.
+
 Pure torch: no Lightning, no files. The network is changed only as the methods need (SynFlow's sign flip, undone).
 """
 
@@ -21,14 +24,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from lth.core.catalog import METHODS, SCORES_INITIAL_WEIGHTS
 from lth.core.errors import ConfigError
 from lth.core.masks import Mask, prune
 
-PRUNING_AT_INIT = ("snip", "grasp", "synflow", "magnitude_init", "random")
+PRUNING_AT_INIT = METHODS.with_trait(SCORES_INITIAL_WEIGHTS)
 GRASP_TEMPERATURE = 200.0
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -168,38 +173,77 @@ def synflow_scores(
         return _synflow(model, params, input_shape, mask)
 
 
-def mask_at_init(
-    method: str,
-    model: nn.Module,
-    params: Mapping[str, nn.Parameter],
-    target: float,
-    scope: str = "global",
-    batches: Iterable[Batch] = (),
-    loss_fn: Loss | None = None,
-    input_shape: tuple[int, ...] = (),
-    generator: torch.Generator | None = None,
-    iterations: int = 100,
-) -> Mask:
-    """The mask pruning-at-initialisation ``method`` gives the untrained ``model`` at sparsity ``target``.
+@dataclass(frozen=True)
+class Scoring:
+    """What a pruning-at-initialisation method may read: the untrained ``model``, its prunable ``params`` by name, the
+    sparsity ``target`` and ``scope``; SNIP and GraSP the training ``batches`` and ``loss_fn``, SynFlow the
+    ``input_shape`` (C, H, W) and its ``iterations``, random its ``generator``."""
 
-    ``params``: the prunable parameters of ``model`` by name. SNIP and GraSP read ``batches`` of training data
-    with ``loss_fn``; SynFlow reads only ``input_shape`` and prunes in ``iterations`` steps; random draws from
-    ``generator``.
-    """
-    if method == "magnitude_init":
-        return mask_from_scores(magnitude_scores(params), target, scope)
-    if method == "random":
-        return mask_from_scores(random_scores(params, generator or torch.Generator()), target, scope)
-    if method == "snip":
-        return mask_from_scores(snip_scores(model, params, batches, loss_fn), target, scope)
-    if method == "grasp":
-        flipped = {n: -s for n, s in grasp_scores(model, params, batches, loss_fn).items()}  # keep the lowest
-        return mask_from_scores(flipped, target, scope)
-    if method == "synflow":
-        mask = Mask.ones_like(params)
-        with _linearised(model):  # once for all the steps
-            for step in range(1, iterations + 1):
-                scores = _synflow(model, params, input_shape, mask)
-                mask = mask_from_scores(scores, target, scope, mask, step, iterations)
-        return mask
-    raise ConfigError("prune.method", f"{method!r} is not a pruning-at-initialisation method: {PRUNING_AT_INIT}")
+    model: nn.Module
+    params: Mapping[str, nn.Parameter]
+    target: float
+    scope: str = "global"
+    batches: Iterable[Batch] = ()
+    loss_fn: Loss | None = None
+    input_shape: tuple[int, ...] = ()
+    generator: torch.Generator | None = None
+    iterations: int = 100
+
+
+def magnitude_init(s: Scoring) -> Mask:
+    """The largest ``|w|`` of the initial weights."""
+    return mask_from_scores(magnitude_scores(s.params), s.target, s.scope)
+
+
+def random(s: Scoring) -> Mask:
+    """A random mask at the target sparsity."""
+    return mask_from_scores(random_scores(s.params, s.generator or torch.Generator()), s.target, s.scope)
+
+
+def snip(s: Scoring) -> Mask:
+    """The highest SNIP scores."""
+    return mask_from_scores(snip_scores(s.model, s.params, s.batches, s.loss_fn), s.target, s.scope)
+
+
+def grasp(s: Scoring) -> Mask:
+    """The lowest GraSP scores."""
+    flipped = {n: -v for n, v in grasp_scores(s.model, s.params, s.batches, s.loss_fn).items()}
+    return mask_from_scores(flipped, s.target, s.scope)
+
+
+def synflow(s: Scoring) -> Mask:
+    """SynFlow's iterative pruning to the target in ``iterations`` steps."""
+    mask = Mask.ones_like(s.params)
+    with _linearised(s.model):  # once for all the steps
+        for step in range(1, s.iterations + 1):
+            scores = _synflow(s.model, s.params, s.input_shape, mask)
+            mask = mask_from_scores(scores, s.target, s.scope, mask, step, s.iterations)
+    return mask
+
+
+def mask_at_init(method: str, scoring: Scoring) -> Mask:
+    """The mask the pruning-at-initialisation ``method`` (an entry of :data:`lth.core.catalog.METHODS` that scores
+    the initial weights) gives the untrained network of ``scoring``."""
+    entry = METHODS.entry(method)
+    if not entry.has(SCORES_INITIAL_WEIGHTS):
+        raise ConfigError("prune.method", f"{method!r} does not prune at initialisation; allowed: {PRUNING_AT_INIT}")
+    return entry.load()(scoring)
+
+
+def lamp_scores(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """LAMP (Lee et al., ICLR 2021): within each tensor, a surviving weight ``u`` scores
+    ``w_u^2 / sum_{v >= u} w_v^2``, the sum over the surviving weights of the tensor at least as large as ``u``
+    (ascending ``|w|``, ties in position order); pruned weights score 0. The scores compare across layers, so
+    ranked globally they prune each layer in proportion to how much of its own mass a weight carries. Returned as
+    global ranks (:func:`ranks`): magnitude pruning of them removes the lowest scores, ties by position."""
+    scores = {}
+    for name, w in weights.items():
+        alive = mask[name].flatten().to(w.device)
+        squares = w.detach().flatten().double().pow(2).masked_fill(~alive, 0.0)
+        order = torch.argsort(squares, stable=True)
+        ascending = squares[order]
+        behind = ascending.flip(0).cumsum(0).flip(0)  # sum of this weight and every larger one
+        score = torch.zeros_like(squares)
+        score[order] = torch.where(behind > 0, ascending / behind, torch.zeros_like(behind))
+        scores[name] = score.masked_fill(~alive, 0.0).view_as(w)
+    return ranks(scores)

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lth.core.controls import CONTROLS, ControlFn
+from lth.core.catalog import CONTROLS, KEEPS_MASK, PRUNES_SURVIVORS, draw_of
+from lth.core.controls import ControlFn
 from lth.core.errors import ConfigError
 from lth.core.granularity import CHANNEL_CRITERIA, KEY, Granularity
 from lth.core.masks import Mask, removal_count, round_half_up
@@ -316,11 +317,11 @@ class StructuredPruning:
 
     def control(self, name: str) -> ControlFn:
         """The control ``name`` at this granularity (drawing channels or m-group entries, never single weights)."""
-        if name not in CONTROLS:
-            raise ConfigError("prune.control", f"unknown control {name!r}; allowed: null, {', '.join(CONTROLS)}")
-        if name == "reinit":
-            return CONTROLS[name]
-        return self._draw(name == "random_prune")
+        entry = CONTROLS.entry(name)
+        draw = draw_of(entry)  # each draw the catalog declares is implemented here at this grain
+        if draw == KEEPS_MASK:
+            return entry.load()
+        return self._draw(draw == PRUNES_SURVIVORS)
 
     def _draw(self, from_previous: bool) -> ControlFn:
         def draw(ticket: Mask, previous: Mask, generator: torch.Generator) -> Mask:

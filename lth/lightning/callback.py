@@ -26,6 +26,18 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from lth.core.catalog import (
+    FROM_INITIALISATION,
+    HOLDS_FINAL_RATE,
+    KEEPS_TRAINED_WEIGHTS,
+    METHODS,
+    PRUNES_EVERY_ROUND,
+    RANKS_GLOBALLY,
+    REWIND_WORDS,
+    SINGLE_WEIGHTS,
+    Entry,
+    rewind_entry,
+)
 from lth.core.controls import ControlFn, control_fn
 from lth.core.errors import ConfigError
 from lth.core.granularity import parse_granularity
@@ -33,7 +45,7 @@ from lth.core.masks import Mask, name_matches, prunable_parameters, prune
 from lth.core.steps import Step
 from lth.core.structured import StructuredPruning
 
-REWIND_MODES = ("init", "lr", "none")
+REWIND_MODES = REWIND_WORDS
 
 
 def parse_rewind(value: str | Step) -> str | Step:
@@ -69,6 +81,19 @@ def _patterns(argument: str, value: Any) -> list[str]:
     return list(value)
 
 
+def _criterion(name: Any, scope: str, layer_rates: Any, granularity: Any) -> Entry:
+    """The catalog entry of ``criterion``: a method that prunes every round, with what its traits need."""
+    allowed = " or ".join(repr(n) for n in METHODS.with_trait(PRUNES_EVERY_ROUND))
+    entry = METHODS.get(name) if isinstance(name, str) else None
+    if entry is None or not entry.has(PRUNES_EVERY_ROUND):
+        raise ArgumentError("criterion", name, allowed)
+    if entry.has(RANKS_GLOBALLY) and (scope != "global" or layer_rates):
+        raise ArgumentError("scope", scope, f"'global' without layer_rates for criterion={name!r}")
+    if entry.has(SINGLE_WEIGHTS) and granularity != "weight":
+        raise ArgumentError("granularity", granularity, f"'weight' for criterion={name!r}")
+    return entry
+
+
 class LotteryTicket(pl.Callback):
     """Global (or layer-wise) magnitude pruning with rewinding, one round per ``trainer.fit``.
 
@@ -84,6 +109,8 @@ class LotteryTicket(pl.Callback):
         granularity: ``weight``, ``channel`` or ``n:m`` such as ``2:4`` (:mod:`lth.core.structured`).
         channel_criterion: how ``channel`` ranks channels: ``l1``, ``l2`` or ``bn_scale``.
         example_input: one input batch, to trace the model's channel dependencies (``channel`` only).
+        criterion: how each round ranks the trained weights, a method of :data:`lth.core.catalog.METHODS` that
+            prunes every round: ``magnitude`` (``|w|``) or ``lamp`` (layer-adaptive scores, ranked globally).
     """
 
     def __init__(
@@ -100,9 +127,11 @@ class LotteryTicket(pl.Callback):
         granularity: str = "weight",
         channel_criterion: str = "l1",
         example_input: torch.Tensor | None = None,
+        criterion: str = "magnitude",
     ) -> None:
         if scope not in ("global", "layer"):
             raise ArgumentError("scope", scope, "'global' or 'layer'")
+        self.criterion = _criterion(criterion, scope, layer_rates, granularity)
         if target_sparsity is not None:
             target_sparsity = _fraction("target_sparsity", target_sparsity)
             if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
@@ -205,7 +234,7 @@ class LotteryTicket(pl.Callback):
         length is in the callback's state, so a round 0 restored from a checkpoint counts). Weights this callback
         did not train in round 0 (a pre-trained model pruned at once) fine-tune from the schedule's start.
         """
-        if self.round_index > 0 and self.rewind == "none":
+        if self.round_index > 0 and rewind_entry(self.rewind).has(HOLDS_FINAL_RATE):
             return self.round0_steps or 0
         return self.start_iteration()
 
@@ -225,7 +254,8 @@ class LotteryTicket(pl.Callback):
         A ``mask`` given here (a control's) replaces the one magnitude pruning would compute.
         """
         params = self._ensure_mask(module)
-        if self.rewind_state is None and self.rewind not in ("lr", "none"):
+        keeps_trained = rewind_entry(self.rewind).has(KEEPS_TRAINED_WEIGHTS)
+        if self.rewind_state is None and not keeps_trained:
             raise RuntimeError(f"no rewind point was recorded (rewind={self.rewind}); did round 0 train long enough?")
         if mask is not None:
             mask.check_against(params, source="mask")
@@ -241,7 +271,7 @@ class LotteryTicket(pl.Callback):
             )
         else:
             self.mask = prune(
-                {n: p.detach() for n, p in params.items()},
+                self.criterion.load()({n: p.detach() for n, p in params.items()}, self.mask),
                 self.mask,
                 self.rate,
                 self.scope,
@@ -252,7 +282,7 @@ class LotteryTicket(pl.Callback):
             )
         self.round_index += 1
         self._applied = None
-        if self.rewind not in ("lr", "none"):
+        if not keeps_trained:
             module.load_state_dict(self.rewind_state)
         self.apply_mask(module)
         return self.mask
@@ -269,7 +299,7 @@ class LotteryTicket(pl.Callback):
             self.mask = Mask(trainer.strategy.broadcast(dict(self.mask.cpu()), src=0))
         self._applied = None
         self.apply_mask(pl_module)
-        at_start = self.rewind == "init" or self.rewind == Step()  # 0it (or 0ep) is the initialisation too
+        at_start = rewind_entry(self.rewind).has(FROM_INITIALISATION) or self.rewind == Step()  # 0it, 0ep too
         if self.round_index == 0 and at_start and self.rewind_state is None:
             self._record_rewind_point(pl_module)
 

@@ -23,6 +23,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
+from lth.core.catalog import METHODS, PRUNES_EVERY_ROUND
 from lth.core.errors import ConfigError, first_line
 from lth.core.seeds import stream
 from lth.data import ImageData
@@ -154,9 +155,11 @@ def build_ticket(cfg: DictConfig) -> LotteryTicket:
             granularity=p.get("granularity", "weight"),
             channel_criterion=p.get("channel_criterion", "l1"),
             example_input=torch.zeros(1, cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size),
+            # the trained weights' ranking of a method that prunes every round (the others: magnitude, or own masks)
+            **({"criterion": p.method} if METHODS.entry(p.method).has(PRUNES_EVERY_ROUND) else {}),
         )
     except ArgumentError as error:  # validate() refuses these first; configs built in code get here
-        key = f"prune.{error.argument.split('[')[0]}"
+        key = "prune.method" if error.argument == "criterion" else f"prune.{error.argument.split('[')[0]}"
         raise ConfigError(key, f"got {error.value!r}; allowed: {error.allowed}") from None
 
 

@@ -19,8 +19,9 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from lth.core import catalog
 from lth.core.errors import ConfigError
-from lth.core.granularity import parse_granularity
+from lth.core.granularity import Granularity, parse_granularity
 from lth.core.steps import Step
 from lth.run.hardware import check_values
 from lth.run.schema import (  # noqa: F401 - the names repeated for validation, re-exported
@@ -30,7 +31,6 @@ from lth.run.schema import (  # noqa: F401 - the names repeated for validation, 
     MAX_EPOCHS,
     MAX_ITERATIONS,
     MAX_ROUNDS,
-    PRUNING_AT_INIT,
     REWIND_MODES,
     SCHEDULES,
     WANDB_MODES,
@@ -462,21 +462,21 @@ def validate(cfg: DictConfig, machine: bool = True) -> None:
     if any(set(pattern) <= {"*"} for pattern in OmegaConf.select(cfg, "prune.exclude") or []):
         raise ConfigError("prune.exclude", "'*' excludes every layer, which leaves no prunable weights")
     rewind = _rewind(cfg)
-    if rewind == "none" and OmegaConf.select(cfg, "optim.schedule.name") == "cosine":
+    rewinds_to = catalog.rewind_entry(rewind)
+    if rewinds_to.has(catalog.HOLDS_FINAL_RATE) and OmegaConf.select(cfg, "optim.schedule.name") == "cosine":
         raise ConfigError(
             "prune.rewind",
-            "none fine-tunes at the schedule's final learning rate, which is 0 under optim.schedule.name=cosine; "
+            f"{rewind} fine-tunes at the schedule's final learning rate, which is 0 under optim.schedule.name=cosine; "
             "use prune.rewind=lr, or a step or constant optim.schedule.name",
         )
-    check_method(cfg, target, rewind)
+    granularity = parse_granularity(OmegaConf.select(cfg, "prune.granularity"))
+    check_method(cfg, target, rewind, granularity)
     control = OmegaConf.select(cfg, "prune.control")
     if control is not None:
-        if control not in CONTROLS:
-            raise ConfigError("prune.control", f"unknown control {control!r}; allowed: null, {', '.join(CONTROLS)}")
-        if rewind in ("lr", "none"):
+        catalog.CONTROLS.entry(control)
+        if not rewinds_to.has(catalog.REWINDS_WEIGHTS):
             raise ConfigError("prune.control", f"{control} needs a rewind to weights (init or a Step), not {rewind}")
-    granularity = parse_granularity(OmegaConf.select(cfg, "prune.granularity") or "weight")
-    if granularity.kind != "weight" and (target is not None or layer_rates):
+    if catalog.GRANULARITIES[granularity.kind].has(catalog.SETS_OWN_SPARSITY) and (target is not None or layer_rates):
         other = "prune.target_sparsity" if target is not None else "prune.layer_rates"
         raise ConfigError(
             "prune.granularity", f"{granularity} sets its own sparsity per round; {other} applies to weight only"
@@ -491,27 +491,35 @@ def validate(cfg: DictConfig, machine: bool = True) -> None:
     check_transfer(cfg)  # model.weights, prune.mask_from
 
 
-def check_method(cfg: DictConfig, target: float | None, rewind: str | Step) -> None:
-    """``prune.method``: every method but ``magnitude`` prunes once to ``prune.target_sparsity``; pruning at
-    initialisation trains from the initial weights it scored (``prune.rewind=init``)."""
-    method = OmegaConf.select(cfg, "prune.method") or "magnitude"
-    if method == "magnitude":
+def check_method(cfg: DictConfig, target: float | None, rewind: str | Step, granularity: Granularity) -> None:
+    """``prune.method``, as its catalog entry's traits say: a method that prunes once goes straight to
+    ``prune.target_sparsity`` in one round; one that scores the initial weights trains from them
+    (``prune.rewind=init``); one that ranks globally needs ``prune.scope=global``; one that finds masks of single
+    weights needs ``prune.granularity=weight``."""
+    name = OmegaConf.select(cfg, "prune.method")
+    method = catalog.METHODS.entry(name)
+    single = not catalog.GRANULARITIES[granularity.kind].has(catalog.SINGLE_WEIGHTS)
+    if method.has(catalog.RANKS_GLOBALLY) and (
+        OmegaConf.select(cfg, "prune.scope") != "global" or OmegaConf.select(cfg, "prune.layer_rates")
+    ):
+        raise ConfigError("prune.scope", f"prune.method={name} ranks globally; allowed: global, without layer_rates")
+    if method.has(catalog.SINGLE_WEIGHTS) and single:
+        raise ConfigError("prune.granularity", f"prune.method={name} finds masks of single weights; allowed: weight")
+    if not method.has(catalog.PRUNES_ONCE):
         return
     if target is None:
         raise ConfigError(
-            "prune.target_sparsity", f"prune.method={method} prunes once to a target sparsity; set it in (0, 1)"
+            "prune.target_sparsity", f"prune.method={name} prunes once to a target sparsity; set it in (0, 1)"
         )
     rounds = OmegaConf.select(cfg, "prune.rounds")
     if rounds != 1:
-        raise ConfigError("prune.rounds", f"prune.method={method} prunes once; allowed: 1, got {rounds}")
-    if (OmegaConf.select(cfg, "prune.granularity") or "weight") != "weight":
-        raise ConfigError("prune.granularity", f"prune.method={method} finds masks of single weights; allowed: weight")
+        raise ConfigError("prune.rounds", f"prune.method={name} prunes once; allowed: 1, got {rounds}")
     if OmegaConf.select(cfg, "prune.mask_from") is not None:
-        raise ConfigError("prune.mask_from", f"prune.method={method} finds its own masks; allowed: null")
-    if method in PRUNING_AT_INIT and rewind != "init":
+        raise ConfigError("prune.mask_from", f"prune.method={name} finds its own masks; allowed: null")
+    if method.has(catalog.SCORES_INITIAL_WEIGHTS) and not catalog.rewind_entry(rewind).has(catalog.FROM_INITIALISATION):
         raise ConfigError(
             "prune.rewind",
-            f"prune.method={method} trains from the initial weights it scored; allowed: init, got {rewind}",
+            f"prune.method={name} trains from the initial weights it scored; allowed: init, got {rewind}",
         )
 
 

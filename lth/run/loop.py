@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from lth.core.catalog import CHANGES_INITIALISATION, CONTROLS
 from lth.core.errors import ConfigError
 from lth.core.flops import IterationFlops
 from lth.core.masks import Mask
@@ -262,7 +263,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
             )
             if resume_from is None:  # else module and ticket are where the interrupted round stopped
                 if round_index and apply_control is not None:
-                    if control == "reinit" and ticket.round_index == 0:
+                    if CONTROLS.entry(control).has(CHANGES_INITIALISATION) and ticket.round_index == 0:
                         reinit_rewind_point(cfg, module, ticket, run_dir)
                     ticket_mask = Mask(torch.load(round_dir(ticket_dir, round_index) / "mask.pt"))
                     draws = torch.Generator().manual_seed(stream(cfg.seed, f"control/{control}/round{round_index}"))

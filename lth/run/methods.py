@@ -2,7 +2,8 @@
 
 Methods:
 
-- ``magnitude`` (the default): iterative magnitude pruning of the trained weights, one-shot with ``prune.rounds=1``.
+- ``magnitude`` (the default): iterative magnitude pruning of the trained weights, one-shot with ``prune.rounds=1``;
+  ``lamp``: the same rounds, the trained weights ranked by LAMP's layer-adaptive scores, globally.
 - ``early_bird``: round 0 stops at the evaluation where the early-bird criterion holds
   (:mod:`lth.core.earlybird`); round 1 prunes the weights reached there to ``prune.target_sparsity``.
 - ``snip``, ``grasp``, ``synflow``, ``magnitude_init``, ``random``: pruning at initialisation
@@ -27,10 +28,17 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from lth.core.catalog import (
+    DRAWN_DURING_TRAINING,
+    METHODS,
+    NEEDS_SCORE_BATCHES,
+    SCORES_INITIAL_WEIGHTS,
+    Entry,
+)
 from lth.core.errors import ConfigError
 from lth.core.flops import IterationFlops, iteration_flops
 from lth.core.masks import Mask
-from lth.core.scores import PRUNING_AT_INIT, mask_at_init
+from lth.core.scores import Scoring, mask_at_init
 from lth.core.seeds import stream
 from lth.core.steps import Step
 from lth.data import ImageData
@@ -41,22 +49,20 @@ from lth.lightning.module import Classifier
 from lth.run.artifacts import COST_COLUMNS, read_rounds
 from lth.run.build import build_model
 
-METHODS = ("magnitude", "early_bird", *PRUNING_AT_INIT)
 
-
-def method(cfg: DictConfig) -> str:
-    """The run's ``prune.method`` (``magnitude`` when unset)."""
-    return cfg.prune.get("method") or "magnitude"
+def method(cfg: DictConfig) -> Entry:
+    """The catalog entry of the run's ``prune.method``."""
+    return METHODS.entry(cfg.prune.method)
 
 
 def pruned_at_init(cfg: DictConfig) -> bool:
     """Whether the run's masks are computed at initialisation (they cost no training)."""
-    return method(cfg) in PRUNING_AT_INIT
+    return method(cfg).has(SCORES_INITIAL_WEIGHTS)
 
 
 def early_bird(cfg: DictConfig, ticket: LotteryTicket) -> EarlyBird | None:
     """The callback that draws an early-bird ticket in round 0, for ``prune.method=early_bird``."""
-    if method(cfg) != "early_bird":
+    if not method(cfg).has(DRAWN_DURING_TRAINING):
         return None
     options = cfg.prune.early_bird
     return EarlyBird(ticket, int(options.window), float(options.epsilon), str(options.distance))
@@ -91,21 +97,23 @@ def mask_at_initialisation(cfg: DictConfig, module: Classifier, ticket: LotteryT
     holder.model = build_model(cfg)
     holder.load_state_dict({k: v for k, v in ticket.rewind_state.items() if k.startswith("model.")})
     holder.to(device)
-    name = method(cfg)
-    batches = [(x.to(device), y.to(device)) for x, y in score_batches(cfg, data)] if name in ("snip", "grasp") else []
+    entry = method(cfg)
+    batches = (
+        [(x.to(device), y.to(device)) for x, y in score_batches(cfg, data)] if entry.has(NEEDS_SCORE_BATCHES) else []
+    )
+    scoring = Scoring(
+        holder.model,
+        ticket.parameters_of(holder),
+        float(cfg.prune.target_sparsity),
+        scope=cfg.prune.scope,
+        batches=batches,
+        loss_fn=F.cross_entropy,
+        input_shape=(cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size),
+        generator=torch.Generator().manual_seed(stream(cfg.seed, "prune/random")),
+        iterations=int(cfg.prune.synflow_iterations),
+    )
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        return mask_at_init(
-            name,
-            holder.model,
-            ticket.parameters_of(holder),
-            float(cfg.prune.target_sparsity),
-            scope=cfg.prune.scope,
-            batches=batches,
-            loss_fn=F.cross_entropy,
-            input_shape=(cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size),
-            generator=torch.Generator().manual_seed(stream(cfg.seed, "prune/random")),
-            iterations=int(cfg.prune.synflow_iterations),
-        )
+        return mask_at_init(entry.name, scoring)
 
 
 def run_flops(cfg: DictConfig, network: torch.nn.Module, accumulate: int, world_size: int) -> IterationFlops:

@@ -30,6 +30,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from lth.core import catalog
 from lth.core.errors import ConfigError
 from lth.core.steps import Step
 from lth.run.hardware import ACCELERATORS, PRECISIONS, STRATEGIES
@@ -43,14 +44,14 @@ MAX_ITERATIONS = 10**9  # a length past a billion iterations is a typo, not an e
 MAX_EPOCHS = 10**6
 MAX_ROUNDS = 1000
 # Names that live next to the code using them, repeated here so that validation needs no torch;
-# tests/test_bad_input.py checks that the copies agree.
+# tests/test_bad_input.py checks that the copies agree. The ideas (methods, controls, rewinds) are the catalog's.
 SCHEDULES = ("constant", "step", "cosine")  # lth.lightning.module.SCHEDULES
-CONTROLS = ("reinit", "random_prune", "shuffle")  # lth.core.controls.CONTROLS
-PRUNING_AT_INIT = ("snip", "grasp", "synflow", "magnitude_init", "random")  # lth.core.scores.PRUNING_AT_INIT
-METHODS = ("magnitude", "early_bird", *PRUNING_AT_INIT)  # lth.run.methods.METHODS
+CONTROLS = catalog.CONTROLS.names
+PRUNING_AT_INIT = catalog.METHODS.with_trait(catalog.SCORES_INITIAL_WEIGHTS)
+METHODS = catalog.METHODS.names
 EARLY_BIRD_DISTANCES = ("all", "kept")  # lth.core.earlybird.DISTANCES
 CHANNEL_CRITERIA = ("l1", "l2", "bn_scale")  # lth.core.granularity.CHANNEL_CRITERIA
-REWIND_MODES = ("init", "lr", "none")  # lth.lightning.callback.REWIND_MODES
+REWIND_MODES = catalog.REWIND_WORDS
 LOADERS = ("memory", "torchvision")  # lth.data.module.LOADERS
 WANDB_MODES = ("online", "offline", "disabled")
 
@@ -369,9 +370,10 @@ _KEYS = (
     Key(
         "prune.method",
         "choice",
-        "how masks are found: magnitude (IMP, one-shot), early_bird, or pruning at init (snip ... random)",
+        "how masks are found: magnitude or lamp (IMP, one-shot), early_bird, or pruning at init (snip ... random)",
         choices=METHODS,
-        also="all but magnitude: prune.target_sparsity set, prune.rounds 1; at init: prune.rewind init",
+        also="early_bird and at init: prune.target_sparsity set, prune.rounds 1, prune.rewind init (at init); "
+        "lamp: prune.scope global",
         unnamed_at="magnitude",
     ),
     Key(
@@ -379,7 +381,7 @@ _KEYS = (
         "mapping",
         "early_bird's draw criterion (You et al. 2020)",
         closed=True,
-        used_with=("prune.method", ("early_bird",)),
+        used_with=("prune.method", catalog.METHODS.with_trait(catalog.DRAWN_DURING_TRAINING)),
     ),
     Key("prune.early_bird.window", "int >= 2", "early_bird: masks compared (the newest and the ones before it)"),
     Key("prune.early_bird.epsilon", "number (0, 1)", "early_bird: drawn when every distance to the newest is below"),
@@ -393,13 +395,13 @@ _KEYS = (
         "prune.score_batches",
         "int >= 1",
         "snip, grasp: training batches (train.batch_size) the scores sum over",
-        used_with=("prune.method", ("snip", "grasp")),
+        used_with=("prune.method", catalog.METHODS.with_trait(catalog.NEEDS_SCORE_BATCHES)),
     ),
     Key(
         "prune.synflow_iterations",
         "int >= 1",
         "synflow: scoring and pruning steps to the target sparsity",
-        used_with=("prune.method", ("synflow",)),
+        used_with=("prune.method", catalog.METHODS.with_trait(catalog.ITERATES_SCORES)),
     ),
     Key(
         "prune.control",
@@ -425,7 +427,7 @@ _KEYS = (
         "how channel ranks channels: l1, l2 (per weight of the filter) or bn_scale (BatchNorm weight)",
         choices=CHANNEL_CRITERIA,
         unnamed_at="l1",
-        used_with=("prune.granularity", ("channel",)),
+        used_with=("prune.granularity", catalog.GRANULARITIES.with_trait(catalog.WHOLE_CHANNELS)),
         also="in the run's identity with prune.granularity=channel only",
     ),
     Key(

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lth.core.catalog import DRAWN_DURING_TRAINING, METHODS
 from lth.core.errors import ConfigError
 from lth.run.artifacts import holds_results, read_rounds, round_dir, write_json
 from lth.run.config import folder_name, identity
@@ -137,7 +138,8 @@ def dense_id(cfg: DictConfig, machine: dict) -> str:
     ``machine`` settings that change its numbers (device kind, CPU threads), so runs on two setups never share it."""
     ident = identity(cfg)
     prune = ident.pop("prune", {})
-    keys = ROUND0_PRUNE_KEYS + (EARLY_BIRD_ROUND0_KEYS if prune.get("method") == "early_bird" else ())
+    drawn = METHODS.entry(prune.get("method", "magnitude")).has(DRAWN_DURING_TRAINING)  # identity leaves it out
+    keys = ROUND0_PRUNE_KEYS + (EARLY_BIRD_ROUND0_KEYS if drawn else ())
     ident["round0"] = {key: prune.get(key) for key in keys if prune.get(key)}
     if prune.get("mask_from") and prune.get("control"):  # a control redraws the mask round 0 starts from
         ident["round0"]["control"] = prune["control"]

@@ -25,11 +25,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from lth.core.catalog import CONTROLS, METHODS, PRUNES_EVERY_ROUND, PRUNES_ONCE, REDRAWS_MASK
 from lth.core.errors import ConfigError
 
 log = logging.getLogger("lth")
 UNMATCHED = ("refuse", "dense")
-START_CONTROLS = ("random_prune", "shuffle")  # controls that redraw a transferred mask
+START_CONTROLS = CONTROLS.with_trait(REDRAWS_MASK)  # controls that redraw a transferred mask
 _AT = re.compile(r"^(.*)@(\d+)$")
 HOW_TO_SAVE = {
     "torchvision": "torch.save(torchvision.models.get_model('{arch}', weights='DEFAULT').state_dict(), '{arch}.pt')",
@@ -102,11 +103,12 @@ def check(cfg: DictConfig) -> None:
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError("prune.mask_from", f"got {spec!r}; allowed: a run folder[@round], a round folder or a file")
     mask_file(spec)
-    method = OmegaConf.select(cfg, "prune.method") or "magnitude"
-    if method != "magnitude":
+    method = OmegaConf.select(cfg, "prune.method")
+    if METHODS.entry(method).has(PRUNES_ONCE):
+        allowed = ", ".join(METHODS.with_trait(PRUNES_EVERY_ROUND))
         raise ConfigError(
             "prune.mask_from",
-            f"starts round 0 from a given mask; prune.method={method} finds its own (allowed: magnitude)",
+            f"starts round 0 from a given mask; prune.method={method} finds its own (allowed: {allowed})",
         )
     control = OmegaConf.select(cfg, "prune.control")
     if control is not None and control not in START_CONTROLS:
