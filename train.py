@@ -1,347 +1,77 @@
-"""Find lottery tickets: ``python train.py [overrides]`` runs iterative magnitude pruning as conf/ says.
-
-Examples: ``python train.py prune.rate=0.2 prune.rounds=10``, ``python train.py experiment=lenet_mnist``,
-``python train.py -m prune.rate=0.1,0.2,0.3 seed=0,1``. A bad config exits with one line naming the key (exit
-code 2); a round whose loss diverges exits with one line naming the round and iteration (exit code 3). SIGTERM
-and SIGINT stop a run once its checkpoint is written, with one line giving the command that continues it (exit
-code 143 and 130); a second process on a run folder that one uses is refused in one line naming it (exit code 75).
-
-The command line is checked before Hydra makes a folder and before torch is imported: every job it describes
-(each job of a sweep) is composed and validated, and Hydra's own errors (an unknown group option or key, a
-sweep without ``-m``) become one line ``error: <key>: <what is allowed>``. What needs the data (its files, the
-size of an image folder) is checked when the data is read, and the run's folder is removed again.
-"""
+"""``python train.py [overrides]``: the command line checked before Hydra makes a folder (lth.config.command_line),
+each job's config validated and typed once (lth.config.entry.load_run), then trained (lth.run.loop.train).
+Exit codes: 2 a bad config, 3 a diverged round, 4 a full disk, 75 a run folder in use, 143/130 SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
-import errno
 import os
-import re
-import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 
+from lth.config.command_line import check_command_line, help_page
+from lth.config.entry import load_run, process_rank
+from lth.config.identity import register_resolvers
 from lth.core.errors import ConfigError
-from lth.run.artifacts import holds_results
-from lth.run.config import check_output_folder, new_key_allowed, register_resolvers, unknown_key, validate
-from lth.run.hardware import Launch, check_hardware
+from lth.state.artifacts import disk_full, remove_run_folder
+from lth.state.locks import BUSY, BusyError
 
-CONF = Path(__file__).resolve().parent / "conf"
-BAD_CONFIG = 2  # exit code of a bad config
-DISK_FULL = 4  # exit code of a run stopped by a full disk (resume=true continues it)
-# ``key=<mapping>`` replaces these mappings as a whole (Hydra would merge it into the old one and, the config
-# being closed to new keys, refuse every new pattern): the command line sets ``key=null`` then ``+key=<mapping>``
-REPLACED_MAPPINGS = ("prune.layer_rates",)
-
+BAD_CONFIG, DIVERGED, DISK_FULL = 2, 3, 4  # and lth.state.locks.BUSY (75), lth.run.signals' 143 and 130
+_COMMAND: tuple[int, list[str]] | None = None  # (pid, arguments) of the command line as typed, for a stop's line
 register_resolvers()
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    """Run IMP; return the sparsest round's test accuracy (a sweep's objective)."""
-    try:  # again here (cheap): a job may run on another machine, or Hydra be started without cli()
-        validate(cfg)
-        check_hardware(cfg)
+    """Validate and type this job's config, run IMP; return the sparsest round's test accuracy (a sweep's objective)."""
+    job_dir = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+    try:
+        run = load_run(cfg, _COMMAND[1] if _COMMAND and _COMMAND[0] == os.getpid() else None)
     except ConfigError as error:
-        refuse(error, cfg, rank_zero=_rank() == 0)
+        fail(f"error: {error}", BAD_CONFIG, process_rank() == 0, (job_dir, str(cfg.paths.output_dir)))
     from lth.run.distributed import is_rank_zero
-    from lth.run.locks import BUSY, BusyError
     from lth.run.loop import RunError, train
     from lth.run.signals import Interrupted, exit_stopped
 
     try:
-        rounds = train(cfg)["rounds"]
-    except ConfigError as error:  # under DDP every rank gets the error; rank 0 says it and cleans up
-        refuse(error, cfg, rank_zero=is_rank_zero())
-    except RunError as error:  # a diverged round: the rounds before it stay on disk, resumable
-        if is_rank_zero():
-            print(f"error: {error}", file=sys.stderr)
-        sys.exit(3)
-    except BusyError as error:  # another process runs in this folder: it is left alone (nothing is removed)
-        if is_rank_zero():
-            print(f"error: {error}", file=sys.stderr)
-        sys.exit(BUSY)
+        return train(run)["rounds"][-1]["test_acc"]
     except Interrupted as stop:  # SIGTERM, SIGINT: the checkpoint is written; one line says how to continue
-        exit_stopped(stop, _COMMAND[1] if _COMMAND and _COMMAND[0] == os.getpid() else None, is_rank_zero())
-    except OSError as error:  # a full disk or quota: every write is atomic, so what was written is whole
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        if is_rank_zero():
-            where = f" writing {error.filename}" if error.filename else ""
-            print(f"error: disk full{where}; free space, then continue with resume=true", file=sys.stderr)
-        sys.exit(DISK_FULL)
-    return rounds[-1]["test_acc"]
+        exit_stopped(stop, run.job, is_rank_zero())
+    except ConfigError as error:  # under DDP every rank gets it; rank 0 says it and removes the empty folder
+        fail(f"error: {error}", BAD_CONFIG, is_rank_zero(), (job_dir, run.output_dir))
+    except (RunError, BusyError) as error:  # a diverged round (earlier ones kept); a folder in use (left alone)
+        fail(f"error: {error}", DIVERGED if isinstance(error, RunError) else BUSY, is_rank_zero())
+    except OSError as error:  # a full disk or quota (else raised again): every write is atomic, what was written whole
+        fail(disk_full(error), DISK_FULL, is_rank_zero())
 
 
-def _rank() -> int:
-    """This process's global rank as Lightning will read it (torchrun, SLURM, LSF), without importing Lightning."""
-    for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return 0
-
-
-def refuse(error: ConfigError, cfg: DictConfig, rank_zero: bool = True) -> NoReturn:
-    """Exit with code 2 after printing ``error`` as one line (rank 0) and removing the run folder Hydra made for
-    the job, with the folders it alone was in, unless it holds results."""
+def fail(line: str, code: int, rank_zero: bool, folders: tuple[str | None, str] | None = None) -> NoReturn:
+    """Exit with ``code`` after printing ``line`` (rank 0); with ``folders`` (the job's folder, the output folder),
+    remove the run folder Hydra made and the folders it alone was in, unless it holds results."""
     if rank_zero:
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized():
-            remove_run_folder(Path(HydraConfig.get().runtime.output_dir), Path(str(cfg.paths.output_dir)))
-        print(f"error: {error}", file=sys.stderr)
-    sys.exit(BAD_CONFIG)
-
-
-def remove_run_folder(run_dir: Path, output_dir: Path) -> None:
-    """Remove ``run_dir`` unless it holds results, then each folder above it left empty, up to ``output_dir``."""
-    if not run_dir.is_dir() or holds_results(run_dir):
-        return
-    shutil.rmtree(run_dir)
-    run_dir, output_dir = run_dir.resolve(), output_dir.resolve()
-    for folder in run_dir.parents:
-        if output_dir not in folder.parents:  # never output_dir itself, nor anything outside it
-            break
-        try:
-            folder.rmdir()
-        except OSError:  # not empty
-            break
-
-
-# -- the command line, before Hydra -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Job:
-    """One job of the command line: all its overrides, and the swept ones that tell it from the others."""
-
-    overrides: list[str]
-    swept: list[str]
-
-
-_COMMAND: tuple[int, list[str]] | None = None  # (pid, arguments) of the command line as typed, for a stop's line
+        if folders and folders[0]:
+            remove_run_folder(Path(folders[0]), Path(folders[1]))
+        print(line, file=sys.stderr)
+    sys.exit(code)
 
 
 def cli(argv: list[str] | None = None) -> None:
     """``python train.py``: check the command line (every job of it), then hand it to Hydra."""
     global _COMMAND
-    argv = list(sys.argv[1:] if argv is None else argv)
-    _COMMAND = (os.getpid(), list(argv))
+    _COMMAND = (os.getpid(), list(sys.argv[1:] if argv is None else argv))
+    argv = list(_COMMAND[1])
     try:
         argv = check_command_line(argv)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(BAD_CONFIG)
+        fail(f"error: {error}", BAD_CONFIG, True)
     sys.argv = [sys.argv[0], *argv]
-    if {"-h", "--help"} & set(argv):
-        print_key_table()  # then Hydra's help: the config groups and the composed config
+    if {"-h", "--help"} & set(argv):  # then Hydra's help: the config groups and the composed config
+        print(help_page(), end="\n\n", flush=True)
     main()
-
-
-def print_key_table() -> None:
-    """Print what ``--help`` shows before Hydra's help: the usage and the key table of :mod:`lth.run.schema` (what
-    each key means and allows; no torch import)."""
-    from lth.run.schema import render_table
-
-    print(
-        "usage: python train.py [key=value ...] [-m key=a,b ...]\n\n"
-        "Keys of the config (README.md, section Keys; python -m lth.run.schema prints this table):\n"
-    )
-    print(render_table(), end="\n\n", flush=True)
-
-
-def _raise_argument_error(message: str) -> NoReturn:
-    match = re.match(r"argument (\S+): (.*)", message)
-    raise ConfigError(*(match.groups() if match else ("arguments", message)))
-
-
-def check_command_line(argv: list[str]) -> list[str]:
-    """The arguments for Hydra: overrides of :data:`REPLACED_MAPPINGS` rewritten, and, for a command that trains,
-    every job composed and validated first. Raise :class:`ConfigError` for the first bad one."""
-    from hydra._internal.utils import get_args_parser
-
-    parser = get_args_parser()
-    parser.error = _raise_argument_error  # type: ignore[method-assign]  # one line, not argparse's usage
-    args = parser.parse_args(argv)
-    rewritten = {text: replace_mapping(text) for text in args.overrides}
-    argv = [part for text in argv for part in rewritten.get(text, [text])]
-    overrides = [part for text in args.overrides for part in rewritten[text]]
-    trains = not (args.help or args.hydra_help or args.info or args.shell_completion or args.cfg)
-    other_sweeper = any(text.lstrip("+").startswith("hydra/sweeper=") for text in overrides)  # it makes the jobs
-    if trains and not (args.config_path or args.config_dir or args.experimental_rerun or other_sweeper):
-        multirun = args.multirun or "hydra.mode=MULTIRUN" in overrides
-        check_jobs(overrides, multirun=multirun, config_name=args.config_name or "config")
-    return argv
-
-
-def replace_mapping(text: str) -> list[str]:
-    """``prune.layer_rates={model.out: 0.1}`` -> ``prune.layer_rates=null``, ``+prune.layer_rates={...}``."""
-    key, sep, value = text.partition("=")
-    if sep and key in REPLACED_MAPPINGS and value.lstrip().startswith("{"):
-        return [f"{key}=null", f"+{key}={value}"]
-    return [text]
-
-
-def _parse(overrides: list[str]) -> list:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
-    parser, parsed = OverridesParser.create(), []
-    for text in overrides:
-        try:
-            parsed += parser.parse_overrides([text])
-        except OverrideParseException as error:
-            key = text.partition("=")[0].lstrip("+~") or text
-            raise ConfigError(key, f"cannot read {text!r} ({_first_line(error)}); write key=value") from None
-    return parsed
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
-
-
-def jobs_of(overrides: list[str], multirun: bool) -> list[Job]:
-    """The jobs that ``overrides`` describe: one, or under ``-m`` one per combination of swept values (as Hydra's
-    basic sweeper makes them; a later override of the same key wins)."""
-    import itertools
-
-    parsed = _parse(overrides)
-    sweeps = [(o, text) for o, text in zip(parsed, overrides, strict=True) if o.is_sweep_override()]
-    if sweeps and not multirun:
-        override, text = sweeps[0]
-        raise ConfigError(
-            override.key_or_group,
-            f"{text.partition('=')[2]} is several values; add -m to run one job per value, or write a list as [a,b]",
-        )
-    choices: dict[str, list[str]] = {}
-    for override, text in zip(parsed, overrides, strict=True):
-        key = override.get_key_element()
-        if not override.is_sweep_override():
-            choices[key] = [text]
-        elif override.is_discrete_sweep():
-            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
-        else:
-            raise ConfigError(
-                override.key_or_group,
-                "an interval sweep needs a sweeper plugin (hydra/sweeper=...); list the values or use range()",
-            )
-    swept = {o.get_key_element() for o, _ in sweeps}
-    return [
-        Job(list(combo), [t for t, key in zip(combo, choices, strict=True) if key in swept])
-        for combo in itertools.product(*choices.values())
-    ]
-
-
-def check_jobs(overrides: list[str], multirun: bool, config_name: str = "config") -> None:
-    """Compose and validate every job of ``overrides`` (nothing is written); raise the first job's error, naming
-    the job when there are several."""
-    from hydra import initialize_config_dir
-
-    jobs = jobs_of(overrides, multirun)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="train"):
-        for index, job in enumerate(jobs):
-            try:
-                check_job(job.overrides, multirun, config_name, new_keys=index == 0)
-            except ConfigError as error:
-                if len(jobs) == 1:
-                    raise
-                raise ConfigError(error.key, f"{error.message} (sweep job {index}: {' '.join(job.swept)})") from None
-
-
-def check_job(overrides: list[str], multirun: bool, config_name: str, new_keys: bool = True) -> DictConfig:
-    """Compose one job as Hydra will and validate it; ``new_keys``: refuse keys added with ``+`` that no config
-    group defines (outside :data:`lth.run.config.OPEN_KEYS`). Return its config (with the ``hydra`` node)."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    cfg = compose_job(overrides, config_name)
-    try:
-        if new_keys:
-            check_new_keys(overrides, cfg, config_name)
-        launcher = cfg.hydra.launcher
-        target = str(launcher.get("_target_", "")).lower()
-        remote = "submitit" in target and "local" not in target  # SLURM: the jobs run on other machines
-        validate(cfg, machine=not remote)
-        check_hardware(cfg, Launch(multirun, launcher))
-        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-        check_output_folder(str(OmegaConf.select(cfg, key)), key)  # where Hydra writes, when set apart
-    except OmegaConfBaseException as error:  # an interpolation that cannot be resolved, a value of the wrong type
-        raise ConfigError(str(error.full_key or "config"), _first_line(error)) from None
-    return cfg
-
-
-def check_new_keys(overrides: list[str], cfg: DictConfig, config_name: str) -> None:
-    """Refuse ``+key=value`` (or ``++``) for a key that the config groups do not define, unless it may be added."""
-    parsed = _parse(overrides)
-    added = [
-        o.key_or_group
-        for o in parsed
-        if (o.is_add() or o.is_force_add()) and "/" not in o.key_or_group and not (CONF / o.key_or_group).is_dir()
-    ]
-    if not added:
-        return
-    base = compose_job([t for t, o in zip(overrides, parsed, strict=True) if o.key_or_group not in added], config_name)
-    absent = object()
-    for key in added:
-        if OmegaConf.select(base, key, default=absent) is absent and not new_key_allowed(cfg, key):
-            raise unknown_key(base, key)
-
-
-def compose_job(overrides: list[str], config_name: str = "config") -> DictConfig:
-    """``hydra.compose`` of one job, Hydra's errors turned into one-line :class:`ConfigError`."""
-    from hydra import compose
-    from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        return compose(config_name, overrides=overrides, return_hydra_config=True)
-    except MissingConfigException as error:
-        raise _missing_option(error) from None
-    except ConfigCompositionException as error:
-        raise _composition_error(error, overrides, config_name) from None
-    except OmegaConfBaseException as error:
-        raise ConfigError(str(error.full_key or "config"), _first_line(error)) from None
-    except HydraException as error:
-        raise ConfigError("config", _first_line(error)) from None
-
-
-def _missing_option(error: Exception) -> ConfigError:
-    from hydra.core.global_hydra import GlobalHydra
-
-    missing = getattr(error, "missing_cfg_file", None) or ""
-    group, _, option = missing.rpartition("/")
-    if not group:
-        return ConfigError("config", _first_line(error))
-    options = getattr(error, "options", None) or GlobalHydra.instance().config_loader().get_group_options(group)
-    return ConfigError(group, f"no option {option!r}; allowed: {', '.join(options)}")
-
-
-def _composition_error(error: Exception, overrides: list[str], config_name: str) -> ConfigError:
-    message = _first_line(error)
-    quoted = re.search(r"'([^']+)'", message)
-    key = quoted.group(1) if quoted else "config"
-    if message.startswith("Could not override"):  # a key that the config does not have
-        others = [t for t in overrides if t.partition("=")[0].lstrip("+~") != key]
-        try:
-            return unknown_key(compose_job(others, config_name), key)
-        except ConfigError:
-            return ConfigError(key, "no such key")
-    if message.startswith("Could not append"):
-        return ConfigError(key, f"is set by the config already; write {key}=<value> (no +)")
-    if message.startswith("Could not delete"):
-        return ConfigError(key, "no such key to delete")
-    if "looks like a config group override" in message:
-        group = re.findall(r"'([^']+)'", message)[-1]
-        return ConfigError(group, "no such config group")
-    cause = error.__cause__
-    if cause is not None:
-        return ConfigError(str(getattr(cause, "full_key", None) or key), _first_line(cause))
-    return ConfigError(key, message)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from lth.core.granularity import Granularity, parse_granularity
 from lth.core.masks import Mask, prunable_parameters, prune
 from lth.core.structured import channel_groups, nm_keep, prune_channels, prune_nm
 from lth.models import CifarResNet, LeNet300100, ResNet18
-from lth.run.artifacts import round_dir
+from lth.state.artifacts import round_dir
 from lth.tools.cli import (
     ArgumentParser,
     command_line,

@@ -60,7 +60,7 @@ from lth.data import TensorBatches
 from lth.lightning.callback import LotteryTicket
 from lth.lightning.module import Classifier
 from lth.models import LeNet5, LeNet300100, ResNet18
-from lth.run.artifacts import write_text
+from lth.state.artifacts import write_text
 from lth.tools.cli import (
     ArgumentParser,
     command_line,
@@ -320,7 +320,7 @@ def round_config(tmp: Path, steps: int, batch_size: int) -> DictConfig:
     """The default config, on 55K/5K/10K generated MNIST-shaped images, ``steps`` iterations, CPU, CSV logger."""
     from hydra import compose, initialize_config_dir
 
-    from lth.run.config import register_resolvers
+    from lth.config.identity import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -345,8 +345,8 @@ def round_config(tmp: Path, steps: int, batch_size: int) -> DictConfig:
 def imp_rounds(args: argparse.Namespace) -> dict:
     """Round 0 untimed, then ``--round-repeats`` pruning rounds, each followed by the plain loop on its mask."""
 
+    from lth.config.validate import check_lengths
     from lth.run.build import build_classifier, build_data, build_loggers, build_model, quiet_lightning
-    from lth.run.config import check_lengths
     from lth.run.loop import RoundSettings, train_round
     from lth.run.methods import run_flops
 

@@ -8,7 +8,7 @@ Usage: python scripts/report.py outputs/multirun/<time> [more run folders] [--pa
 
 from __future__ import annotations
 
-from lth.run.artifacts import write_text
+from lth.state.artifacts import write_text
 from lth.tools.cli import ArgumentParser, number, one_line_errors, output_file
 from lth.tools.results import (
     PAPER_SPARSITIES,

@@ -12,7 +12,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from lth.run.config import register_resolvers
+from lth.config.identity import register_resolvers
+from lth.config.run import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["dataset=synthetic", "train.steps=30it", "train.eval_every=10it", "prune.rounds=2", "logger=none"]
@@ -30,6 +31,25 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
             )
 
     return make
+
+
+def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict:
+    """The run as ``train.py`` makes it, in this process: the composed config validated and typed once
+    (:func:`lth.config.entry.load_run`), then :func:`lth.run.loop.train`."""
+    from lth.config.entry import load_run
+    from lth.run.loop import train as run
+
+    return run(load_run(cfg), run_dir=run_dir)
+
+
+def typed(cfg: DictConfig) -> RunConfig:
+    """A composed config as the run has it, validated and typed, to build the run's objects from (the launch is not
+    checked: a DDP config builds here as on each of its ranks)."""
+    from lth.config.entry import plain_config
+    from lth.config.validate import validate
+
+    validate(cfg)
+    return RunConfig.of(plain_config(cfg))
 
 
 def run_folders(parent: Path) -> list[Path]:

@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 
 import train as train_script
+from lth.config import command_line
+from lth.config.hardware import PRECISION_ALIASES, PRECISIONS, STRATEGIES, has_gpu
+from lth.config.identity import identity
+from lth.config.validate import OPTIMIZER_KEYS, check_steps, validate
 from lth.core.errors import ConfigError
-from lth.run.config import OPTIMIZER_KEYS, check_steps, identity, validate
-from lth.run.hardware import PRECISION_ALIASES, PRECISIONS, STRATEGIES, has_gpu
-from tests.conftest import FAST, REPO, run_train
+from tests.conftest import FAST, REPO, run_train, typed
 
 SUB = "subprocess"
 GPU = has_gpu()
@@ -203,27 +205,27 @@ def test_a_sweep_with_one_bad_job_names_the_job_before_any_starts(tmp_path: Path
 
 def test_group_errors_list_the_options_and_unknown_keys_suggest_the_closest() -> None:
     with pytest.raises(ConfigError) as error:
-        train_script.check_command_line(["model=lenet301"])
+        command_line.check_command_line(["model=lenet301"])
     allowed = "conv2, conv4, conv6, custom, hf, lenet300, lenet5"
     assert str(error.value).startswith(f"model: no option 'lenet301'; allowed: {allowed}")
     with pytest.raises(ConfigError, match=r"^prune.rat: no such key; prune has: .*; did you mean prune.rate\?$"):
-        train_script.check_command_line(["+prune.rat=0.5"])
+        command_line.check_command_line(["+prune.rat=0.5"])
 
 
 # -- what is accepted ----------------------------------------------------------------------------------
 
 
 def test_layer_rates_is_set_without_plus_and_replaces_the_presets(make_cfg) -> None:
-    assert train_script.replace_mapping("prune.layer_rates={model.out: 0.1}") == [
+    assert command_line.replace_mapping("prune.layer_rates={model.out: 0.1}") == [
         "prune.layer_rates=null",
         "+prune.layer_rates={model.out: 0.1}",
     ]
-    assert train_script.replace_mapping("prune.rate=0.1") == ["prune.rate=0.1"]
-    overrides = train_script.replace_mapping("prune.layer_rates={model.layers.0: 0.3}")
+    assert command_line.replace_mapping("prune.rate=0.1") == ["prune.rate=0.1"]
+    overrides = command_line.replace_mapping("prune.layer_rates={model.layers.0: 0.3}")
     for preset, expected in ((None, {"model.layers.0": 0.3}), ("lenet_mnist", {"model.layers.0": 0.3})):
         cfg = make_cfg(*([f"experiment={preset}"] if preset else []), *overrides)
         assert dict(cfg.prune.layer_rates) == expected  # the preset's {model.out: 0.1} is replaced, not merged
-    argv = train_script.check_command_line([*FAST, "prune.scope=layer", "prune.layer_rates={model.out:0.1}"])
+    argv = command_line.check_command_line([*FAST, "prune.scope=layer", "prune.layer_rates={model.out:0.1}"])
     assert argv[-2:] == ["prune.layer_rates=null", "+prune.layer_rates={model.out:0.1}"]
 
 
@@ -236,14 +238,14 @@ def test_keys_that_may_be_added_are_accepted(tmp_path: Path) -> None:
         ["prune.target_sparsity=0.5"],
         ["hardware.devices=auto", "hardware.precision=bf16-mixed", "hardware.threads=1"],
     ):
-        assert train_script.check_command_line([*FAST, f"paths.output_dir={tmp_path}", *extra])
+        assert command_line.check_command_line([*FAST, f"paths.output_dir={tmp_path}", *extra])
     assert not (tmp_path / "runs").exists()
 
 
 def test_a_slurm_sweep_is_validated_on_a_machine_without_its_gpus() -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     overrides = ["hydra/launcher=slurm", "hardware=ddp", "hardware.devices=4", "prune.rate=0.1,0.2"]
-    train_script.check_jobs([*FAST, *overrides], multirun=True)  # the jobs' GPUs are on the cluster's nodes
+    command_line.check_jobs([*FAST, *overrides], multirun=True)  # the jobs' GPUs are on the cluster's nodes
 
 
 def test_an_image_folder_counts_its_classes(make_cfg, tmp_path: Path) -> None:
@@ -257,13 +259,13 @@ def test_an_image_folder_counts_its_classes(make_cfg, tmp_path: Path) -> None:
 
 
 def test_iterations_per_epoch_known_up_front_match_the_data(make_cfg) -> None:
+    from lth.config.validate import _iterations_per_epoch
     from lth.run.build import build_data
-    from lth.run.config import _iterations_per_epoch
 
     for loader in ("memory", "torchvision"):
         for world, hardware in ((1, []), (2, ["hardware=ddp_cpu"]), (3, ["hardware=ddp_cpu", "hardware.devices=3"])):
             cfg = make_cfg(f"dataset.loader={loader}", *hardware)
-            data = build_data(cfg)
+            data = build_data(typed(cfg))
             assert _iterations_per_epoch(cfg, 1000, 60) == data.iterations_per_epoch(world), (loader, world)
     cfg = make_cfg("train.steps=2ep", "optim.schedule.milestones=[34it]")  # 2ep = 34it: a milestone at the end
     with pytest.raises(ConfigError, match="^optim.schedule.milestones: 34it is not before the end"):
@@ -297,7 +299,9 @@ def test_the_names_repeated_for_validation_match_their_modules() -> None:
     from lightning_fabric.plugins.precision.precision import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
     from pytorch_lightning.strategies import StrategyRegistry
 
-    from lth.core.controls import CONTROLS
+    from lth.config import schema
+    from lth.config import validate as config
+    from lth.core.catalog import CONTROLS, METHODS
     from lth.core.earlybird import DISTANCES
     from lth.core.granularity import CHANNEL_CRITERIA
     from lth.core.scores import PRUNING_AT_INIT
@@ -305,11 +309,10 @@ def test_the_names_repeated_for_validation_match_their_modules() -> None:
     from lth.data.module import LOADERS
     from lth.lightning.callback import REWIND_MODES
     from lth.lightning.module import SCHEDULES
-    from lth.run import config, methods, schema
 
-    assert config.SCHEDULES == SCHEDULES and config.CONTROLS == tuple(CONTROLS) and config.LOADERS == LOADERS
+    assert config.SCHEDULES == SCHEDULES and config.CONTROLS == CONTROLS.names and config.LOADERS == LOADERS
     assert config.REWIND_MODES == REWIND_MODES and config.AUGMENT_KEYS == KEYS
-    assert schema.METHODS == methods.METHODS and schema.PRUNING_AT_INIT == PRUNING_AT_INIT
+    assert schema.METHODS == METHODS.names and schema.PRUNING_AT_INIT == PRUNING_AT_INIT
     assert schema.EARLY_BIRD_DISTANCES == DISTANCES
     assert config.CHANNEL_CRITERIA == CHANNEL_CRITERIA
     assert set(PRECISIONS) == set(typing.get_args(_PRECISION_INPUT_STR))

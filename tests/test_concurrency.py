@@ -20,9 +20,8 @@ import torch
 from omegaconf import OmegaConf
 
 from lth.core.errors import ConfigError
-from lth.run.artifacts import read_rounds
-from lth.run.loop import train
-from tests.conftest import FAST, REPO, run_folders, run_train
+from lth.state.artifacts import read_rounds
+from tests.conftest import FAST, REPO, run_folders, run_train, train, typed
 
 # 3 rounds of 150 iterations, a checkpoint every 20: long enough to be stopped mid-round, short enough to rerun
 RUN = [*FAST, "train.steps=150it", "train.checkpoint_every=20it", "hardware.threads=1"]
@@ -46,7 +45,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run of RUN, uninterrupted (in this process, one torch thread as in the subprocesses)."""
     from hydra import compose, initialize_config_dir
 
-    from lth.run.config import register_resolvers
+    from lth.config.identity import register_resolvers
 
     register_resolvers()
     out = tmp_path_factory.mktemp("reference")
@@ -215,10 +214,13 @@ def test_resume_over_a_sweep_starts_the_jobs_not_started(
     make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``hydra.sweep.dir=<sweep> resume=true``: a job of the sweep whose folder is empty starts from the beginning."""
-    import lth.run.loop
+    from dataclasses import replace
+
+    from lth.config.run import Job
+    from lth.run.loop import train as run
 
     cfg = make_cfg("prune.rounds=0", "resume=true")
     with pytest.raises(ConfigError, match="nothing to resume"):
         train(cfg, run_dir=tmp_path / "single")
-    monkeypatch.setattr(lth.run.loop, "_multirun", lambda: True)
-    assert len(train(cfg, run_dir=tmp_path / "job")["rounds"]) == 1
+    job = replace(typed(cfg), job=Job(multirun=True))  # a job of a sweep (hydra.sweep.dir=<sweep> resume=true)
+    assert len(run(job, run_dir=tmp_path / "job")["rounds"]) == 1

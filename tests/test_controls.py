@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lth.lightning.callback import LotteryTicket
-from lth.run.artifacts import read_rounds
-from lth.run.loop import train
+from lth.state.artifacts import read_rounds
+from tests.conftest import train, typed
 from tests.test_callback import Tiny, fit
 
 
@@ -23,7 +23,7 @@ def controls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A ticket and its three controls, 2 rounds each, in one output folder (as one sweep would make them)."""
     from hydra import compose, initialize_config_dir
 
-    from lth.run.config import register_resolvers
+    from lth.config.identity import register_resolvers
     from tests.conftest import FAST, REPO, run_folders
 
     register_resolvers()
@@ -127,5 +127,5 @@ def test_a_rewind_to_iteration_0_is_the_initialisation(make_cfg, tmp_path: Path)
 
     cfg = make_cfg("prune.rewind=0it", "prune.rounds=1")
     train(cfg, run_dir=tmp_path / "run")
-    rewind, initial = torch.load(tmp_path / "run" / "rewind.pt"), build_model(cfg).state_dict()
+    rewind, initial = torch.load(tmp_path / "run" / "rewind.pt"), build_model(typed(cfg)).state_dict()
     assert all(torch.equal(rewind[f"model.{k}"], v) for k, v in initial.items())

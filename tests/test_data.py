@@ -17,9 +17,10 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lth.config.identity import register_resolvers
 from lth.core.errors import ConfigError
 from lth.data import Augment, ImageData, TensorBatches, sources
-from lth.run.config import register_resolvers
+from tests.conftest import typed
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR10_MEAN, CIFAR10_STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
@@ -354,7 +355,7 @@ def test_every_dataset_config_builds_its_datamodule(name: str) -> None:
     from lth.run.build import build_data
 
     cfg = compose_cfg(f"dataset={name}", "dataset.num_classes=3" if name == "image_folder" else "seed=0")
-    data = build_data(cfg)
+    data = build_data(typed(cfg))
     assert data.loader == "memory" and data.num_workers == 0 and data.val_size == cfg.dataset.val_size
     assert data.augment_options == ({"crop_padding": 4, "flip": True} if name.startswith("cifar") else {})
 
@@ -377,14 +378,14 @@ def test_an_image_folder_config_reads_the_users_images(tmp_path: Path) -> None:
         "dataset.augment={crop_padding: 1, flip: true}",
         f"paths.data_dir={tmp_path}",
     )
-    data = build_data(cfg)
+    data = build_data(typed(cfg))
     data.setup()
     assert data.splits["train"][0].shape == (10, 1, 8, 8) and len(data.splits["val"][0]) == 2
     assert data.augment == Augment(1, True, data.augment.fill)
 
 
 def test_a_run_on_cifar10_files_end_to_end(cifar_root: Path, tmp_path: Path) -> None:
-    from lth.run.loop import train
+    from tests.conftest import train
 
     cfg = compose_cfg(
         "dataset=cifar10",

@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from lth.run.artifacts import read_rounds
+from lth.state.artifacts import read_rounds
 from lth.tools.export import export, load_exported
-from tests.conftest import FAST, run_folders, run_train
+from tests.conftest import FAST, run_folders, run_train, typed
 
 RGB = ["dataset.channels=3", "dataset.mean=[0.5,0.5,0.5]", "dataset.std=[0.25,0.25,0.25]"]
 SMALL = ["dataset.source.train_size=300", "dataset.source.test_size=100", "dataset.val_size=50", "train.steps=20it"]
@@ -127,7 +127,7 @@ def test_a_transformers_folder_gives_the_config_and_the_pretrained_weights(make_
     transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "vit")  # 5 classes: another head
     saved = transformers.ViTForImageClassification.from_pretrained(tmp_path / "vit").state_dict()
     folder = str(tmp_path / "vit")
-    model = build_model(make_cfg("model=hf", f"model.config={folder}", f"model.weights={folder}"))
+    model = build_model(typed(make_cfg("model=hf", f"model.config={folder}", f"model.weights={folder}")))
     state = model.state_dict()
     assert state["net.classifier.weight"].shape == (10, 16)  # the dataset's 10 classes: a fresh head
     body = [k for k in saved if not k.startswith("classifier.")]

@@ -23,8 +23,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lth.run.artifacts import read_rounds
-from tests.conftest import run_folders, run_train
+from lth.state.artifacts import read_rounds
+from tests.conftest import run_folders, run_train, typed
 
 TOTAL, EVAL_EVERY, EPOCH, BASE_LR, MILESTONE, GAMMA = 20, 4, 10, 0.05, 12, 0.1
 SETUP = [
@@ -178,7 +178,7 @@ def test_the_reinit_control_is_a_fresh_draw_under_the_tickets_mask_trained_from_
 
     ticket, reinit = runs["shared"][("6it", "null")], runs["shared"][("6it", "reinit")]
     cfg = OmegaConf.load(reinit / "config.yaml")
-    draw = build_model(cfg, init_stream="reinit").state_dict()
+    draw = build_model(typed(cfg), init_stream="reinit").state_dict()
     rewind = torch.load(reinit / "rewind.pt")
     assert rewind.keys() == {f"model.{k}" for k in draw}
     assert all(torch.equal(rewind[f"model.{k}"], v) for k, v in draw.items())
@@ -205,8 +205,8 @@ def test_a_run_killed_mid_round_and_at_a_round_boundary_resumes_to_the_same_run(
 def kill_and_resume(make_cfg, monkeypatch: pytest.MonkeyPatch, overrides: list[str], run_dir: Path) -> None:
     """Run ``overrides`` into ``run_dir``, killed after round 0 and again mid-round 1, resumed to the end."""
     import lth.run.loop
-    from lth.run.checkpoints import RoundCheckpoint
-    from lth.run.loop import train
+    from lth.state.checkpoints import RoundCheckpoint
+    from tests.conftest import train
 
     write_rounds = lth.run.loop.write_rounds
 
@@ -314,8 +314,8 @@ def test_the_early_bird_round_0_stops_where_it_draws_the_ticket(method_runs) -> 
 def test_every_method_killed_mid_round_resumes_to_the_same_run(
     method_runs, make_cfg, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, method: str
 ) -> None:
-    from lth.run.checkpoints import RoundCheckpoint
-    from lth.run.loop import train
+    from lth.state.checkpoints import RoundCheckpoint
+    from tests.conftest import train
 
     overrides = [*SETUP, *ONE_SHOT, f"prune.method={method}", f"train.checkpoint_every={EVAL_EVERY}it"]
     run_dir = tmp_path / "runs" / "run"
@@ -344,8 +344,8 @@ def test_a_transferred_ticket_and_its_random_masks_are_the_same_run_shared_alone
 ) -> None:
     """prune.mask_from: round 0 starts from another run's mask, so it never comes from (or goes to) the dense store
     of the runs without one; the same whether round 0 is shared, trained alone, or killed mid-round and resumed."""
-    from lth.run.checkpoints import RoundCheckpoint
-    from lth.run.loop import train
+    from lth.state.checkpoints import RoundCheckpoint
+    from tests.conftest import train
 
     source = Path(train(make_cfg("prune.rounds=1"), run_dir=tmp_path / "source")["run_dir"])
     moved = ["dataset.source.seed=5", f"prune.mask_from={source}", "prune.rounds=1", "train.checkpoint_every=10it"]

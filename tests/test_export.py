@@ -12,10 +12,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from torch import nn
 
+from lth.config.identity import register_resolvers
 from lth.models import CifarResNet, ConvNet, LeNet5, LeNet300100, ViT
-from lth.run.artifacts import read_rounds
-from lth.run.config import register_resolvers
-from lth.run.loop import train
+from lth.state.artifacts import read_rounds
 from lth.tools.export import (
     MAGIC,
     CsrLinear,
@@ -36,7 +35,7 @@ from lth.tools.export import (
     read_test_split,
     shrink,
 )
-from tests.conftest import FAST, REPO
+from tests.conftest import FAST, REPO, train
 
 CONV2 = [  # Conv-2 on CIFAR-shaped images; narrower fc layers and less data keep the run to seconds
     "model=conv2",

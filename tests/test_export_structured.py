@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from lth.core.masks import Mask
-from lth.run.loop import train
 from lth.tools.export import load_exported, predict, read_test_split
+from tests.conftest import train
 from tests.test_export import cli, compose_cfg
 from tests.test_structured import CIFAR_SHAPED, groups_of
 

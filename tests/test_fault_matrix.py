@@ -26,15 +26,15 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-import lth.run.artifacts
-import lth.run.loop
+import lth.run.rounds
+import lth.state.artifacts
+from lth.config.identity import register_resolvers
 from lth.core.errors import ConfigError
 from lth.lightning.tracking import DivergedError, EarlyStopPoint, EvaluationCadence
-from lth.run.artifacts import read_rounds
-from lth.run.checkpoints import RoundCheckpoint
-from lth.run.config import register_resolvers
-from lth.run.loop import RunError, train
-from tests.conftest import FAST, REPO, run_train
+from lth.run.loop import RunError
+from lth.state.artifacts import read_rounds
+from lth.state.checkpoints import RoundCheckpoint
+from tests.conftest import FAST, REPO, run_train, train
 
 CASE = [*FAST, "prune.rounds=1", "train.checkpoint_every=10it", "logger=csv"]  # 30 it a round, checkpoints at 10, 20
 
@@ -98,7 +98,7 @@ def in_round_0(path: str | Path) -> bool:
 
 
 def killed_writing_the_mask(monkeypatch: pytest.MonkeyPatch) -> None:
-    write = lth.run.artifacts._atomic_write
+    write = lth.state.artifacts._atomic_write
 
     def killed(path: Path, data: Callable, binary: bool) -> None:
         if path.name == "mask.pt" and in_round_0(path):
@@ -107,11 +107,11 @@ def killed_writing_the_mask(monkeypatch: pytest.MonkeyPatch) -> None:
             raise Killed
         write(path, data, binary)
 
-    monkeypatch.setattr(lth.run.artifacts, "_atomic_write", killed)
+    monkeypatch.setattr(lth.state.artifacts, "_atomic_write", killed)
 
 
 def full_disk_writing_the_mask(monkeypatch: pytest.MonkeyPatch) -> None:
-    write = lth.run.artifacts._atomic_write
+    write = lth.state.artifacts._atomic_write
 
     def full(path: Path, data: Callable, binary: bool) -> None:
         if path.name == "mask.pt" and in_round_0(path):
@@ -123,7 +123,7 @@ def full_disk_writing_the_mask(monkeypatch: pytest.MonkeyPatch) -> None:
             data = half
         write(path, data, binary)
 
-    monkeypatch.setattr(lth.run.artifacts, "_atomic_write", full)
+    monkeypatch.setattr(lth.state.artifacts, "_atomic_write", full)
 
 
 def failing_checkpoint(number: int, error: BaseException) -> Callable[[pytest.MonkeyPatch], None]:
@@ -161,7 +161,7 @@ def bad_run_only_value(monkeypatch: pytest.MonkeyPatch) -> None:
     def refused(*args, **kwargs) -> None:
         raise ConfigError("hardware.precision", "'bogus' is not a precision")  # as a check made too late would
 
-    monkeypatch.setattr(lth.run.loop, "build_trainer", refused)
+    monkeypatch.setattr(lth.run.rounds, "build_trainer", refused)
 
 
 RESTART, CONTINUE = "restart round 0 from its start", "continue round 0 from its checkpoint"
@@ -296,7 +296,7 @@ def test_a_full_disk_is_one_line_through_train_py_and_resume_continues(tmp_path:
     args = [*FAST, "paths.output_dir=out", "train.share_dense=false"]
     full_disk = (
         "import errno, runpy, sys\n"
-        "import lth.run.artifacts as artifacts\n"
+        "import lth.state.artifacts as artifacts\n"
         "write = artifacts.write_bytes\n"
         "def full(path, data):\n"
         "    if path.name == 'mask.pt' and path.parent.name == 'round_01':\n"

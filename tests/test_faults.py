@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from lth.core.errors import ConfigError
-from lth.run.artifacts import read_rounds, write_rounds
-from lth.run.loop import RunError, train
-from tests.conftest import FAST, REPO, run_folders, run_train
+from lth.run.loop import RunError
+from lth.state.artifacts import read_rounds, write_rounds
+from tests.conftest import FAST, REPO, run_folders, run_train, train, typed
 
 SLOW_ROUNDS = ["train.steps=120it", "train.eval_every=10it", "train.checkpoint_every=20it", "prune.rounds=3"]
 
@@ -157,12 +157,12 @@ def test_resume_with_nothing_to_resume_or_another_config(make_cfg, tmp_path: Pat
 
 def test_a_checkpoint_of_another_model_is_refused_naming_the_file(make_cfg, tmp_path: Path) -> None:
     from lth.run.build import build_model, build_ticket
-    from lth.run.store import restore
+    from lth.state.store import restore
 
     train(make_cfg("prune.rounds=0", "train.share_dense=false"), run_dir=tmp_path / "run")
     other = make_cfg("model.hidden=[50]")
     module = torch.nn.Module()
-    module.model = build_model(other)
+    module.model = build_model(typed(other))
     with pytest.raises(ConfigError, match=r"round_00/last\.ckpt: does not fit this model: ") as error:
-        restore(module, [build_ticket(other)], tmp_path / "run" / "round_00" / "last.ckpt")
+        restore(module, [build_ticket(typed(other))], tmp_path / "run" / "round_00" / "last.ckpt")
     assert "\n" not in str(error.value)

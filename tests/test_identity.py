@@ -14,9 +14,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from lth.config.identity import identity, run_id
 from lth.core.errors import ConfigError
-from lth.run.artifacts import read_rounds
-from lth.run.config import identity, run_id
+from lth.state.artifacts import read_rounds
 from tests.conftest import FAST, run_folders, run_train
 
 
@@ -57,7 +57,7 @@ def test_the_identity_covers_processes_and_precision_and_not_how_data_is_fetched
 
 
 def test_a_run_is_not_continued_nor_round_0_shared_on_another_thread_count(make_cfg, tmp_path: Path) -> None:
-    from lth.run.loop import train
+    from tests.conftest import train
 
     train(make_cfg("hardware.threads=1", "prune.rounds=1"), run_dir=tmp_path / "runs" / "a")
     machine = json.loads((tmp_path / "runs" / "a" / "machine.json").read_text())
@@ -83,7 +83,7 @@ def test_fine_tuning_under_a_cosine_schedule_is_refused_in_one_line(tmp_path: Pa
 
 
 def test_summary_records_where_the_numbers_come_from(make_cfg, tmp_path: Path) -> None:
-    from lth.run.loop import train
+    from tests.conftest import train
 
     train(make_cfg("prune.rounds=0", "hardware.threads=1"), run_dir=tmp_path / "run")
     provenance = json.loads((tmp_path / "run" / "summary.json").read_text())["provenance"]

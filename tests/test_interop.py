@@ -16,8 +16,7 @@ from lth.core.errors import ConfigError
 from lth.core.interop import import_pruned, mask_from_state
 from lth.core.masks import prunable_parameters
 from lth.run.build import build_model
-from lth.run.loop import train
-from tests.conftest import FAST, REPO, run_folders, run_train
+from tests.conftest import FAST, REPO, run_folders, run_train, train, typed
 
 LAYERS = ("layers.0", "layers.1", "out")
 export_cli = runpy.run_path(str(REPO / "scripts" / "export.py"))["main"]
@@ -66,7 +65,7 @@ def pruned_by_model_pruning(network: torch.nn.Module) -> torch.nn.Module:
 
 
 def test_a_live_pruned_model_is_imported_and_never_skipped(make_cfg):
-    model = pruned_by_torch(build_model(make_cfg()))
+    model = pruned_by_torch(build_model(typed(make_cfg())))
     expected = {f"{n}.weight": dict(model.named_modules())[n].weight_mask.bool().clone() for n in LAYERS}
     effective = {n: dict(model.named_modules())[n].weight.detach().clone() for n in LAYERS}
     mask = import_pruned(model)
@@ -77,7 +76,7 @@ def test_a_live_pruned_model_is_imported_and_never_skipped(make_cfg):
 
 
 def test_import_train_export_and_load_into_the_reparametrised_model(make_cfg, tmp_path: Path):
-    original = pruned_by_torch(build_model(make_cfg(seed := "seed=3")))
+    original = pruned_by_torch(build_model(typed(make_cfg(seed := "seed=3"))))
     saved = tmp_path / "pruned_state.pt"
     torch.save(original.state_dict(), saved)
     imported = mask_from_state(torch.load(saved))
@@ -92,7 +91,7 @@ def test_import_train_export_and_load_into_the_reparametrised_model(make_cfg, tm
         module = dict(original.named_modules())[name]
         assert torch.equal(rewind[f"model.{name}.weight"], module.weight.detach()), name
     assert export_cli([str(run), "--round", "0", "--format", "torch-prune", "--out", str(tmp_path / "x")]) == 0
-    loaded = reparametrised_like(build_model(make_cfg()))
+    loaded = reparametrised_like(build_model(typed(make_cfg())))
     loaded.load_state_dict(torch.load(tmp_path / "x" / "model.torch_prune.pt"), strict=True)
     plain = torch.load(tmp_path / "x" / "model.pt")
     for name in LAYERS:
@@ -100,7 +99,9 @@ def test_import_train_export_and_load_into_the_reparametrised_model(make_cfg, tm
         assert torch.equal(module.weight_mask.bool(), imported[f"{name}.weight"]), name  # masks equal
         effective = module.weight_orig * module.weight_mask  # what its forward pre-hook computes
         assert torch.equal(effective, plain[f"{name}.weight"]), name  # and the weights the run trained
-    by_lightning = pruned_by_model_pruning(build_model(make_cfg()))  # Lightning's ModelPruning, as it leaves a model
+    by_lightning = pruned_by_model_pruning(
+        build_model(typed(make_cfg()))
+    )  # Lightning's ModelPruning, as it leaves a model
     by_lightning.load_state_dict(torch.load(tmp_path / "x" / "model.torch_prune.pt"), strict=True)
     for name in LAYERS:
         assert torch.equal(dict(by_lightning.named_modules())[name].weight_mask.bool(), imported[f"{name}.weight"])
@@ -111,7 +112,7 @@ def test_import_train_export_and_load_into_the_reparametrised_model(make_cfg, tm
 
 
 def test_open_lth_masks_are_ours_by_name_or_refused_naming_what_does_not_fit(make_cfg, tmp_path: Path):
-    model = build_model(make_cfg())
+    model = build_model(typed(make_cfg()))
     draws = torch.Generator().manual_seed(0)
     ints = {
         f"{n}.weight": (torch.rand(dict(model.named_modules())[n].weight.shape, generator=draws) < 0.7).int()

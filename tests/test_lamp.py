@@ -11,7 +11,7 @@ import torch
 from lth.core.masks import Mask, prune
 from lth.core.scores import lamp_scores, ranks
 from lth.lightning.callback import ArgumentError, LotteryTicket
-from lth.run.loop import train
+from tests.conftest import train
 
 
 def paper_lamp(w: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
@@ -98,8 +98,8 @@ def test_prune_method_lamp_through_the_run(make_cfg) -> None:
     ],
 )
 def test_lamp_where_it_cannot_rank_globally_is_one_line(make_cfg, overrides, key) -> None:
+    from lth.config.validate import validate
     from lth.core.errors import ConfigError
-    from lth.run.config import validate
 
     with pytest.raises(ConfigError) as error:
         validate(make_cfg("prune.method=lamp", *overrides))

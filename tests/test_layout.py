@@ -54,7 +54,7 @@ def loaded_after(statement: str) -> set[str]:
 def test_the_core_does_not_import_lightning_and_validation_not_torch() -> None:
     core = loaded_after("import lth.core.steps, lth.core.masks, lth.core.controls, lth.core.seeds, lth.core.errors")
     assert not {"pytorch_lightning", "lightning", "lightning_fabric", "hydra"} & core
-    validation = loaded_after("import lth.run.config, lth.run.hardware")
+    validation = loaded_after("import lth.config.validate, lth.config.hardware")
     assert not {"torch", "pytorch_lightning", "lightning"} & validation
 
 
@@ -65,7 +65,7 @@ def test_nothing_uses_fcntl_so_the_run_imports_on_windows() -> None:
 def test_the_trainer_arguments_known_to_validation_are_lightnings() -> None:
     import pytorch_lightning as pl
 
-    from lth.run.config import LOOP_OWNED, TRAINER_ARGS
+    from lth.config.validate import LOOP_OWNED, TRAINER_ARGS
 
     assert set(TRAINER_ARGS) == set(list(inspect.signature(pl.Trainer.__init__).parameters)[1:])
     assert set(LOOP_OWNED) <= set(TRAINER_ARGS)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lth.run.artifacts import read_rounds
 from lth.run.loggers import WANDB_ID, IterationAxis, RoundsWandbLogger
+from lth.state.artifacts import read_rounds
 from tests.conftest import REPO, run_train
 
 TOTAL, EVAL_EVERY, REWIND = 20, 4, 6
@@ -129,7 +129,7 @@ class Killed(BaseException):
 
 def test_a_resumed_run_continues_its_wandb_run(make_cfg, tmp_path: Path, offline_wandb, monkeypatch) -> None:
     import lth.run.loop
-    from lth.run.loop import train
+    from tests.conftest import train
 
     run_dir = tmp_path / "run"
     write_rounds = lth.run.loop.write_rounds

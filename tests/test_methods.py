@@ -22,9 +22,9 @@ from lth.core.earlybird import EarlyBirdWindow, mask_distance
 from lth.core.flops import iteration_flops
 from lth.core.masks import Mask, round_half_up
 from lth.core.scores import PRUNING_AT_INIT, Scoring, grasp_scores, mask_at_init, snip_scores, synflow_scores
-from lth.run.artifacts import read_rounds
 from lth.run.build import build_model
-from tests.conftest import REPO, run_folders, run_train
+from lth.state.artifacts import read_rounds
+from tests.conftest import REPO, run_folders, run_train, typed
 
 
 def two_layers(seed: int = 0) -> tuple[nn.Module, dict[str, nn.Parameter]]:
@@ -172,7 +172,7 @@ def test_every_method_runs_from_train_py_in_one_sweep_and_counts_its_cost(tmp_pa
     for name, run in found.items():
         cfg = OmegaConf.load(run / "config.yaml")
         shape = (cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size)
-        flops = iteration_flops(build_model(cfg), shape, cfg.train.batch_size, prefix="model.")
+        flops = iteration_flops(build_model(typed(cfg)), shape, cfg.train.batch_size, prefix="model.")
         rows = read_rounds(run / "rounds.csv")
         mask = Mask(torch.load(run / "round_01" / "mask.pt"))
         assert mask.remaining() == round_half_up(mask.total() * 0.1), name

@@ -17,11 +17,12 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import lth.models
+from lth.config.identity import register_resolvers
+from lth.config.validate import OPEN_MODELS
 from lth.core.errors import ConfigError
 from lth.core.masks import prunable_parameters
-from lth.run.artifacts import round_dir
-from lth.run.config import OPEN_MODELS, register_resolvers
-from lth.run.loop import train
+from lth.state.artifacts import round_dir
+from tests.conftest import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem not in OPEN_MODELS)  # the zoo

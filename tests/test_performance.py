@@ -68,8 +68,8 @@ def test_the_train_loss_a_logger_writes_is_every_log_interval_step_of_the_unthro
 
 
 def test_train_compile_through_the_config_keeps_masks_and_identity(make_cfg, tmp_path: Path) -> None:
-    from lth.run.config import run_id
-    from lth.run.loop import train
+    from lth.config.identity import run_id
+    from tests.conftest import train
 
     assert run_id(make_cfg("train.compile=true")) == run_id(make_cfg())  # run-only: renames no result
     rows = train(make_cfg("train.compile=true", "prune.rounds=1", "train.share_dense=false"), run_dir=tmp_path / "run")

@@ -15,9 +15,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from lth.core.steps import Step
-from lth.run.artifacts import round_dir
 from lth.run.build import build_model
-from lth.run.loop import train
+from lth.state.artifacts import round_dir
+from tests.conftest import train, typed
 from tests.test_data import make_cifar10, make_idx_dataset
 
 OPEN_LTH_EPOCH = 391  # iterations of an open_lth epoch: 50K CIFAR-10 images at batch 128, the last batch partial
@@ -182,7 +182,7 @@ def test_preset_has_the_paper_settings_and_runs(make_cfg, tmp_path: Path, data_r
     layers = json.loads((round_dir(run_dir, 1) / "sparsity.json").read_text())["layers"]
     assert ("model.out.weight" in layers) == ("model.out" not in (paper.prune.exclude or [])), preset
     # BatchNorm weights as the source initialises them: drawn from U[0, 1) for open_lth's, else all 1
-    bn = batchnorm_weights(build_model(cfg), prefix="model.")
+    bn = batchnorm_weights(build_model(typed(cfg)), prefix="model.")
     if bn:
         rewind = torch.load(run_dir / "rewind.pt", map_location="cpu", weights_only=True)
         for name, weight in bn.items():

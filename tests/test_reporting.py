@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from lth.run.artifacts import read_rounds, write_rounds
-from lth.run.config import identity
-from lth.run.labels import flatten, label
+from lth.config.identity import identity
 from lth.run.loggers import RoundsWandbLogger, WandbRun, has_wandb_key, wandb_mode
-from lth.run.loop import train
 from lth.run.progress import RoundProgress, format_duration, format_progress
+from lth.state.artifacts import read_rounds, write_rounds
+from lth.state.labels import flatten, label
 from lth.tools.results import (
     PAPER_SPARSITIES,
     figure,
@@ -29,7 +28,7 @@ from lth.tools.results import (
     nearest,
     run_labels,
 )
-from tests.conftest import run_train
+from tests.conftest import run_train, train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from lth.run.artifacts import ROUND_COLUMNS
-from lth.run.config import identity, run_id
-from lth.run.labels import flatten, label
+from lth.config.identity import identity, run_id
+from lth.state.artifacts import ROUND_COLUMNS
+from lth.state.labels import flatten, label
 from lth.tools import listing
 from tests.conftest import FAST, run_folders, run_train
 
@@ -85,7 +85,7 @@ def test_table(outputs: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
 
 def test_running(outputs: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
     code = (
-        "import sys, time; from pathlib import Path; from lth.run.locks import locked\n"
+        "import sys, time; from pathlib import Path; from lth.state.locks import locked\n"
         "with locked(Path(sys.argv[1]) / '.lock', wait=False):\n"
         "    print('held', flush=True); time.sleep(30)\n"
     )
@@ -151,7 +151,7 @@ def test_aliases(outputs: dict[str, Path], capsys: pytest.CaptureFixture, make_c
 
 
 def _identity(cfg: DictConfig) -> dict:
-    from lth.run.config import identity
+    from lth.config.identity import identity
 
     return identity(cfg)
 

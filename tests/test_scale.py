@@ -13,10 +13,9 @@ from omegaconf import OmegaConf
 
 from lth.core.errors import ConfigError
 from lth.lightning.tracking import fingerprint
-from lth.run.artifacts import read_rounds
 from lth.run.build import build_data
-from lth.run.loop import train
-from tests.conftest import REPO, run_folders, run_train
+from lth.state.artifacts import read_rounds
+from tests.conftest import REPO, run_folders, run_train, train, typed
 
 SMALL = ["dataset=synthetic", "train.steps=20it", "train.eval_every=10it", "prune.rounds=1", "logger=none"]
 
@@ -68,7 +67,7 @@ def test_two_ddp_ranks_hold_one_mask_train_on_their_own_shards_and_write_once(tm
 
 def test_an_epoch_under_ddp_is_a_pass_over_one_ranks_shard(make_cfg) -> None:
     for loader, expected in (("memory", [17, 9, 6]), ("torchvision", [17, 9, 6])):
-        data = build_data(make_cfg(f"dataset.loader={loader}"))
+        data = build_data(typed(make_cfg(f"dataset.loader={loader}")))
         assert [data.iterations_per_epoch(world) for world in (1, 2, 3)] == expected  # 1000 training images, batch 60
 
 

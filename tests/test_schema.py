@@ -1,4 +1,4 @@
-"""Each config key is defined once, in lth/run/schema.py: the README's key table is rendered from it, it has an
+"""Each config key is defined once, in lth/config/schema.py: the README's key table is rendered from it, it has an
 entry for every key of conf/ and no entry that conf/ lacks, the identity's run-only keys are its run-only keys, and
 every preset's defaults pass its checks.
 """
@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
+from lth.config import schema
+from lth.config.identity import RUN_ONLY, identity
+from lth.config.validate import new_key_allowed
 from lth.core.errors import ConfigError
-from lth.run import schema
-from lth.run.config import RUN_ONLY, identity, new_key_allowed
 from tests.conftest import REPO
 
 GROUPS = ("dataset", "optim", "prune", "hardware", "logger", "trainer", "paths", "model", "experiment")
@@ -48,7 +49,7 @@ def free_form(key: str) -> bool:
 
 def test_the_readme_key_table_is_the_rendered_schema() -> None:
     readme = (REPO / "README.md").read_text()
-    assert schema.readme_section(readme) == schema.render_table(), "run: python -m lth.run.schema --readme"
+    assert schema.readme_section(readme) == schema.render_table(), "run: python -m lth.config.schema --readme"
     assert schema.main(["--check"]) == 0
 
 
@@ -155,7 +156,7 @@ def test_null_absent_and_words_instead_of_steps() -> None:
 
 
 def test_the_schema_is_imported_without_torch_lightning_or_hydra() -> None:
-    code = "import sys, lth.run.schema; print(sorted(m for m in sys.modules if m.split('.')[0] in {0}))"
+    code = "import sys, lth.config.schema; print(sorted(m for m in sys.modules if m.split('.')[0] in {0}))"
     heavy = "{'torch', 'lightning', 'pytorch_lightning', 'hydra'}"
     result = subprocess.run([sys.executable, "-c", code.format(heavy)], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr

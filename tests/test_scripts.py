@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lth.run.loop import train
+from tests.conftest import train
 from tests.test_export import compose_cfg
 
 REPO = Path(__file__).resolve().parents[1]

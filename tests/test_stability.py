@@ -13,10 +13,9 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from lth.config.lengths import check_lengths
 from lth.core.masks import Mask, prunable_parameters
 from lth.run.build import build_classifier, build_data, iterations_per_epoch
-from lth.run.config import check_lengths
-from lth.run.loop import train
 from lth.tools import stability
 from lth.tools.stability import (
     alphas,
@@ -29,6 +28,7 @@ from lth.tools.stability import (
     recompute_batchnorm,
     train_copy,
 )
+from tests.conftest import train, typed
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ("prune.rounds=1", "train.steps=10it", "train.eval_every=10it", "hardware.threads=1")
@@ -108,11 +108,11 @@ def test_the_test_error_along_a_path_between_a_network_and_itself_is_flat() -> N
 
 
 def test_two_copies_share_the_start_and_differ_only_by_their_data_order(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg(*TINY)
+    cfg = typed(make_cfg(*TINY))
     data = build_data(cfg)
     data.setup()
     ipe = iterations_per_epoch(cfg, data)
-    total, _ = check_lengths(cfg, ipe)
+    total = check_lengths(cfg.train, cfg.prune.rewind, cfg.optim.schedule, ipe).total
     start = build_classifier(cfg, total, ipe).state_dict()
     untouched = {k: v.clone() for k, v in start.items()}
     params = prunable_parameters(build_classifier(cfg, total, ipe))
@@ -127,7 +127,7 @@ def test_two_copies_share_the_start_and_differ_only_by_their_data_order(make_cfg
 
 
 def test_a_run_without_a_rewind_point_is_refused(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg("prune.rewind=lr")
+    cfg = typed(make_cfg("prune.rewind=lr"))
     (tmp_path / "round_00").mkdir()
     with pytest.raises(FileNotFoundError, match="rewind.pt"):
         analyse(tmp_path, cfg)
@@ -167,7 +167,7 @@ def test_a_batchnorm_model_gets_its_statistics_recomputed_at_every_alpha(
     monkeypatch.setattr(
         stability, "recompute_batchnorm", lambda model, batches: calls.append(len(batches)) or recompute(model, batches)
     )
-    result = analyse(run_dir, cfg, bn_batches=2, num_alphas=3)
+    result = analyse(run_dir, typed(cfg), bn_batches=2, num_alphas=3)
     assert calls == [2, 2, 2]
     assert result["batchnorm"] == "recomputed at every α on 2 training batches"
     assert all(0.0 <= e <= 1.0 for e in result["rounds"][0]["errors"])

@@ -13,9 +13,8 @@ from lth.core.granularity import parse_granularity
 from lth.core.masks import prunable_parameters
 from lth.core.structured import alive_channels, channel_groups
 from lth.models import CifarResNet, LeNet300100
-from lth.run.artifacts import read_rounds
-from lth.run.loop import train
-from tests.conftest import run_folders, run_train
+from lth.state.artifacts import read_rounds
+from tests.conftest import run_folders, run_train, train
 
 CIFAR_SHAPED = [
     "dataset.channels=3",
@@ -137,7 +136,7 @@ def test_controls_draw_channels_or_m_groups_and_keep_the_tickets_counts(
 
 
 def test_the_granularity_key_at_its_default_leaves_run_ids_unchanged(make_cfg) -> None:
-    from lth.run.config import identity, run_id
+    from lth.config.identity import identity, run_id
 
     default = make_cfg()
     assert "granularity" not in identity(default)["prune"] and "channel_criterion" not in identity(default)["prune"]

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from lth.config.identity import run_id
 from lth.core.errors import ConfigError
-from lth.run.artifacts import read_rounds
-from lth.run.config import run_id
-from lth.run.loop import train
-from tests.conftest import FAST, run_folders, run_train
+from lth.state.artifacts import read_rounds
+from tests.conftest import FAST, run_folders, run_train, train, typed
 
 
 def test_train_py_runs_three_rounds_and_writes_every_round(tmp_path: Path) -> None:
@@ -60,7 +59,7 @@ def test_the_rewind_point_is_the_initial_network(make_cfg, tmp_path: Path) -> No
     summary = train(cfg, run_dir=tmp_path / "run")
     from lth.run.build import build_model
 
-    initial = build_model(cfg).state_dict()
+    initial = build_model(typed(cfg)).state_dict()
     rewind = torch.load(Path(summary["run_dir"]) / "rewind.pt")
     assert all(torch.equal(rewind[f"model.{k}"], v) for k, v in initial.items())
     # round 1 trained from the rewound, masked initial weights: its early-stop weights differ from round 0's
@@ -81,9 +80,9 @@ def test_test_accuracy_is_reported_at_the_lowest_validation_loss(make_cfg, tmp_p
     # the reported test accuracy is that of the early-stop weights, evaluated afresh here
     from lth.run.build import build_data, build_model
 
-    data = build_data(cfg)
+    data = build_data(typed(cfg))
     data.setup()
-    model = build_model(cfg)
+    model = build_model(typed(cfg))
     state = torch.load(tmp_path / "run" / "round_00" / "early_stop.pt")
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
     x, y = data.splits["test"]

@@ -13,9 +13,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from lth.config.identity import run_id
 from lth.data import TensorBatches
 from lth.lightning.callback import LotteryTicket
-from lth.run.config import run_id
 from tests.conftest import FAST, run_folders, run_train
 from tests.test_callback import Tiny, batches
 
@@ -129,8 +129,8 @@ def test_the_clipping_norm_counts_the_surviving_weights_only() -> None:
 
 
 def test_validation_counts_iterations_as_optimiser_steps_under_accumulation(make_cfg) -> None:
+    from lth.config.validate import validate
     from lth.core.errors import ConfigError
-    from lth.run.config import validate
 
     # 1000 training images at batch 60: 17 batches, 9 optimiser steps an epoch when two batches make one step
     steps = ("train.steps=1ep", "train.eval_every=1it", "trainer.accumulate_grad_batches=2")

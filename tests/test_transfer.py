@@ -11,12 +11,11 @@ import pytest
 import torch
 from omegaconf import open_dict
 
+from lth.config.identity import run_id
 from lth.core.errors import ConfigError
-from lth.run.artifacts import read_rounds
 from lth.run.build import build_model
-from lth.run.config import run_id
-from lth.run.loop import train
-from tests.conftest import run_folders, run_train
+from lth.state.artifacts import read_rounds
+from tests.conftest import run_folders, run_train, train, typed
 from tests.test_data import make_idx_dataset
 
 IDX = ["dataset.val_size=40", "dataset.source.download=false", "train.steps=12it", "train.eval_every=4it"]
@@ -31,7 +30,7 @@ def idx_root(tmp_path: Path) -> Path:
 
 
 def test_pretrained_weights_are_the_rewind_point_and_reinit_draws_from_the_models_initialiser(make_cfg, tmp_path):
-    donor = build_model(make_cfg("seed=7"))
+    donor = build_model(typed(make_cfg("seed=7")))
     torch.save(donor.state_dict(), tmp_path / "pretrained.pt")
     cfg = make_cfg(f"+model.weights={tmp_path / 'pretrained.pt'}", "prune.rounds=1")
     ticket = Path(train(cfg, run_dir=tmp_path / "ticket")["run_dir"])
@@ -41,7 +40,7 @@ def test_pretrained_weights_are_the_rewind_point_and_reinit_draws_from_the_model
     with open_dict(cfg):
         cfg.prune.control = "reinit"
     control = Path(train(cfg, run_dir=tmp_path / "reinit")["run_dir"])
-    fresh = build_model(cfg, init_stream="reinit").state_dict()
+    fresh = build_model(typed(cfg), init_stream="reinit").state_dict()
     drawn = torch.load(control / "rewind.pt")
     for name, value in fresh.items():
         assert torch.equal(drawn[f"model.{name}"], value), name
@@ -49,14 +48,18 @@ def test_pretrained_weights_are_the_rewind_point_and_reinit_draws_from_the_model
 
 
 def test_pretrained_weights_with_another_head_keep_its_initialisation(make_cfg, tmp_path):
-    torch.save(build_model(make_cfg("seed=7", "dataset.num_classes=7")).state_dict(), tmp_path / "seven.pt")
+    torch.save(build_model(typed(make_cfg("seed=7", "dataset.num_classes=7"))).state_dict(), tmp_path / "seven.pt")
     cfg = make_cfg(f"+model.weights={tmp_path / 'seven.pt'}")
-    model, fresh, donor = build_model(cfg), build_model(make_cfg()).state_dict(), torch.load(tmp_path / "seven.pt")
+    model, fresh, donor = (
+        build_model(typed(cfg)),
+        build_model(typed(make_cfg())).state_dict(),
+        torch.load(tmp_path / "seven.pt"),
+    )
     assert torch.equal(model.state_dict()["out.weight"], fresh["out.weight"])  # the new head: 10 classes, not 7
     assert torch.equal(model.state_dict()["layers.0.weight"], donor["layers.0.weight"])
     torch.save({**donor, "layers.0.weight": donor["layers.0.weight"][:5]}, tmp_path / "bad.pt")
     with pytest.raises(ConfigError, match=r"model.weights: .*layers.0.weight is missing or of another shape"):
-        build_model(make_cfg(f"+model.weights={tmp_path / 'bad.pt'}"))
+        build_model(typed(make_cfg(f"+model.weights={tmp_path / 'bad.pt'}")))
 
 
 def test_a_ticket_found_on_mnist_trains_on_fashion_mnist(make_cfg, idx_root, tmp_path):
@@ -74,7 +77,10 @@ def test_a_ticket_found_on_mnist_trains_on_fashion_mnist(make_cfg, idx_root, tmp
     # the identity holds the mask's content: a copy of the source run elsewhere names the same experiment
     shutil.copytree(found, tmp_path / "copy")
     copied = make_cfg(
-        "dataset=fashion_mnist", f"paths.data_dir={idx_root}", *IDX, f"prune.mask_from={tmp_path / 'copy'}@2",
+        "dataset=fashion_mnist",
+        f"paths.data_dir={idx_root}",
+        *IDX,
+        f"prune.mask_from={tmp_path / 'copy'}@2",
         "prune.rounds=1",
     )
     other_round = make_cfg(

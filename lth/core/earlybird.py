@@ -62,4 +62,3 @@ class EarlyBirdWindow:
         """Restore :meth:`state_dict`."""
         self.masks = deque((Mask(m) for m in state["masks"]), maxlen=self.window)
         self.distances = list(state["distances"])
-

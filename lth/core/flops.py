@@ -58,4 +58,3 @@ def iteration_flops(
         if path and (isinstance(module, PRUNABLE_MODULES) or is_hf_conv1d(module)):
             layers[f"{prefix}{path}.weight"] = int(sum(counts.get(f"{root}.{path}", {}).values()))
     return IterationFlops(dense=int(counter.get_total_flops()), layers=layers)
-

@@ -1,5 +1,6 @@
 """Callbacks that watch a round: when it is evaluated, its early-stop point, divergence, the random state, and
-(for checking DDP) what each rank trained with. The round's checkpoint in the run folder is :mod:`lth.run.checkpoints`.
+(for checking DDP) what each rank trained with. The round's checkpoint in the run folder is
+:mod:`lth.state.checkpoints`.
 
 Every round lives on one iteration axis: iterations since the initialisation its weights come from. Round 0
 runs from 0 to ``train.steps``; a round rewound to iteration k runs from k to ``train.steps``. Rounds are

@@ -1,6 +1,6 @@
-"""The run: the config and its checks, building every object from it, the run folder as state (artifacts, store,
-locks, resume, reuse), the IMP loop, signals, DDP ranks, loggers and provenance.
+"""The run: every object built from the typed config (``build``), how masks are found (``methods``, ``transfer``),
+the IMP loop (``loop``), signals, DDP ranks, loggers and provenance.
 
-May import :mod:`lth.core`, :mod:`lth.lightning`, :mod:`lth.data` and :mod:`lth.models`; never :mod:`lth.tools`.
-This ``__init__`` imports nothing, so ``lth.run.config`` validates a config without loading torch or Lightning.
+May import :mod:`lth.core`, :mod:`lth.config`, :mod:`lth.lightning`, :mod:`lth.data`, :mod:`lth.models` and
+:mod:`lth.state`; never :mod:`lth.tools`. Its modules take a :class:`lth.config.run.RunConfig`, never a DictConfig.
 """

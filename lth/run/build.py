@@ -4,7 +4,7 @@ and loggers.
 This is the one place that constructs them; the IMP loop, the instability analysis, export and the benchmark
 call it. The Trainer is ``hydra.utils.instantiate(cfg.trainer)`` (a partial of Lightning's ``Trainer`` with the
 arguments a user sets under ``trainer.``, e.g. ``trainer.gradient_clip_val=1.0``), completed with where it runs
-(``hardware.*``) and the arguments the IMP loop owns (:data:`lth.run.config.LOOP_OWNED`). Extra Lightning
+(``hardware.*``) and the arguments the IMP loop owns (:data:`lth.config.validate.LOOP_OWNED`). Extra Lightning
 callbacks come from ``callbacks.<name>`` (each a ``_target_`` and its arguments), one fresh instance per round.
 """
 
@@ -14,16 +14,18 @@ import inspect
 import logging
 import math
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from lth.core.catalog import METHODS, PRUNES_EVERY_ROUND
+from lth.config.run import RunConfig, thawed
+from lth.core.catalog import PRUNES_EVERY_ROUND
 from lth.core.errors import ConfigError, first_line
 from lth.core.seeds import stream
 from lth.data import ImageData
@@ -31,7 +33,6 @@ from lth.lightning.callback import ArgumentError, LotteryTicket
 from lth.lightning.module import Classifier
 from lth.models.ecosystem import check_images
 from lth.models.weights import load_weights
-from lth.run.config import check_trainer
 from lth.run.loggers import RunLoggers
 from lth.run.signals import slurm_plugins
 
@@ -50,12 +51,12 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-def build_data(cfg: DictConfig) -> ImageData:
+def build_data(cfg: RunConfig) -> ImageData:
     """The dataset of ``cfg.dataset`` read from ``paths.data_dir``, split and batched."""
-    data_seed = cfg.get("data_seed")
+    data_seed = cfg.data_seed
     return ImageData(
-        source=hydra.utils.instantiate(cfg.dataset.source),
-        root=cfg.paths.data_dir,
+        source=hydra.utils.instantiate(thawed(cfg.dataset.source)),
+        root=cfg.data_dir,
         val_size=cfg.dataset.val_size,
         batch_size=cfg.train.batch_size,
         mean=cfg.dataset.mean,
@@ -63,43 +64,51 @@ def build_data(cfg: DictConfig) -> ImageData:
         seed=stream(cfg.seed, "data") if data_seed is None else data_seed,
         split_seed=stream(cfg.seed, "split"),
         eval_batch_size=cfg.train.eval_batch_size,
-        augment=OmegaConf.to_container(cfg.dataset.augment) if cfg.dataset.get("augment") else None,
-        loader=cfg.dataset.get("loader", "memory"),
-        num_workers=cfg.dataset.get("num_workers", 0),
+        augment=thawed(cfg.dataset.augment),
+        loader=cfg.dataset.loader,
+        num_workers=cfg.dataset.num_workers,
         accumulate=accumulation(cfg),
     )
 
 
-def accumulation(cfg: DictConfig) -> int:
+def accumulation(cfg: RunConfig) -> int:
     """Batches per optimiser step (``trainer.accumulate_grad_batches``, 1 when unset)."""
-    return int((cfg.get("trainer") or {}).get("accumulate_grad_batches") or 1)
+    return int(cfg.trainer.get("accumulate_grad_batches") or 1)
 
 
-def iterations_per_epoch(cfg: DictConfig, data: ImageData, world_size: int = 1) -> int:
+def iterations_per_epoch(cfg: RunConfig, data: ImageData, world_size: int = 1) -> int:
     """Optimiser steps per epoch of one rank (what ``ep`` means in a Step): its batches over the accumulation."""
     return math.ceil(data.iterations_per_epoch(world_size) / accumulation(cfg))
 
 
-def build_model(cfg: DictConfig, init_stream: str = "init") -> torch.nn.Module:
+def build_model(cfg: RunConfig, init_stream: str = "init") -> torch.nn.Module:
     """The network of ``cfg.model`` for the images of ``cfg.dataset``, initialised from a named stream of the seed,
     then loaded with the pre-trained weights of ``model.weights`` where set.
 
     ``init_stream="reinit"`` draws a different initialisation from the same distribution (the reinit control): a
-    fresh draw from the model's own initialiser, never the pre-trained weights. A class of the user's own
-    (``model._target_``, outside :mod:`lth.models`) gets the dataset's shape arguments its signature takes, and is
-    checked to take the images (:func:`lth.models.ecosystem.check_images`).
+    fresh draw from the model's own initialiser, never the pre-trained weights.
     """
-    options = {k: v for k, v in cfg.model.items() if k not in ("name", "weights")}
-    shape = {
-        "in_channels": cfg.dataset.channels,
-        "image_size": cfg.dataset.image_size,
-        "num_classes": cfg.dataset.num_classes,
-    }
+    d = cfg.dataset
+    model = build_network(cfg.model, (d.channels, d.image_size, d.num_classes), stream(cfg.seed, init_stream))
+    if cfg.model.get("weights") and init_stream != "reinit":
+        load_weights(model, cfg.model["weights"])
+    return model
+
+
+def build_network(model: Mapping[str, Any], shape: tuple[int, int, int], seed: int) -> torch.nn.Module:
+    """The network that ``model`` (a ``model`` config: its ``_target_`` and arguments) describes for images of
+    ``shape`` (channels, side, classes), initialised under torch seed ``seed``. A class of the user's own
+    (``model._target_``, outside :mod:`lth.models`) gets the shape arguments its signature takes, and is checked to
+    take the images (:func:`lth.models.ecosystem.check_images`)."""
+    options = {k: thawed(v) for k, v in model.items() if k not in ("name", "weights")}
+    shape_args = dict(zip(("in_channels", "image_size", "num_classes"), shape, strict=True))
     own = not str(options.get("_target_", "")).startswith("lth.models.")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(stream(cfg.seed, init_stream))
+        torch.manual_seed(seed)
         try:
-            model = hydra.utils.instantiate(options, _convert_="all", **(_taken(options, shape) if own else shape))
+            network = hydra.utils.instantiate(
+                options, _convert_="all", **(_taken(options, shape_args) if own else shape_args)
+            )
         except InstantiationException as error:  # a model refusing the dataset's images says so in one line
             if isinstance(error.__cause__, ConfigError):
                 raise error.__cause__ from None
@@ -108,10 +117,8 @@ def build_model(cfg: DictConfig, init_stream: str = "init") -> torch.nn.Module:
                 root = root.__cause__
             raise ConfigError("model", f"{options.get('_target_')} cannot be built ({first_line(root)})") from None
     if own:
-        check_images(model, *shape.values(), what=str(options.get("_target_")))
-    if cfg.model.get("weights") and init_stream != "reinit":
-        load_weights(model, cfg.model.weights)
-    return model
+        check_images(network, *shape_args.values(), what=str(options.get("_target_")))
+    return network
 
 
 def _taken(options: dict, shape: dict) -> dict:
@@ -125,56 +132,56 @@ def _taken(options: dict, shape: dict) -> dict:
     return {k: v for k, v in shape.items() if k in parameters}
 
 
-def build_classifier(cfg: DictConfig, total: int, iterations_per_epoch: int) -> Classifier:
+def build_classifier(cfg: RunConfig, total: int, iterations_per_epoch: int) -> Classifier:
     """The module a run trains: the network of :func:`build_model`, its optimiser, a schedule over ``total``."""
     return Classifier(
         build_model(cfg),
         num_classes=cfg.dataset.num_classes,
-        optimizer=hydra.utils.instantiate(cfg.optim.optimizer),
-        schedule=OmegaConf.to_container(cfg.optim.schedule, resolve=True),
+        optimizer=hydra.utils.instantiate(thawed(cfg.optim.optimizer)),
+        schedule=thawed(cfg.plain["optim"]["schedule"]),
         total_steps=total,
         iterations_per_epoch=iterations_per_epoch,
-        compile=bool(cfg.train.get("compile", False)),
+        compile=cfg.train.compile,
     )
 
 
-def build_ticket(cfg: DictConfig) -> LotteryTicket:
+def build_ticket(cfg: RunConfig) -> LotteryTicket:
     """The pruning callback of ``cfg.prune``; a bad argument is a :class:`ConfigError` naming its key."""
     p = cfg.prune
     try:
         return LotteryTicket(
             rate=p.rate,
             scope=p.scope,
-            layer_rates=OmegaConf.to_container(p.layer_rates) if p.get("layer_rates") else None,
-            target_sparsity=p.get("target_sparsity"),
+            layer_rates=dict(p.layer_rates) or None,
+            target_sparsity=p.target_sparsity,
             rounds=p.rounds,
-            include=p.get("include") or (),
-            exclude=p.get("exclude") or (),
-            extra=p.get("extra") or (),
+            include=p.include,
+            exclude=p.exclude,
+            extra=p.extra,
             rewind=p.rewind,
-            granularity=p.get("granularity", "weight"),
-            channel_criterion=p.get("channel_criterion", "l1"),
+            granularity=str(p.granularity),
+            channel_criterion=p.channel_criterion,
             example_input=torch.zeros(1, cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size),
             # the trained weights' ranking of a method that prunes every round (the others: magnitude, or own masks)
-            **({"criterion": p.method} if METHODS.entry(p.method).has(PRUNES_EVERY_ROUND) else {}),
+            **({"criterion": p.method.name} if p.method.has(PRUNES_EVERY_ROUND) else {}),
         )
     except ArgumentError as error:  # validate() refuses these first; configs built in code get here
         key = "prune.method" if error.argument == "criterion" else f"prune.{error.argument.split('[')[0]}"
         raise ConfigError(key, f"got {error.value!r}; allowed: {error.allowed}") from None
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path) -> RunLoggers:
+def build_loggers(cfg: RunConfig, run_dir: Path) -> RunLoggers:
     """The loggers of ``cfg.logger`` for the run in ``run_dir`` (one per run; each round takes its Lightning ones)."""
     return RunLoggers(cfg, run_dir)
 
 
-def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+def build_callbacks(cfg: RunConfig) -> list[pl.Callback]:
     """Fresh instances of the Lightning callbacks a user added under ``callbacks.<name>``, in name order."""
-    added = cfg.get("callbacks") or {}
+    added = cfg.callbacks
     callbacks = []
     for name in sorted(added):
         try:
-            callback = hydra.utils.instantiate(added[name])
+            callback = hydra.utils.instantiate(thawed(added[name]))
         except InstantiationException as error:
             raise ConfigError(f"callbacks.{name}", f"cannot be built: {str(error).splitlines()[0]}") from None
         if not isinstance(callback, pl.Callback):
@@ -189,7 +196,7 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
 
 
 def build_trainer(
-    cfg: DictConfig,
+    cfg: RunConfig,
     run_dir: Path,
     max_steps: int,
     eval_every: int,
@@ -203,10 +210,9 @@ def build_trainer(
     callbacks = [*callbacks, *build_callbacks(cfg)]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    check_trainer(cfg)  # validate() checks it first; again here for configs built in code
-    arguments = cfg.get("trainer") or {"_target_": "pytorch_lightning.Trainer"}
-    chosen = {k: v for k, v in arguments.items() if v is not None}
-    trainer = hydra.utils.instantiate(OmegaConf.create({**chosen, "_partial_": True}))
+    arguments = cfg.trainer or {"_target_": "pytorch_lightning.Trainer"}
+    chosen = {k: thawed(v) for k, v in arguments.items() if v is not None}
+    trainer = hydra.utils.instantiate({**chosen, "_partial_": True})
     hw = cfg.hardware
     return trainer(
         max_steps=max_steps,
@@ -214,15 +220,15 @@ def build_trainer(
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         accelerator=hw.accelerator,
-        devices=hw.devices,
-        num_nodes=hw.get("num_nodes", 1),
+        devices=thawed(hw.devices),
+        num_nodes=hw.num_nodes,
         strategy=hw.strategy,
         precision=hw.precision,
         logger=loggers or False,
         callbacks=callbacks,
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=bool(cfg.train.get("progress", False)),
+        enable_progress_bar=cfg.train.progress,
         # the loss before every evaluation (multiples of eval_every on the axis, and the end) is logged and checked
         log_every_n_steps=math.gcd(50, eval_every, start, start + max_steps),
         default_root_dir=str(run_dir),

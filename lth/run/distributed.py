@@ -2,7 +2,7 @@
 
 Under DDP every rank runs :func:`lth.run.loop.train` and its loop. Rank 0 makes each decision that reads files and
 hands it to the others (:func:`shared`); only rank 0 writes outputs and logs results (:func:`is_rank_zero`).
-Which setups can work is checked, without torch, by :mod:`lth.run.hardware` (re-exported here).
+Which setups can work is checked, without torch, by :mod:`lth.config.hardware` (re-exported here).
 """
 
 from __future__ import annotations
@@ -13,17 +13,17 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import torch
-from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
-from lth.run.hardware import check_hardware, ddp_processes
+from lth.config.hardware import ddp_processes
+from lth.config.run import RunConfig, thawed
 
 T = TypeVar("T")
 
-__all__ = ["check_hardware", "ddp_processes", "is_rank_zero", "shared", "start_ranks", "world_size"]
+__all__ = ["ddp_processes", "is_rank_zero", "shared", "start_ranks", "world_size"]
 
 
-def start_ranks(cfg: DictConfig) -> None:
+def start_ranks(cfg: RunConfig) -> None:
     """Under DDP, start this machine's other ranks now and join all ranks in one process group.
 
     Lightning's launcher runs the whole script again for each other rank (with Hydra's run folder), so every
@@ -41,7 +41,7 @@ def start_ranks(cfg: DictConfig) -> None:
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     from lightning_fabric import Fabric
 
-    Fabric(accelerator=hw.accelerator, devices=hw.devices, num_nodes=hw.get("num_nodes", 1), strategy="ddp").launch()
+    Fabric(accelerator=hw.accelerator, devices=thawed(hw.devices), num_nodes=hw.num_nodes, strategy="ddp").launch()
     atexit.register(_close_group)  # a process that exits with the gloo group open aborts ("terminate called")
 
 

@@ -30,13 +30,13 @@ from urllib.parse import urlparse
 
 import hydra
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
-from lth.run.artifacts import ROUND_COLUMNS, write_text
-from lth.run.labels import run_label
+from lth.config.run import Job, RunConfig, thawed
+from lth.state.artifacts import ROUND_COLUMNS, write_text
+from lth.state.labels import run_label
 
 log = logging.getLogger("lth")
 
@@ -146,17 +146,11 @@ def wandb_mode(mode: str | None) -> str | None:
     return "online" if has_wandb_key() else "offline"
 
 
-def default_group() -> str | None:
+def default_group(job: Job) -> str | None:
     """The W&B group of a job launched by Hydra: its sweep folder's name under ``-m``, else its experiment."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return None
-    hc = HydraConfig.get()
-    if hc.mode == RunMode.MULTIRUN:
-        return Path(hc.sweep.dir).name
-    return hc.runtime.choices.get("experiment")
+    if job.multirun and job.sweep_dir:
+        return Path(job.sweep_dir).name
+    return job.experiment
 
 
 class WandbRun:
@@ -320,18 +314,18 @@ def continue_step_log(logger: CSVLogger, before: int) -> None:
 class RunLoggers:
     """Builds each round's Lightning loggers from ``cfg.logger`` and records per-round results."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
-        self.specs = {name: spec for name, spec in (cfg.get("logger") or {}).items() if spec}
+    def __init__(self, cfg: RunConfig, run_dir: Path) -> None:
+        self.specs = {name: thawed(spec) for name, spec in cfg.logger.items() if spec}
         self.run_dir = run_dir
         self.log_dir = run_dir / "logs"
         self.wandb: WandbRun | None = None
         if "wandb" in self.specs:
-            options = OmegaConf.to_container(self.specs.pop("wandb"), resolve=True)
-            options["group"] = options.get("group") or default_group()
-            config = OmegaConf.to_container(cfg, resolve=True)
+            options = self.specs.pop("wandb")
+            options["group"] = options.get("group") or default_group(cfg.job)
+            config = thawed(cfg.plain)
             self.wandb = WandbRun(
                 save_dir=str(self.log_dir),
-                name=run_label(cfg),  # what sets the run apart from the default config; its folder is the hash
+                name=run_label(cfg.plain),  # what sets the run apart from the default config; its folder is the hash
                 config=config,
                 id_file=self.log_dir / WANDB_ID,
                 **options,
@@ -340,7 +334,7 @@ class RunLoggers:
         if "tensorboard" in self.specs:
             self.rounds_tensorboard = self._per_round(self.specs["tensorboard"], ROUNDS)
 
-    def _per_round(self, spec: DictConfig, version: str) -> Logger:
+    def _per_round(self, spec: dict, version: str) -> Logger:
         return hydra.utils.instantiate(spec, save_dir=str(self.log_dir), name="", version=version)
 
     def for_round(

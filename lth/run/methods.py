@@ -26,11 +26,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 
+from lth.config.run import RunConfig
 from lth.core.catalog import (
     DRAWN_DURING_TRAINING,
-    METHODS,
     NEEDS_SCORE_BATCHES,
     SCORES_INITIAL_WEIGHTS,
     Entry,
@@ -46,29 +45,29 @@ from lth.data.loader import TensorBatches
 from lth.lightning.callback import LotteryTicket
 from lth.lightning.earlybird import EarlyBird
 from lth.lightning.module import Classifier
-from lth.run.artifacts import COST_COLUMNS, read_rounds
 from lth.run.build import build_model
+from lth.state.artifacts import COST_COLUMNS, read_rounds
 
 
-def method(cfg: DictConfig) -> Entry:
+def method(cfg: RunConfig) -> Entry:
     """The catalog entry of the run's ``prune.method``."""
-    return METHODS.entry(cfg.prune.method)
+    return cfg.prune.method
 
 
-def pruned_at_init(cfg: DictConfig) -> bool:
+def pruned_at_init(cfg: RunConfig) -> bool:
     """Whether the run's masks are computed at initialisation (they cost no training)."""
     return method(cfg).has(SCORES_INITIAL_WEIGHTS)
 
 
-def early_bird(cfg: DictConfig, ticket: LotteryTicket) -> EarlyBird | None:
+def early_bird(cfg: RunConfig, ticket: LotteryTicket) -> EarlyBird | None:
     """The callback that draws an early-bird ticket in round 0, for ``prune.method=early_bird``."""
     if not method(cfg).has(DRAWN_DURING_TRAINING):
         return None
     options = cfg.prune.early_bird
-    return EarlyBird(ticket, int(options.window), float(options.epsilon), str(options.distance))
+    return EarlyBird(ticket, options.window, options.epsilon, options.distance)
 
 
-def check_rewind_reached(cfg: DictConfig, ticket: LotteryTicket, round0: dict) -> None:
+def check_rewind_reached(cfg: RunConfig, ticket: LotteryTicket, round0: dict) -> None:
     """Refuse, in one line, a rewind Step that round 0 did not reach (an early-bird ticket drawn before it)."""
     if ticket.rewind_state is None and isinstance(ticket.rewind, Step):
         raise ConfigError(
@@ -78,15 +77,15 @@ def check_rewind_reached(cfg: DictConfig, ticket: LotteryTicket, round0: dict) -
         )
 
 
-def score_batches(cfg: DictConfig, data: ImageData) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def score_batches(cfg: RunConfig, data: ImageData) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The ``prune.score_batches`` training batches SNIP and GraSP score with: from the training split only (never
     validation or test), without augmentation, in an order of their own (stream ``scores``)."""
     x, y = data.splits["train"]
     batches = TensorBatches(x.cpu(), y.cpu(), cfg.train.batch_size, shuffle=True, seed=stream(cfg.seed, "scores"))
-    return [batch for _, batch in zip(range(int(cfg.prune.score_batches)), batches, strict=False)]
+    return [batch for _, batch in zip(range(cfg.prune.score_batches), batches, strict=False)]
 
 
-def mask_at_initialisation(cfg: DictConfig, module: Classifier, ticket: LotteryTicket, data: ImageData) -> Mask:
+def mask_at_initialisation(cfg: RunConfig, module: Classifier, ticket: LotteryTicket, data: ImageData) -> Mask:
     """Round 1's mask for a pruning-at-initialisation method: the scores of the initial weights (the ticket's
     rewind point), computed on a fresh copy of the network so that nothing of the run changes (its random state
     included)."""
@@ -104,21 +103,21 @@ def mask_at_initialisation(cfg: DictConfig, module: Classifier, ticket: LotteryT
     scoring = Scoring(
         holder.model,
         ticket.parameters_of(holder),
-        float(cfg.prune.target_sparsity),
+        cfg.prune.target_sparsity,
         scope=cfg.prune.scope,
         batches=batches,
         loss_fn=F.cross_entropy,
         input_shape=(cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size),
         generator=torch.Generator().manual_seed(stream(cfg.seed, "prune/random")),
-        iterations=int(cfg.prune.synflow_iterations),
+        iterations=cfg.prune.synflow_iterations,
     )
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         return mask_at_init(entry.name, scoring)
 
 
-def run_flops(cfg: DictConfig, network: torch.nn.Module, accumulate: int, world_size: int) -> IterationFlops:
+def run_flops(cfg: RunConfig, network: torch.nn.Module, accumulate: int, world_size: int) -> IterationFlops:
     """The operations of one training iteration of the run: every process's batches (accumulated ones included)."""
-    batch = int(cfg.train.batch_size) * accumulate * world_size
+    batch = cfg.train.batch_size * accumulate * world_size
     shape = (cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size)
     return iteration_flops(network, shape, batch, prefix="model.")
 
@@ -149,7 +148,7 @@ class Cost:
         return cls(*(int(row.get(c) or 0) for c in COST_COLUMNS))
 
 
-def spent_before(cfg: DictConfig, round_index: int, rows: list[dict], ticket_dir: Path | None) -> Cost:
+def spent_before(cfg: RunConfig, round_index: int, rows: list[dict], ticket_dir: Path | None) -> Cost:
     """What the masks of ``round_index`` cost before the round trains: nothing for round 0 and masks pruned at
     initialisation; else every round the mask came from, the ticket's rounds for a control."""
     if round_index == 0 or pruned_at_init(cfg):

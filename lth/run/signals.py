@@ -3,7 +3,7 @@
 SIGTERM (what ``timeout``, SLURM and Kubernetes send) and SIGINT (Ctrl+C) stop a run cleanly:
 
 - **inside a round** after the batch being trained, and after its evaluation when one is due: the point where
-  :class:`~lth.run.checkpoints.RoundCheckpoint` writes, so the round's ``last.ckpt`` is written there and
+  :class:`~lth.state.checkpoints.RoundCheckpoint` writes, so the round's ``last.ckpt`` is written there and
   ``resume=true`` continues the round from that iteration with the numbers of an uninterrupted run;
 - **outside a round** (reading data, waiting for a lock, testing) at once: every file is written atomically, and a
   round's ``last.ckpt`` is written when its training ends.
@@ -38,14 +38,15 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from lth.config.run import Job
 
 log = logging.getLogger("lth")
 
@@ -248,39 +249,33 @@ def _sets(argument: str, key: str) -> bool:
     return argument.lstrip("+~").partition("=")[0] == key
 
 
-def continue_command(stop: Interrupted, argv: Sequence[str] | None) -> str:
+def continue_command(stop: Interrupted, job: Job) -> str:
     """The command that continues a stopped run: ``python train.py <argv> resume=true``.
 
-    ``argv`` is the command line as typed (a sweep continues in its folder: ``hydra.sweep.dir=<sweep>``); in a
+    ``job.argv`` is the command line as typed (a sweep continues in its folder: ``hydra.sweep.dir=<sweep>``); in a
     process that did not read it (a launcher's job) it is the job's overrides, in the job's folder. ``resume=true``
     is left out when the run folder holds nothing yet (stopped before its first file, or while a control run
     trained its ticket, which the same command continues).
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     extra: list[str] = []
-    resume = stop.resume
-    if HydraConfig.initialized():
-        hydra_cfg = HydraConfig.get()
-        job_dir = Path(hydra_cfg.runtime.output_dir)
-        if hydra_cfg.mode == RunMode.MULTIRUN and argv is not None:  # the sweep, in its folder
-            sweep_dir = job_dir.parents[len(Path(str(hydra_cfg.sweep.subdir)).parts) - 1]
-            extra, resume = [f"hydra.sweep.dir={sweep_dir}"], True  # resume=true starts the jobs not started
+    resume, argv = stop.resume, job.argv
+    if job.output_dir is not None:  # a Hydra job
+        if job.multirun and argv is not None:  # the sweep, in its folder
+            extra, resume = [f"hydra.sweep.dir={job.sweep_dir}"], True  # resume=true starts the jobs not started
         elif argv is None:  # this job alone, in its folder
-            argv = list(hydra_cfg.overrides.task)
-            if hydra_cfg.mode == RunMode.MULTIRUN:
-                extra = [f"hydra.run.dir={job_dir}"]
+            argv = job.overrides
+            if job.multirun:
+                extra = [f"hydra.run.dir={job.output_dir}"]
     keys = [e.partition("=")[0] for e in extra]
     args = [a for a in argv or [] if not _sets(a, "resume") and not any(_sets(a, k) for k in keys)]
     return shlex.join(["python", "train.py", *args, *extra, *(["resume=true"] if resume else [])])
 
 
-def exit_stopped(stop: Interrupted, argv: Sequence[str] | None, rank_zero: bool) -> NoReturn:
+def exit_stopped(stop: Interrupted, job: Job, rank_zero: bool) -> NoReturn:
     """Print the one line of a stopped run (rank 0), requeue it when SLURM asked for that, and exit with
-    :attr:`Interrupted.exit_code`. ``argv``: the command line as typed, if this process read it."""
+    :attr:`Interrupted.exit_code`. ``job``: what Hydra knew of the job, the command line as typed included."""
     requeue = stop.signum == requeue_signal()
-    command = continue_command(stop, argv)
+    command = continue_command(stop, job)
     if rank_zero:
         print(stop.line(command, requeue=requeue), file=sys.stderr, flush=True)
     if requeue and not STOP.requeue(stop, rank_zero) and rank_zero:

@@ -1,138 +1,31 @@
-"""What a run starts from besides its own initialisation: pre-trained weights and another run's (or tool's) mask.
-
-- ``model.weights``: a local weights file or folder (read by :mod:`lth.models.weights` when the model is built, so the
-  rewind point ``init`` is the pre-trained weights); a value that is no local path (a hub name) is one line saying how
-  to save the file once.
-- ``prune.mask_from``: round 0 starts from this mask (a ticket found on one dataset, trained on another). It names a
-  run folder (its last round's ``mask.pt``), ``<run folder>@<round>``, a round folder (``<run>/round_02``), or a file:
-  our ``mask.pt``, a state_dict saved from a model pruned by ``torch.nn.utils.prune``, or open_lth's ``mask.pth``
-  (:func:`lth.core.interop.mask_from_state`). Prunable tensors that the mask lacks or that do not fit (a new output
-  layer) are named: ``prune.mask_unmatched=dense`` starts them dense, else (null, ``refuse``) the run is refused.
-  With ``prune.control=random_prune`` or ``shuffle`` the control's draw replaces the mask (each layer keeps as many
-  weights, at random or permuted): the transferred ticket against random masks of the same sparsity.
-
-The run's identity holds the mask's content hash, not its path (:func:`mask_identity`). :func:`check` runs in
-:func:`lth.run.config.validate` (no torch); :func:`start_mask` is called once by the loop before round 0.
-"""
+"""The mask a run starts from (``prune.mask_from``, checked by :mod:`lth.config.transfer`), read once before round 0."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
-from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+import torch
 
-from lth.core.catalog import CONTROLS, METHODS, PRUNES_EVERY_ROUND, PRUNES_ONCE, REDRAWS_MASK
+from lth.config.run import RunConfig
+from lth.config.transfer import mask_file
 from lth.core.errors import ConfigError
+from lth.core.interop import mask_from_state
+from lth.core.masks import Mask
+from lth.core.seeds import stream
+from lth.models.weights import read_state
 
 log = logging.getLogger("lth")
-UNMATCHED = ("refuse", "dense")
-START_CONTROLS = CONTROLS.with_trait(REDRAWS_MASK)  # controls that redraw a transferred mask
-_AT = re.compile(r"^(.*)@(\d+)$")
-HOW_TO_SAVE = {
-    "torchvision": "torch.save(torchvision.models.get_model('{arch}', weights='DEFAULT').state_dict(), '{arch}.pt')",
-    "timm": "torch.save(timm.create_model('{arch}', pretrained=True).state_dict(), '{arch}.pt')",
-    "hf": "AutoModelForImageClassification.from_pretrained('<hub name>').save_pretrained('<folder>')",
-}
 
 
-def mask_file(spec: str) -> Path:
-    """The mask file that ``prune.mask_from`` names (see the module docstring)."""
-    match = _AT.match(spec)
-    path, at = (Path(match.group(1)), int(match.group(2))) if match else (Path(spec), None)
-    if path.is_file() and at is None:
-        return path
-    if not path.is_dir():
-        raise ConfigError("prune.mask_from", f"{spec!r}: no such file or folder")
-    if at is None and (path / "mask.pt").is_file():
-        return path / "mask.pt"
-    rounds = sorted(int(p.parent.name[6:]) for p in path.glob("round_[0-9][0-9]*/mask.pt"))
-    if not rounds:
-        raise ConfigError(
-            "prune.mask_from", f"{path} holds no round_XX/mask.pt (a run folder, a round folder or a file)"
-        )
-    if at is not None and at not in rounds:
-        raise ConfigError("prune.mask_from", f"{path} has no round {at}; it has rounds {', '.join(map(str, rounds))}")
-    return path / f"round_{(rounds[-1] if at is None else at):02d}" / "mask.pt"
-
-
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def mask_identity(spec: str) -> str:
-    """What the run's identity holds for ``prune.mask_from``: the content hash of the mask file (its path where it
-    cannot be read, which :func:`check` then refuses)."""
-    try:
-        file = mask_file(spec).resolve()
-        stat = file.stat()
-    except (ConfigError, OSError):
-        return spec
-    key = (str(file), stat.st_mtime_ns, stat.st_size)
-    if key not in _DIGESTS:
-        _DIGESTS[key] = "sha256:" + hashlib.sha256(file.read_bytes()).hexdigest()[:16]
-    return _DIGESTS[key]
-
-
-def check(cfg: DictConfig) -> None:
-    """Refuse a ``model.weights``, ``model.config`` (hf), ``prune.mask_from`` or ``prune.mask_unmatched`` that cannot
-    work, in one line."""
-    weights = OmegaConf.select(cfg, "model.weights")
-    if weights is not None and not (isinstance(weights, str) and Path(weights).expanduser().exists()):
-        how = HOW_TO_SAVE.get(str(cfg.model.get("name")), "torch.save(model.state_dict(), 'weights.pt')")
-        raise ConfigError(
-            "model.weights",
-            f"{weights!r} is not a local file or folder, and nothing is downloaded at run time: save the weights once "
-            f"where there is a network, e.g. {how.format(arch=cfg.model.get('arch'))}, and pass model.weights=<file>",
-        )
-    config = OmegaConf.select(cfg, "model.config") if cfg.model.get("name") == "hf" else None
-    if isinstance(config, str) and not Path(config).expanduser().exists():
-        raise ConfigError(
-            "model.config",
-            f"{config!r} is not a local folder or file, and nothing is downloaded at run time: save it once with "
-            f"{HOW_TO_SAVE['hf']}, or give the config's keys (model_type, ...)",
-        )
-    unmatched = OmegaConf.select(cfg, "prune.mask_unmatched")
-    if unmatched is not None and unmatched not in UNMATCHED:
-        raise ConfigError("prune.mask_unmatched", f"got {unmatched!r}; allowed: null (refuse), refuse, dense")
-    spec = OmegaConf.select(cfg, "prune.mask_from")
-    if spec is None:
-        return
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError("prune.mask_from", f"got {spec!r}; allowed: a run folder[@round], a round folder or a file")
-    mask_file(spec)
-    method = OmegaConf.select(cfg, "prune.method")
-    if METHODS.entry(method).has(PRUNES_ONCE):
-        allowed = ", ".join(METHODS.with_trait(PRUNES_EVERY_ROUND))
-        raise ConfigError(
-            "prune.mask_from",
-            f"starts round 0 from a given mask; prune.method={method} finds its own (allowed: {allowed})",
-        )
-    control = OmegaConf.select(cfg, "prune.control")
-    if control is not None and control not in START_CONTROLS:
-        raise ConfigError(
-            "prune.control", f"{control} with prune.mask_from: allowed null, {', '.join(START_CONTROLS)} (redraw it)"
-        )
-
-
-def start_mask(cfg: DictConfig, params: dict[str, Any]) -> Any:
+def start_mask(cfg: RunConfig, params: dict[str, Any]) -> Any:
     """The mask round 0 starts from (on the parameters' devices), or None without ``prune.mask_from``.
 
     ``params``: the run's prunable parameters by name (``model.<name>``, as the LightningModule names them).
     """
-    spec = cfg.prune.get("mask_from")
+    spec = cfg.prune.mask_from
     if spec is None:
         return None
-    import torch
-
-    from lth.core.controls import control_fn
-    from lth.core.interop import mask_from_state
-    from lth.core.masks import Mask
-    from lth.core.seeds import stream
-    from lth.models.weights import read_state
-
     file = mask_file(spec)
     source = mask_from_state(read_state(file, key="prune.mask_from", fold=False), source="prune.mask_from")
     if source and not any(n.startswith("model.") for n in source):  # another tool names the bare network's tensors
@@ -153,7 +46,7 @@ def start_mask(cfg: DictConfig, params: dict[str, Any]) -> Any:
             )
             if names
         )
-        if cfg.prune.get("mask_unmatched") != "dense":
+        if cfg.prune.mask_unmatched != "dense":
             raise ConfigError(
                 "prune.mask_from",
                 f"{file} does not fit the model's prunable tensors ({named}); prune.mask_unmatched=dense starts "
@@ -163,9 +56,9 @@ def start_mask(cfg: DictConfig, params: dict[str, Any]) -> Any:
     mask = Mask(
         {n: source[n].clone() if n in fits else torch.ones_like(p, dtype=torch.bool).cpu() for n, p in params.items()}
     )
-    control = cfg.prune.get("control")
+    control = cfg.prune.control
     if control is not None:
-        draws = torch.Generator().manual_seed(stream(cfg.seed, f"control/{control}/mask_from"))
-        mask = control_fn(control)(mask, Mask.ones_like(mask), draws)
+        draws = torch.Generator().manual_seed(stream(cfg.seed, f"control/{control.name}/mask_from"))
+        mask = control.load()(mask, Mask.ones_like(mask), draws)
     log.info("round 0 starts from the mask of %s (%.1f%% weights remaining)", file, 100 * mask.weights_remaining())
     return Mask({n: m.to(params[n].device) for n, m in mask.items()})

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 
 from lth.core.errors import USER_ERRORS, ConfigError, one_line
-from lth.run.artifacts import write_section
+from lth.state.artifacts import write_section
 
 EXIT_BAD_INPUT = 2
 T = TypeVar("T")

@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
-from omegaconf import DictConfig, OmegaConf
 
+from lth.config.identity import identity
+from lth.config.schema import lookup
 from lth.core.errors import ConfigError, MissingFileError
-from lth.run.artifacts import read_rounds
-from lth.run.config import identity
-from lth.run.labels import ALIASES, flatten, show, write_alias
-from lth.run.locks import owner_file, run_lock
-from lth.tools.runs import read_config
+from lth.state.artifacts import read_rounds
+from lth.state.labels import ALIASES, flatten, show, write_alias
+from lth.state.locks import owner_file, run_lock
+from lth.tools.runs import read_plain
 
 CONFIG = "config.yaml"
 SKIPPED = ("dense", ALIASES, ".hydra", "logs")  # folders never searched: the round-0 store, aliases, run internals
@@ -41,7 +41,7 @@ class Entry:
     """One run folder as listed: where it is, its config, and how far it got."""
 
     path: Path
-    config: DictConfig  # the resolved config.yaml, run-only keys included (what filters compare against)
+    config: dict  # the resolved config.yaml, run-only keys included (what filters compare against)
     flat: dict[str, Any]  # its identity, flattened to dotted keys
     status: str
     rounds: int
@@ -103,7 +103,7 @@ def lock_holder(run_dir: Path) -> str | None:
 def read_entry(run_dir: Path) -> Entry:
     """The run in ``run_dir``; an unreadable ``config.yaml`` or ``rounds.csv`` is a one-line
     :class:`~lth.core.errors.ConfigError` naming the file."""
-    config = read_config(run_dir / CONFIG, check=False)
+    config = read_plain(run_dir / CONFIG)
     flat = flatten(identity(config))
     rounds_csv = run_dir / "rounds.csv"
     rows = read_rounds(rounds_csv) if rounds_csv.is_file() else []
@@ -158,7 +158,7 @@ def keep(entries: Sequence[Entry], filters: Sequence[tuple[str, str]]) -> list[E
     no entry's config has is a :class:`~lth.core.errors.ConfigError` (a typo, not an empty result)."""
     kept = list(entries)
     for key, wanted in filters:
-        values = [OmegaConf.select(e.config, key, default=_ABSENT) for e in entries]
+        values = [lookup(e.config, key, _ABSENT) for e in entries]
         if entries and all(v is _ABSENT for v in values):
             raise ConfigError(key, "no listed run's config has this key")
         kept = [e for e in kept if _matches(e, key, wanted)]
@@ -166,12 +166,8 @@ def keep(entries: Sequence[Entry], filters: Sequence[tuple[str, str]]) -> list[E
 
 
 def _matches(entry: Entry, key: str, wanted: str) -> bool:
-    value = OmegaConf.select(entry.config, key, default=_ABSENT)
-    if value is _ABSENT:
-        return False
-    if isinstance(value, DictConfig) or OmegaConf.is_list(value):
-        value = OmegaConf.to_container(value, resolve=True)
-    return _same(value, wanted)
+    value = lookup(entry.config, key, _ABSENT)
+    return value is not _ABSENT and _same(value, wanted)
 
 
 def differing_keys(entries: Sequence[Entry]) -> list[str]:
@@ -234,7 +230,6 @@ def as_json(entries: Sequence[Entry]) -> list[dict[str, Any]]:
     ]
 
 
-
 def write_aliases(entries: Iterable[Entry]) -> list[tuple[Path, Path]]:
-    """:func:`~lth.run.labels.write_alias` for every entry; return the ``(link, target)`` pairs."""
+    """:func:`~lth.state.labels.write_alias` for every entry; return the ``(link, target)`` pairs."""
     return [write_alias(entry.path, entry.flat) for entry in entries]

@@ -1,7 +1,7 @@
 """Results of many runs read back for figures and tables (``scripts/plot.py``, ``scripts/report.py``).
 
 A run folder is any folder holding ``rounds.csv`` and ``config.yaml``: one run, several, or a multirun sweep
-are searched recursively. Runs are grouped by their identity (:func:`lth.run.config.identity`) without ``seed``,
+are searched recursively. Runs are grouped by their identity (:func:`lth.config.validate.identity`) without ``seed``,
 so the seeds of one config pool into one series; a group's label is what sets it apart from the other groups
 (``prune.rate=0.1``, ``prune.control=reinit``), and a run without ``prune.control`` is the ticket. Each round
 of a group is summarised over its seeds: mean, sample standard deviation, minimum and maximum.
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lth.config.identity import identity
+from lth.config.schema import governor
 from lth.core.errors import ConfigError, MissingFileError
-from lth.run.artifacts import read_rounds
-from lth.run.config import identity
-from lth.run.schema import governor
-from lth.tools.runs import read_config
+from lth.state.artifacts import read_rounds
+from lth.tools.runs import read_plain
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -146,7 +146,7 @@ def read_run(path: Path) -> Run:
     """The run in folder ``path``; a config or ``rounds.csv`` that cannot be read, or a ``rounds.csv`` without
     rows, is a one-line :class:`~lth.core.errors.ConfigError` naming the file."""
     config_path, rounds_path = path / "config.yaml", path / "rounds.csv"
-    config = read_config(config_path, check=False)
+    config = read_plain(config_path)
     rounds = read_rounds(rounds_path)
     if not rounds:
         raise ConfigError(str(rounds_path), "has a header and no rows: no round finished")

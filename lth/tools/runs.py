@@ -7,11 +7,12 @@ here, so a missing folder, a missing file and a garbled or foreign config are re
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
+from lth.config.entry import run_of
+from lth.config.run import RunConfig, migrate
 from lth.core.errors import ConfigError, MissingFileError, first_line
-from lth.run.config import validate
+from lth.state.artifacts import read_yaml
 
 
 def run_file(run_dir: Path, name: str) -> Path:
@@ -26,21 +27,26 @@ def run_file(run_dir: Path, name: str) -> Path:
     return path
 
 
-def read_config(path: Path, check: bool = True) -> DictConfig:
-    """A run's ``config.yaml``; with ``check``, checked key by key as :func:`lth.run.config.validate` checks a new
-    run's config. A file that is unreadable, not a mapping or (with ``check``) holds a bad value is a one-line
-    :class:`~lth.core.errors.ConfigError` naming it."""
+def read_plain(path: Path) -> dict[str, Any]:
+    """A run's ``config.yaml`` as plain data, given the keys added since it was written; a file that is unreadable
+    or not a mapping is a one-line :class:`~lth.core.errors.ConfigError` naming it."""
     try:
-        cfg = OmegaConf.load(path)
+        plain = read_yaml(path)
     except Exception as error:  # yaml and omegaconf raise many types for garbled files
         raise ConfigError(str(path), f"cannot be read ({first_line(error)})") from None
-    if not isinstance(cfg, DictConfig):
-        raise ConfigError(str(path), f"holds a {type(cfg).__name__}; a run's config is a mapping of keys")
-    if check:
-        try:
-            validate(cfg)
-        except ConfigError as error:
-            raise ConfigError(str(path), str(error)) from None
-        except Exception as error:  # a value of the wrong type deep inside: not a config a run wrote
-            raise ConfigError(str(path), f"is not a run's config ({first_line(error)})") from None
-    return cfg
+    if not isinstance(plain, dict):
+        raise ConfigError(str(path), f"holds a {type(plain).__name__}; a run's config is a mapping of keys")
+    return migrate(plain)
+
+
+def read_config(path: Path) -> RunConfig:
+    """A run's ``config.yaml``, checked key by key as :func:`lth.config.validate.validate` checks a new run's
+    config, and typed; a file that is unreadable, not a mapping or holds a bad value is a one-line
+    :class:`~lth.core.errors.ConfigError` naming it."""
+    plain = read_plain(path)
+    try:
+        return run_of(plain)
+    except ConfigError as error:
+        raise ConfigError(str(path), str(error)) from None
+    except Exception as error:  # a value of the wrong type deep inside: not a config a run wrote
+        raise ConfigError(str(path), f"is not a run's config ({first_line(error)})") from None

@@ -26,16 +26,17 @@ from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from lth.config.entry import run_of
+from lth.config.lengths import check_lengths
+from lth.config.run import RunConfig, thawed
+from lth.core.catalog import KEEPS_TRAINED_WEIGHTS
 from lth.core.errors import ConfigError, MissingFileError
 from lth.core.masks import Mask
 from lth.core.steps import Step
 from lth.data import ImageData
-from lth.lightning.callback import parse_rewind
-from lth.run.artifacts import check_state, read_tensors, round_dir, write_json, write_text
 from lth.run.build import (
     build_classifier,
     build_data,
@@ -44,7 +45,7 @@ from lth.run.build import (
     iterations_per_epoch,
     quiet_lightning,
 )
-from lth.run.config import check_lengths, validate
+from lth.state.artifacts import check_state, read_tensors, round_dir, write_json, write_text
 from lth.tools.runs import read_config, run_file
 
 if TYPE_CHECKING:
@@ -177,7 +178,7 @@ def error_curve(
 # -- training the copies (the run's building blocks) ----------------------------------------------
 
 
-def load_config(run_dir: Path, data_dir: str | Path | None = None, steps: str | None = None) -> DictConfig:
+def load_config(run_dir: Path, data_dir: str | Path | None = None, steps: str | None = None) -> RunConfig:
     """The resolved config a run left in ``run_dir/config.yaml``, with ``paths.data_dir`` and ``train.steps``
     replaced where given (a shorter ``train.steps`` also shortens ``train.eval_every``).
 
@@ -187,12 +188,12 @@ def load_config(run_dir: Path, data_dir: str | Path | None = None, steps: str | 
     """
     cfg = read_config(run_file(run_dir, "config.yaml"))
     if data_dir is not None:
-        cfg.paths.data_dir = str(data_dir)
+        cfg = cfg.but(**{"paths.data_dir": str(data_dir)})
     if steps is not None:
-        cfg.train.steps = steps
-        cfg.train.eval_every = steps  # the copies are evaluated at their end only; this keeps the config valid
+        # the copies are evaluated at their end only: the evaluation cadence follows, which keeps the config valid
+        plain = {**thawed(cfg.plain), "train": {**thawed(cfg.plain["train"]), "steps": steps, "eval_every": steps}}
         try:
-            validate(cfg)
+            cfg = run_of(plain)
         except ConfigError as error:
             raise ConfigError("steps", f"{steps!r} does not fit this run ({error})") from None
     return cfg
@@ -203,15 +204,15 @@ def available_rounds(run_dir: Path) -> list[int]:
     return sorted(int(p.parent.name.removeprefix("round_")) for p in Path(run_dir).glob("round_*/mask.pt"))
 
 
-def rewind_iteration(cfg: DictConfig, ipe: int) -> int:
+def rewind_iteration(cfg: RunConfig, ipe: int) -> int:
     """The iteration of round 0 that ``rewind.pt`` holds: k for a rewind to a Step (``ipe`` iterations per epoch),
     else 0."""
-    rewind = parse_rewind(cfg.prune.rewind)
+    rewind = cfg.prune.rewind
     return rewind.to_iterations(ipe) if isinstance(rewind, Step) else 0
 
 
 def train_copy(
-    cfg: DictConfig, data: ImageData, start: Mapping[str, torch.Tensor], mask: Mask, data_seed: int, run_dir: Path
+    cfg: RunConfig, data: ImageData, start: Mapping[str, torch.Tensor], mask: Mask, data_seed: int, run_dir: Path
 ) -> State:
     """Train ``start`` (a Classifier state dict) under ``mask`` on the data order of ``data_seed``; return the end.
 
@@ -220,7 +221,7 @@ def train_copy(
     every seed: the global random state is reseeded with ``cfg.seed`` before each copy.
     """
     ipe = iterations_per_epoch(cfg, data)
-    total, _ = check_lengths(cfg, ipe)
+    total = check_lengths(cfg.train, cfg.prune.rewind, cfg.optim.schedule, ipe).total
     module = build_classifier(cfg, total, ipe)
     module.load_state_dict(start)
     ticket = build_ticket(cfg)
@@ -239,7 +240,7 @@ def train_copy(
 
 def analyse(
     run_dir: Path,
-    cfg: DictConfig,
+    cfg: RunConfig,
     rounds: Sequence[int] | None = None,
     data_seeds: tuple[int, int] = (1, 2),
     num_alphas: int = 11,
@@ -265,7 +266,7 @@ def analyse(
         rewind = cfg.prune.rewind
         why = (
             f"this run has prune.rewind={rewind}, which saves none"
-            if parse_rewind(rewind) in ("lr", "none")
+            if cfg.prune.rewinds_to.has(KEEPS_TRAINED_WEIGHTS)
             else "the run folder lost it"
         )
         raise MissingFileError(
@@ -280,17 +281,16 @@ def analyse(
         raise ConfigError("rounds", f"{run_dir} has no mask for round(s) {missing}; it has {found}")
     if not rounds:
         raise MissingFileError(str(run_dir / "round_00" / "mask.pt"), "is missing: the run has no round with a mask")
-    validate(cfg)
     quiet_lightning()
-    if cfg.hardware.get("threads"):
-        torch.set_num_threads(int(cfg.hardware.threads))
+    if cfg.hardware.threads:
+        torch.set_num_threads(cfg.hardware.threads)
     # one process trains the copies one after the other, on one device
-    cfg = OmegaConf.merge(cfg, {"hardware": {"devices": 1, "num_nodes": 1, "strategy": "auto"}})
+    cfg = cfg.but(**{"hardware.devices": 1, "hardware.num_nodes": 1, "hardware.strategy": "auto"})
 
     data = build_data(cfg)
     data.setup()
     ipe = iterations_per_epoch(cfg, data)
-    total, _ = check_lengths(cfg, ipe)
+    total = check_lengths(cfg.train, cfg.prune.rewind, cfg.optim.schedule, ipe).total
     model = build_classifier(cfg, total, ipe)
     # every file is read and checked before the first copy trains: a bad one fails at once and writes nothing
     start = read_tensors(rewind_path)

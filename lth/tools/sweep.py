@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
 
-from lth.run.artifacts import ROUND_COLUMNS, write_text
+from lth.state.artifacts import ROUND_COLUMNS, write_text
 from lth.tools.results import Run, find_runs, group_runs, markdown_report, read_run
 
 log = logging.getLogger("lth")
@@ -64,5 +63,5 @@ def summarize_sweep(sweep_dir: Path) -> list[Path]:
 class SweepSummary(Callback):
     """A Hydra callback: :func:`summarize_sweep` of the sweep folder when a multirun ends."""
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        summarize_sweep(Path(config.hydra.sweep.dir))
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:  # Hydra hands it the composed config
+        summarize_sweep(Path(str(config.hydra.sweep.dir)))

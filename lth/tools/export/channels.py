@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
+from lth.config.run import RunConfig
 from lth.core.granularity import Granularity
 from lth.core.masks import Mask, prunable_parameters
 from lth.core.structured import CHANNEL_LAYERS, ChannelGroup, alive_channels, channel_groups, coupled_masks
@@ -25,16 +25,16 @@ from lth.core.structured import CHANNEL_LAYERS, ChannelGroup, alive_channels, ch
 SEMI_STRUCTURED_CAPABILITY = (8, 0)  # NVIDIA Ampere and later run 2:4 sparse matrix products
 
 
-def example_input(cfg: DictConfig, batch: int = 1) -> torch.Tensor:
+def example_input(cfg: RunConfig, batch: int = 1) -> torch.Tensor:
     """A zero batch of the run's image shape (what the dependency graph is traced with)."""
     size = cfg.dataset.image_size
     return torch.zeros(batch, cfg.dataset.channels, size, size)
 
 
-def groups_of(model: nn.Module, cfg: DictConfig) -> list[ChannelGroup]:
+def groups_of(model: nn.Module, cfg: RunConfig) -> list[ChannelGroup]:
     """The channel groups of the plain ``model`` of ``cfg`` (tensor names without the ``model.`` prefix)."""
     p = cfg.prune
-    params = prunable_parameters(model, p.include or (), p.exclude or (), p.extra or ())
+    params = prunable_parameters(model, p.include, p.exclude, p.extra)
     return channel_groups(model, params, example_input(cfg))
 
 

@@ -3,22 +3,19 @@ run measured."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, open_dict
 from torch import nn
 
+from lth.config.run import RunConfig
 from lth.run.build import build_data
 
 
-def read_test_split(cfg: DictConfig, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def read_test_split(cfg: RunConfig, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The normalised test images and labels of the run's dataset (read from ``data_dir`` if given)."""
-    cfg = copy.deepcopy(cfg)
     if data_dir is not None:
-        with open_dict(cfg):
-            cfg.paths.data_dir = str(data_dir)
+        cfg = cfg.but(**{"paths.data_dir": str(data_dir)})
     data = build_data(cfg)
     data.setup()
     return data.splits["test"]

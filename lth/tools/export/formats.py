@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from lth.core.interop import to_torch_prune
-from lth.run.artifacts import save_tensors, write_bytes
+from lth.state.artifacts import save_tensors, write_bytes
 
 FORMATS = ("lth", "torch-prune")  # lth: the files of the export alone; torch-prune: model.torch_prune.pt too
 TORCH_PRUNE_FILE = "model.torch_prune.pt"

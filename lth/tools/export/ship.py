@@ -15,15 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
+from lth.config.run import RunConfig
 from lth.core.anatomy import NotShrinkable, as_chain
+from lth.core.catalog import GROUPS_OF_M, WHOLE_CHANNELS
 from lth.core.errors import ConfigError
-from lth.core.granularity import parse_granularity
 from lth.core.masks import Mask
 from lth.core.structured import ChannelGroup
-from lth.run.artifacts import save_tensors, write_bytes, write_json
+from lth.state.artifacts import save_tensors, write_bytes, write_json
 from lth.tools.export.channels import (
     example_input,
     fold_channels,
@@ -113,7 +113,7 @@ def _checked_smaller(
 def _channels(
     out: Path,
     plain: nn.Module,
-    cfg: DictConfig,
+    cfg: RunConfig,
     groups: list[ChannelGroup],
     mask: Mask,
     test: tuple[torch.Tensor, torch.Tensor],
@@ -182,8 +182,7 @@ def export(
         "weights_remaining": files.row["weights_remaining"],
         "out_dir": str(out),
     }
-    granularity = parse_granularity(cfg.prune.get("granularity", "weight"))
-    groups = groups_of(build_plain(config), cfg) if granularity.kind == "channel" else []
+    groups = groups_of(build_plain(config), cfg) if cfg.prune.grain.has(WHOLE_CHANNELS) else []
     if groups and files.rewind is not None:
         files.rewind = fold_channels(files.rewind, groups, files.mask)
     report["ticket"] = write_ticket(out, files, cfg, config)
@@ -191,7 +190,7 @@ def export(
     report["safetensors"] = write_safetensors(out, state)
     asked = format == "torch-prune"
     report["torch_prune"] = write_torch_prune(out, state, files.mask) if asked else "not asked (--format torch-prune)"
-    batch_size = cfg.train.get("eval_batch_size", 1000)
+    batch_size = cfg.train.eval_batch_size
     right = correct(plain, x, y, batch_size)
     recorded = files.row["test_acc"]
     report["test"] = {
@@ -201,12 +200,12 @@ def export(
         "matches_rounds_csv": round(recorded * len(y)) == right,
     }
     report["compressed"] = _compressed(out, state, files.mask, fp16, config, (x, y), batch_size)
-    if granularity.kind == "channel":
+    if cfg.prune.grain.has(WHOLE_CHANNELS):
         report["shrunk"], runtime = _channels(out, plain, cfg, groups, files.mask, (x, y), batch_size)
     else:
         report["shrunk"], runtime = _shrunk(out, plain, (x, y), batch_size)
-    if granularity.kind == "n:m":
-        report["semi_structured"] = semi_structured(runtime, granularity, x[:64])
+    if cfg.prune.grain.has(GROUPS_OF_M):
+        report["semi_structured"] = semi_structured(runtime, cfg.prune.granularity, x[:64])
     report["runtime"] = {f"batch_{n}": pick_paths(runtime, x[:n])[1] for n in BENCH_BATCHES}
     report["onnx"] = _onnx(out, runtime, (x, y), batch_size)
     write_json(out / "export.json", report)

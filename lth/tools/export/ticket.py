@@ -15,13 +15,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from lth.config.run import RunConfig, thawed
 from lth.core.errors import ConfigError, MissingFileError, first_line
 from lth.core.masks import Mask, prunable_parameters
-from lth.run.artifacts import check_state, read_rounds, read_tensors, round_dir, save_tensors, write_text
-from lth.run.build import build_model
+from lth.core.seeds import stream
+from lth.run.build import build_model, build_network
+from lth.state.artifacts import (
+    check_state,
+    read_rounds,
+    read_tensors,
+    read_yaml,
+    round_dir,
+    save_tensors,
+    write_text,
+    yaml_text,
+)
 from lth.tools.export.errors import ExportError
 from lth.tools.runs import read_config, run_file
 
@@ -36,7 +46,7 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ExportError(error.key, error.message) from None
 
 
-def read_config_and_rounds(run_dir: Path) -> tuple[DictConfig, list[dict]]:
+def read_config_and_rounds(run_dir: Path) -> tuple[RunConfig, list[dict]]:
     """The resolved config (checked as a run checks it) and the rows of ``rounds.csv`` of a run folder, round 0
     among them; anything missing or unreadable is an :class:`ExportError` naming the file."""
     try:
@@ -91,7 +101,7 @@ def _model_state(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_round(run_dir: Path, cfg: DictConfig, row: dict) -> RoundFiles:
+def load_round(run_dir: Path, cfg: RunConfig, row: dict) -> RoundFiles:
     """Read and check the mask, the early-stop weights and the rewind point of round ``row['round']``."""
     try:
         model = build_model(cfg)
@@ -99,7 +109,7 @@ def load_round(run_dir: Path, cfg: DictConfig, row: dict) -> RoundFiles:
         raise ExportError(str(run_dir / "config.yaml"), f"builds no model ({first_line(error)})") from None
     where = round_dir(run_dir, row["round"])
     params = prunable_parameters(
-        nn.ModuleDict({PREFIX[:-1]: model}), cfg.prune.include or (), cfg.prune.exclude or (), cfg.prune.extra or ()
+        nn.ModuleDict({PREFIX[:-1]: model}), cfg.prune.include, cfg.prune.exclude, cfg.prune.extra
     )
     mask_path, weights_path, rewind_path = where / "mask.pt", where / "early_stop.pt", run_dir / "rewind.pt"
     mask = Mask(load_tensors(mask_path))
@@ -122,21 +132,22 @@ def fold(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) 
     }
 
 
-def model_config(cfg: DictConfig) -> dict:
+def model_config(cfg: RunConfig) -> dict:
     """What rebuilds the model: the ``model`` keys (less ``model.weights``: ``model.pt`` holds the weights) and the
     dataset's shape (and normalisation) keys."""
-    dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    dataset = cfg.plain["dataset"]
     keys = ("name", "channels", "image_size", "num_classes", "mean", "std")
-    model = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "weights"}
-    return {"model": model, "dataset": {k: dataset.get(k) for k in keys}}
+    model = {k: thawed(v) for k, v in cfg.model.items() if k != "weights"}
+    return {"model": model, "dataset": {k: thawed(dataset.get(k)) for k in keys}}
 
 
 def build_plain(config: Mapping) -> nn.Module:
     """The plain model class of a :func:`model_config` (freshly initialised)."""
-    return build_model(OmegaConf.create({"seed": 0, **config}))
+    d = config["dataset"]
+    return build_network(config["model"], (d["channels"], d["image_size"], d["num_classes"]), stream(0, "init"))
 
 
-def write_ticket(out_dir: Path, files: RoundFiles, cfg: DictConfig, config: dict) -> str:
+def write_ticket(out_dir: Path, files: RoundFiles, cfg: RunConfig, config: dict) -> str:
     """Write ``ticket.pt`` (the mask and the masked rewind weights, with ``config`` from :func:`model_config`);
     the one-line outcome (skipped where the run rewinds no weights)."""
     if files.rewind is None:
@@ -160,12 +171,12 @@ def write_model(out_dir: Path, files: RoundFiles, config: dict) -> tuple[nn.Modu
     plain = build_plain(config)
     plain.load_state_dict(state, strict=True)
     save_tensors(out_dir / "model.pt", state)
-    write_text(out_dir / "model.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
+    write_text(out_dir / "model.yaml", yaml_text(config))
     return plain, state
 
 
 def load_exported(out_dir: Path) -> nn.Module:
     """The exported sparse model of ``out_dir`` (``model.yaml`` + ``model.pt``), in eval mode."""
-    model = build_plain(OmegaConf.to_container(OmegaConf.load(out_dir / "model.yaml")))
+    model = build_plain(read_yaml(out_dir / "model.yaml"))
     model.load_state_dict(load_tensors(out_dir / "model.pt"), strict=True)
     return model.eval()

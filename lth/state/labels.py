@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from functools import cache
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lth.config.identity import default_identity, identity
+from lth.config.schema import CONF
 from lth.core.errors import ConfigError, MissingFileError
-from lth.run.config import identity
-from lth.run.schema import CONF
 
 ALIASES = "by-label"  # <parent>/by-label/<label> -> ../<run folder>
 GROUPS = ("model", "dataset", "optim")  # config groups whose chosen option the config names (<group>.name)
@@ -45,30 +45,11 @@ def show(value: Any) -> str:
     return str(value)
 
 
-@cache
-def default_identity(choices: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
-    """The flattened identity of the default config (``conf/config.yaml``) with the group options ``choices``
-    (``(("model", "conv2"),)``) chosen."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from lth.run.config import register_resolvers
-
-    register_resolvers()
-    overrides = [f"{group}={option}" for group, option in choices]
-    if GlobalHydra.instance().is_initialized():  # inside a Hydra app (train.py): its config folder is conf/
-        cfg = compose("config", overrides=overrides)
-    else:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
-    return flatten(identity(cfg))
-
-
 def label(flat: dict[str, Any]) -> str:
     """A readable name for the run of identity ``flat`` (flattened): the config groups it chose other than the
     default's (``model=conv2``), then every key whose value differs from that config's (``prune.rate=0.3``), joined
     by commas; ``default`` for the default config. Two identities never get the same label."""
-    base = default_identity()
+    base = flatten(default_identity())
     named = {group: str(flat.get(f"{group}.name")) for group in GROUPS}
     choices = tuple(
         (group, option)
@@ -76,7 +57,7 @@ def label(flat: dict[str, Any]) -> str:
         if option != str(base.get(f"{group}.name")) and (CONF / group / f"{option}.yaml").is_file()
     )
     chosen = {f"{group}.name" for group, _ in choices}
-    base = default_identity(choices) if choices else base
+    base = flatten(default_identity(choices)) if choices else base
     parts = [f"{group}={option}" for group, option in choices]
     for key in dict.fromkeys([*flat, *base]):
         if key in chosen:
@@ -98,7 +79,6 @@ def alias_name(text: str, folder: str) -> str:
         digest = folder.rpartition("-")[2]
         name = f"{name[: MAX_LABEL - len(digest) - 2]}..{digest}"
     return name
-
 
 
 def write_alias(run_dir: Path, flat: dict[str, Any]) -> tuple[Path, Path]:
@@ -123,6 +103,6 @@ def write_alias(run_dir: Path, flat: dict[str, Any]) -> tuple[Path, Path]:
     return link, target
 
 
-def run_label(cfg: Any) -> str:
-    """The label of the run of config ``cfg``."""
-    return label(flatten(identity(cfg)))
+def run_label(plain: Mapping[str, Any]) -> str:
+    """The label of the run of config ``plain`` (a resolved config as plain data)."""
+    return label(flatten(identity(plain)))

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
+from lth.config.identity import folder_name, identity
+from lth.config.run import RunConfig
 from lth.core.catalog import DRAWN_DURING_TRAINING, METHODS
 from lth.core.errors import ConfigError
-from lth.run.artifacts import holds_results, read_rounds, round_dir, write_json
-from lth.run.config import folder_name, identity
-from lth.run.locks import locked  # noqa: F401 - the lock (filelock) that guards a run folder or a kept round 0
+from lth.state.artifacts import CONFIG, holds_results, read_config, read_rounds, round_dir, write_json
+from lth.state.locks import locked  # noqa: F401 - the lock (filelock) that guards a run folder or a kept round 0
 
 CHECKPOINT = "last.ckpt"
 MACHINE = "machine.json"  # the settings of the machine that trained the run (see lth.run.provenance)
@@ -56,26 +56,26 @@ def round_start(round_index: int) -> str:
     return f"its start (the end of round {round_index - 1})" if round_index else "its start"
 
 
-def resumable_rows(cfg: DictConfig, run_dir: Path) -> list[dict]:
+def resumable_rows(cfg: RunConfig, run_dir: Path) -> list[dict]:
     """The finished rounds to keep, after checking that ``resume`` fits what ``run_dir`` holds.
 
     Without ``resume`` a folder that holds anything is refused, saying what ``resume=true`` would do; with it,
     any started folder is resumed: a round with a checkpoint continues from it, one without restarts from its start.
     """
-    resume = bool(cfg.get("resume", False))
+    resume = cfg.resume
     started = holds_results(run_dir)
     if not resume:
         if started:
-            plan = resume_plan(run_dir, int(cfg.prune.rounds))
+            plan = resume_plan(run_dir, cfg.prune.rounds)
             raise ConfigError(
                 "resume", f"{run_dir} holds an unfinished run; pass resume=true to {plan}, or delete the folder"
             )
         return []
     if not started:
         raise ConfigError("resume", f"nothing to resume in {run_dir}: it holds no run (leave out resume=true)")
-    stored = run_dir / "config.yaml"
+    stored = run_dir / CONFIG
     if stored.is_file():
-        before, now = identity(OmegaConf.load(stored)), identity(cfg)
+        before, now = identity(read_config(stored)), identity(cfg.plain)
         if before != now:
             key = _first_difference(before, now)
             raise ConfigError("resume", f"{stored} was made by another config (they differ at {key}); resume refused")
@@ -133,10 +133,10 @@ ROUND0_PRUNE_KEYS = ("rewind", "include", "exclude", "extra", "mask_from", "mask
 EARLY_BIRD_ROUND0_KEYS = ("method", "target_sparsity", "scope", "early_bird")
 
 
-def dense_id(cfg: DictConfig, machine: dict) -> str:
+def dense_id(cfg: RunConfig, machine: dict) -> str:
     """The identity of round 0: the experiment's identity less the keys that only later rounds use, plus the
     ``machine`` settings that change its numbers (device kind, CPU threads), so runs on two setups never share it."""
-    ident = identity(cfg)
+    ident = identity(cfg.plain)
     prune = ident.pop("prune", {})
     drawn = METHODS.entry(prune.get("method", "magnitude")).has(DRAWN_DURING_TRAINING)  # identity leaves it out
     keys = ROUND0_PRUNE_KEYS + (EARLY_BIRD_ROUND0_KEYS if drawn else ())
@@ -144,13 +144,13 @@ def dense_id(cfg: DictConfig, machine: dict) -> str:
     if prune.get("mask_from") and prune.get("control"):  # a control redraws the mask round 0 starts from
         ident["round0"]["control"] = prune["control"]
     ident["machine"] = machine
-    return folder_name(cfg, ident)
+    return folder_name(cfg.plain, ident)
 
 
-def dense_dir(cfg: DictConfig, run_dir: Path, machine: dict) -> Path:
+def dense_dir(cfg: RunConfig, run_dir: Path, machine: dict) -> Path:
     """Where the round 0 of ``run_dir`` on this ``machine`` is kept: ``<paths.output_dir>/dense/`` for every run
     under ``paths.output_dir`` (single runs and all sweeps share it), else beside ``run_dir``."""
-    output_dir = Path(str(cfg.paths.output_dir)).resolve()
+    output_dir = Path(cfg.output_dir).resolve()
     base = output_dir if output_dir in run_dir.resolve().parents else run_dir.parent
     return base / "dense" / dense_id(cfg, machine)
 

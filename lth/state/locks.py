@@ -26,7 +26,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from lth.run.artifacts import RUN_LOCK, file_mode, write_json
+from lth.state.artifacts import RUN_LOCK, file_mode, write_json
 
 log = logging.getLogger("lth")
 
@@ -41,7 +41,7 @@ BUSY = 75  # exit code of a refused second process (sysexits' EX_TEMPFAIL: try a
 
 
 def run_lock(run_dir: Path) -> Path:
-    """The lock of a run folder (``<run>/.lock``, see :data:`lth.run.artifacts.RUN_LOCK`)."""
+    """The lock of a run folder (``<run>/.lock``, see :data:`lth.state.artifacts.RUN_LOCK`)."""
     return run_dir / RUN_LOCK[0]
 
 

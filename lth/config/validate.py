@@ -1,16 +1,12 @@
-"""The config, checked once: one validation function for every key a user sets, and the run's identity.
-
-The identity of an experiment is its resolved config without run-only keys (where it is written, how it
-is logged, which hardware runs it) and without null values, so adding a key whose default is null never
-renames old results. It names the run folder, so the same command finds the same folder again.
+"""The composed config, checked once before anything is written: :func:`validate` checks every key a user sets
+(each key's own type, range or choices from :mod:`lth.config.schema`, and what one key cannot say alone), without
+importing torch. The entry point then builds the typed :class:`lth.config.run.RunConfig` from it.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-import hashlib
-import json
 import numbers
 import os
 from dataclasses import dataclass
@@ -19,12 +15,11 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lth.core import catalog
-from lth.core.errors import ConfigError
-from lth.core.granularity import Granularity, parse_granularity
-from lth.core.steps import Step
-from lth.run.hardware import check_values
-from lth.run.schema import (  # noqa: F401 - the names repeated for validation, re-exported
+from lth.config.hardware import check_values
+from lth.config.identity import class_folders  # noqa: F401 - dataset=image_folder's resolver, re-exported
+from lth.config.lengths import check_lengths
+from lth.config.run import Optim, Train
+from lth.config.schema import (  # noqa: F401 - the names repeated for validation, re-exported
     CHANNEL_CRITERIA,
     CONTROLS,
     LOADERS,
@@ -41,105 +36,15 @@ from lth.run.schema import (  # noqa: F401 - the names repeated for validation, 
     parse_step,
     run_only_keys,
 )
-from lth.run.transfer import check as check_transfer
-from lth.run.transfer import mask_identity
-
-# What the identity leaves out: the schema's run-only keys (lth.run.schema.KEYS), Hydra's node, and the Trainer's
-# _target_/_partial_
-RUN_ONLY = run_only_keys()
-
-
-def _plain(cfg: Any) -> Any:
-    if isinstance(cfg, DictConfig | ListConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
-
-
-def _drop_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_nulls(v) for v in value]
-    return value
-
-
-def identity(cfg: DictConfig) -> dict:
-    """The part of the config that defines the experiment (what the run folder's hash covers).
-
-    The hardware is run-only except for what changes the trained weights beyond floating-point order: the number
-    of processes (the effective batch is ``train.batch_size`` times it) and the precision. They enter the identity
-    as ``hardware.world_size`` and ``hardware.precision`` when they differ from one process in 32-bit, so runs
-    made on one device keep their names.
-    """
-    plain = {k: _plain(cfg[k]) for k in cfg if k not in RUN_ONLY}  # never resolve hydra's node (it names the run)
-    for key in RUN_ONLY:
-        _pop(plain, key)
-    hardware = training_hardware(cfg)
-    if hardware != DEFAULT_TRAINING_HARDWARE:
-        plain["hardware"] = hardware
-    plain = _drop_nulls(plain)
-    for key in left_out(cfg):  # keys at the value runs had before them, and options nothing reads
-        _pop(plain, key)
-    if (plain.get("prune") or {}).get("mask_from"):  # the mask's content, wherever its file lies
-        plain["prune"]["mask_from"] = mask_identity(plain["prune"]["mask_from"])
-    for key in ("trainer", "callbacks"):  # Trainer arguments and callbacks count once set (none: no trace)
-        if not plain.get(key):
-            plain.pop(key, None)
-    return plain
-
-
-def _pop(tree: dict, key: str) -> None:
-    """Remove the dotted ``key`` from a nested dict, if it is there."""
-    *parents, leaf = key.split(".")
-    for parent in parents:
-        tree = tree.get(parent) or {}
-    tree.pop(leaf, None)
-
-
-DEFAULT_TRAINING_HARDWARE = {"world_size": 1, "precision": "32-true"}
-
-
-def training_hardware(cfg: DictConfig) -> dict:
-    """What of ``cfg.hardware`` changes the trained weights: processes in all, and the numeric precision."""
-    hw = cfg.get("hardware") or {}
-    devices, nodes = hw.get("devices", 1), hw.get("num_nodes", 1)
-    if isinstance(devices, ListConfig | list):  # device indices: one process each
-        devices = len(devices)
-    # "auto" or -1 (every device of the machine) is named as given: how many that is depends on the machine
-    world_size = devices * nodes if isinstance(devices, int) and devices > 0 and isinstance(nodes, int) else None
-    precision = str(hw.get("precision", "32-true"))
-    return {
-        "world_size": world_size if world_size is not None else f"{devices}x{nodes}",
-        "precision": PRECISION_NAMES.get(precision, precision),  # Lightning's aliases are the same training
-    }
-
-
-PRECISION_NAMES = {"64": "64-true", "32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
-
-
-def folder_name(cfg: DictConfig, ident: dict) -> str:
-    """``<model>_<dataset>-<hash>``: a folder name for ``ident`` (an identity, or a part of one)."""
-    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return f"{cfg.model.get('name', 'model')}_{cfg.dataset.get('name', 'data')}-{digest}"
-
-
-def run_id(cfg: DictConfig) -> str:
-    """The run folder's name: a short hash of :func:`identity`."""
-    return folder_name(cfg, identity(cfg))
-
-
-def register_resolvers() -> None:
-    """Register ``${run_id:}`` so Hydra's run and sweep folders are named by the experiment's identity, and
-    ``${class_folders:<data_dir>,<name>}``, the class count of ``dataset=image_folder`` (:func:`class_folders`)."""
-    if not OmegaConf.has_resolver("run_id"):
-        OmegaConf.register_new_resolver("run_id", lambda *, _root_: run_id(_root_))
-    if not OmegaConf.has_resolver("class_folders"):
-        OmegaConf.register_new_resolver("class_folders", class_folders)
-
+from lth.config.transfer import check as check_transfer
+from lth.core import catalog
+from lth.core.errors import ConfigError
+from lth.core.granularity import Granularity, parse_granularity
+from lth.core.steps import Step
 
 # -- validation -------------------------------------------------------------------------------------
 # Everything here runs before torch or Lightning is imported (train.py validates first). Each key's own type,
-# range or choices are in lth.run.schema (with the names repeated from the modules that use them, such as
+# range or choices are in lth.config.schema (with the names repeated from the modules that use them, such as
 # lth.lightning.module.SCHEDULES, which tests/test_bad_input.py compares); what is checked here is what one key
 # cannot say alone.
 
@@ -255,13 +160,6 @@ def check_output_folder(value: Any, key: str) -> None:
         return
 
 
-def class_folders(data_dir: str, name: str) -> int | None:
-    """The number of class folders in ``<data_dir>/<name>/train`` (``dataset=image_folder``), None if none."""
-    train = Path(str(data_dir)).expanduser() / str(name) / "train"
-    count = sum(1 for p in train.iterdir() if p.is_dir()) if train.is_dir() else 0
-    return count or None
-
-
 def _dataset(cfg: DictConfig) -> int | None:
     """Check ``dataset``; return the size of the training split (after validation) when known without reading."""
     source = OmegaConf.select(cfg, "dataset.source") or {}
@@ -301,51 +199,11 @@ def _dataset(cfg: DictConfig) -> int | None:
     return size - val_size if size is not None else None
 
 
-def _comparable(a: Step, b: Step, ipe: int | None) -> tuple[int, int] | None:
-    """``a`` and ``b`` in one unit; None when that needs the length of an epoch and it is not known."""
-    if ipe is not None:
-        return a.to_iterations(ipe), b.to_iterations(ipe)
-    if not a.epochs and not b.epochs:
-        return a.iterations, b.iterations
-    if not a.iterations and not b.iterations:
-        return a.epochs, b.epochs
-    return None
-
-
 def check_steps(cfg: DictConfig, iterations_per_epoch: int | None) -> None:
-    """Check that every Step of ``cfg`` fits in ``train.steps``: the evaluation cadence, the rewind point, the
-    schedule's milestones and warm-up, the checkpoint cadence; and that training is not absurdly long.
-
-    With ``iterations_per_epoch=None`` (the data not read yet) only Steps in the same unit are compared.
-    """
-    ipe = iterations_per_epoch
-    steps, eval_every = check_key(cfg, "train.steps"), check_key(cfg, "train.eval_every")
-    if ipe is not None and steps.to_iterations(ipe) > MAX_ITERATIONS:
-        raise ConfigError("train.steps", f"{steps} is {steps.to_iterations(ipe)} it; allowed: at most {MAX_ITERATIONS}")
-    pair = _comparable(eval_every, steps, ipe)
-    if pair and pair[0] > pair[1]:
-        raise ConfigError("train.eval_every", f"{eval_every} is beyond train.steps={steps}; allowed: at most that")
-    rewind = _rewind(cfg)
-    pair = _comparable(rewind, steps, ipe) if isinstance(rewind, Step) else None
-    if pair and pair[0] >= pair[1]:
-        raise ConfigError("prune.rewind", f"{rewind} is not before the end of training (train.steps={steps})")
-    for step in check_key(cfg, "optim.schedule.milestones") or []:
-        pair = _comparable(step, steps, ipe)
-        if pair and pair[0] >= pair[1]:
-            raise ConfigError(
-                "optim.schedule.milestones", f"{step} is not before the end of training (train.steps={steps})"
-            )
-    warmup = check_key(cfg, "optim.schedule.warmup")
-    pair = _comparable(warmup, steps, ipe)
-    if pair and pair[0] > pair[1]:
-        raise ConfigError("optim.schedule.warmup", f"{warmup} is longer than training (train.steps={steps})")
-    every = check_key(cfg, "train.checkpoint_every")
-    if every is not None:
-        pair = _comparable(every, eval_every, ipe)
-        if pair and pair[0] % pair[1]:
-            raise ConfigError(
-                "train.checkpoint_every", f"{every} must be a positive multiple of train.eval_every={eval_every}"
-            )
+    """Every Step of ``cfg`` against ``train.steps`` (:func:`lth.config.lengths.check_lengths`); with
+    ``iterations_per_epoch=None`` (the data not read yet) only Steps in the same unit are compared."""
+    sections = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("train", "optim")}
+    check_lengths(Train.of(sections["train"]), _rewind(cfg), Optim.of(sections["optim"]).schedule, iterations_per_epoch)
 
 
 def _processes(cfg: DictConfig) -> int | None:
@@ -484,8 +342,8 @@ def validate(cfg: DictConfig, machine: bool = True) -> None:
     # training and data
     check(cfg, "train")
     train_size = _dataset(cfg)
-    check_steps(cfg, _iterations_per_epoch(cfg, train_size, cfg.train.batch_size))
     _optimizer(cfg)
+    check_steps(cfg, _iterations_per_epoch(cfg, train_size, cfg.train.batch_size))
     check(cfg, "logger")
     check_trainer(cfg)
     check_transfer(cfg)  # model.weights, prune.mask_from
@@ -544,22 +402,3 @@ def check_trainer(cfg: DictConfig) -> None:
                 f"callbacks.{name}",
                 "ModelCheckpoint is not allowed: every round writes round_XX/last.ckpt and its early-stop weights",
             )
-
-
-def check_lengths(cfg: DictConfig, iterations_per_epoch: int | None) -> tuple[int, int]:
-    """Resolve ``train.steps`` and ``train.eval_every`` to iterations; check they and the rewind point fit.
-
-    With ``iterations_per_epoch=None`` (data not loaded yet) only lengths given in iterations are compared.
-    """
-    from lth.lightning.callback import parse_rewind
-
-    ipe = iterations_per_epoch or 0
-    steps, eval_every = Step.parse(cfg.train.steps), Step.parse(cfg.train.eval_every)
-    rewind = parse_rewind(cfg.prune.rewind)
-    known = lambda *xs: iterations_per_epoch is not None or all(x.epochs == 0 for x in xs)  # noqa: E731
-    total = steps.to_iterations(ipe)
-    if known(steps, eval_every) and eval_every.to_iterations(ipe) > total:
-        raise ConfigError("train.eval_every", f"{eval_every} is beyond train.steps={steps}; allowed: at most that")
-    if isinstance(rewind, Step) and known(steps, rewind) and rewind.to_iterations(ipe) >= total:
-        raise ConfigError("prune.rewind", f"{rewind} is not before the end of training (train.steps={steps})")
-    return total, eval_every.to_iterations(ipe)

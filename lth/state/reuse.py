@@ -16,27 +16,26 @@ import os
 import shutil
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
-from lth.run.artifacts import HYDRA_ONLY, RUN_LOCK, is_temporary, write_json, write_text
-from lth.run.config import identity, run_id
+from lth.config.identity import identity, run_id
+from lth.config.run import RunConfig
+from lth.state.artifacts import CONFIG, HYDRA_ONLY, RUN_LOCK, is_temporary, read_config, write_config, write_json
 
 # Hydra's files, the lock of the folder's own process, and the two files this job writes itself
-NOT_LINKED = (*HYDRA_ONLY, *RUN_LOCK, "config.yaml", "summary.json")
+NOT_LINKED = (*HYDRA_ONLY, *RUN_LOCK, CONFIG, "summary.json")
 
 
-def finished_elsewhere(cfg: DictConfig, run_dir: Path) -> Path | None:
+def finished_elsewhere(cfg: RunConfig, run_dir: Path) -> Path | None:
     """A finished run of ``cfg``'s experiment under ``paths.output_dir`` other than ``run_dir``, or None."""
-    output_dir = Path(str(cfg.paths.output_dir))
-    name = run_id(cfg)
+    output_dir = Path(cfg.output_dir)
+    name = run_id(cfg.plain)
     candidates = [output_dir / "runs" / name, *sorted(output_dir.glob(f"multirun/*/{name}"), reverse=True)]
     here = run_dir.resolve()
-    wanted = identity(cfg)
+    wanted = identity(cfg.plain)
     for candidate in candidates:
         if candidate.resolve() == here or not (candidate / "summary.json").is_file():
             continue
         try:
-            same = identity(OmegaConf.load(candidate / "config.yaml")) == wanted
+            same = identity(read_config(candidate / CONFIG)) == wanted
         except Exception:  # noqa: BLE001 - a folder that cannot be read is not a run to reuse
             continue
         if same and (candidate / "rounds.csv").is_file():
@@ -56,7 +55,7 @@ def _link(source: str, target: str) -> None:
         os.replace(tmp, target)
 
 
-def adopt_finished(cfg: DictConfig, source: Path, run_dir: Path) -> dict:
+def adopt_finished(cfg: RunConfig, source: Path, run_dir: Path) -> dict:
     """Link the finished run in ``source`` into ``run_dir`` and return its summary (``summary.json`` is written
     last, so an interrupted adoption is not taken for a finished run)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -67,14 +66,14 @@ def adopt_finished(cfg: DictConfig, source: Path, run_dir: Path) -> dict:
             shutil.copytree(entry, run_dir / entry.name, copy_function=_link, dirs_exist_ok=True)
         else:
             _link(str(entry), str(run_dir / entry.name))
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_config(run_dir / CONFIG, cfg)
     summary = json.loads((source / "summary.json").read_text())
     summary.update(run_dir=str(run_dir), reused_from=str(source))
     write_json(run_dir / "summary.json", summary)
     return summary
 
 
-def reuse_finished(cfg: DictConfig, run_dir: Path) -> dict | None:
+def reuse_finished(cfg: RunConfig, run_dir: Path) -> dict | None:
     """The summary of a finished run of ``cfg`` found elsewhere and linked into ``run_dir``, or None if none."""
     source = finished_elsewhere(cfg, run_dir)
     return None if source is None else adopt_finished(cfg, source, run_dir)

@@ -135,7 +135,7 @@ def check_values(cfg: DictConfig, machine: bool = True) -> None:
             )
 
 
-def ddp_processes(hw: DictConfig) -> int:
+def ddp_processes(hw: Any) -> int:
     """Processes that ``hardware`` trains with, over all its machines: one per device (1 for a single device)."""
     devices = hw.devices
     if isinstance(devices, Sequence) and not isinstance(devices, str):
@@ -146,7 +146,7 @@ def ddp_processes(hw: DictConfig) -> int:
         per_node = len(devices.replace(",", " ").split())
     else:  # "auto" or -1: every GPU of the machine
         per_node = gpu_count() if hw.accelerator in ("auto", "gpu", "cuda") else 1
-    return max(per_node, 1) * int(hw.get("num_nodes", 1))
+    return max(per_node, 1) * int(hw.num_nodes)
 
 
 @dataclass(frozen=True)
@@ -157,17 +157,6 @@ class Launch:
     launcher: Mapping = field(default_factory=dict)
 
 
-def _hydra_launch() -> Launch | None:
-    """The launch of the running Hydra job, or None outside one."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return None
-    hydra_cfg = HydraConfig.get()
-    return Launch(hydra_cfg.mode == RunMode.MULTIRUN, hydra_cfg.launcher)
-
-
 def check_hardware(cfg: DictConfig, launch: Launch | None = None) -> None:
     """Refuse the multi-process setups that cannot work, before any process is started.
 
@@ -176,7 +165,7 @@ def check_hardware(cfg: DictConfig, launch: Launch | None = None) -> None:
     starts the other ranks by running the script again with the same arguments: inside a Hydra multirun that
     would run the sweep again for every rank, so a multirun needs a launcher that starts one process per device
     itself (submitit, ``tasks_per_node`` = ``hardware.devices``, ``nodes`` = ``hardware.num_nodes``).
-    ``launch`` says how the job is started; None: the running Hydra job's, or in-process (``train(cfg)``).
+    ``launch`` says how the job is started; None: not by Hydra (in-process, ``train(load_run(cfg))``).
     """
     hw = cfg.hardware
     strategy = str(hw.strategy)
@@ -190,7 +179,6 @@ def check_hardware(cfg: DictConfig, launch: Launch | None = None) -> None:
         return
     if strategy != "auto" and not strategy.startswith("ddp"):
         raise ConfigError("hardware.strategy", f"got {strategy!r} for {processes} devices; allowed: ddp")
-    launch = launch or _hydra_launch()
     if launch is None:
         if "LOCAL_RANK" not in os.environ:  # no script to run again: only processes started by torchrun or SLURM
             raise ConfigError("hardware", f"{processes} DDP processes need python train.py or torchrun, not train(cfg)")

@@ -15,7 +15,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lth.run.artifacts import file_mode
+from lth.state.artifacts import file_mode
 
 
 class RoundClock(pl.Callback):

@@ -1,19 +1,19 @@
 """Every user-facing config key, defined once: its type, what is allowed, whether it is run-only, and its help.
 
-:data:`KEYS` is the one list. From it come the simple per-key checks of :func:`lth.run.config.validate` (type,
-range, choice: :func:`check`), :data:`lth.run.config.RUN_ONLY` (:func:`run_only_keys`, what the run's identity
+:data:`KEYS` is the one list. From it come the simple per-key checks of :func:`lth.config.validate.validate` (type,
+range, choice: :func:`check`), :data:`lth.config.validate.RUN_ONLY` (:func:`run_only_keys`, what the run's identity
 leaves out) and the README's key table (:func:`render_table`). Defaults are not here: they stay in the YAML files of
 ``conf/`` (Hydra's one source of defaults), and the table reads them by composing the config.
 
 What one key cannot say about itself (``train.eval_every`` at most ``train.steps``, ``dataset.mean`` one number per
-channel, the hardware this machine has) is checked by the cross-key code of :mod:`lth.run.config` and
-:mod:`lth.run.hardware`; an entry's ``also`` says it in words for the table, and ``custom`` names the code that
+channel, the hardware this machine has) is checked by the cross-key code of :mod:`lth.config.validate` and
+:mod:`lth.config.hardware`; an entry's ``also`` says it in words for the table, and ``custom`` names the code that
 checks an entry whose values no kind describes.
 
 Pure Python: importing this module loads neither torch, Lightning nor Hydra (``train.py`` validates before
 importing torch); only :func:`compose` and the table import Hydra.
 
-``python -m lth.run.schema`` prints the table; ``--readme`` rewrites it in README.md, ``--check`` exits 1 if the
+``python -m lth.config.schema`` prints the table; ``--readme`` rewrites it in README.md, ``--check`` exits 1 if the
 README's table is out of step.
 """
 
@@ -30,10 +30,10 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from lth.config.hardware import ACCELERATORS, PRECISIONS, STRATEGIES
 from lth.core import catalog
 from lth.core.errors import ConfigError
 from lth.core.steps import Step
-from lth.run.hardware import ACCELERATORS, PRECISIONS, STRATEGIES
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
@@ -249,8 +249,8 @@ def parse_step(value: Any, key: str, positive: bool = True) -> Step:
     return step
 
 
-_CHECKED_BY_HARDWARE = "lth.run.hardware.check_values"
-_CHECKED_BY_VALIDATE = "lth.run.config.validate"
+_CHECKED_BY_HARDWARE = "lth.config.hardware.check_values"
+_CHECKED_BY_VALIDATE = "lth.config.validate.validate"
 _CHECKED_BY_TRANSFER = "lth.run.transfer.check"
 
 _KEYS = (
@@ -656,7 +656,7 @@ _KEYS = (
         "paths.output_dir",
         "path",
         "run folders go to `<output_dir>/runs/<run_id>`, sweeps to `<output_dir>/multirun`",
-        custom="lth.run.config.check_output_folder",
+        custom="lth.config.validate.check_output_folder",
         also="one that can be made and written",
     ),
     # -- logger -----------------------------------------------------------------------------------------------
@@ -685,7 +685,7 @@ _KEYS = (
         optional=True,
         where="logger=wandb",
     ),
-    # -- hardware: run-only, but processes and precision enter the identity (lth.run.config.training_hardware) --
+    # -- hardware: run-only, but processes and precision enter the identity (lth.config.validate.training_hardware) --
     Key(
         "hardware",
         "group",
@@ -758,7 +758,7 @@ def _inherit_run_only(keys: Iterable[Key]) -> tuple[Key, ...]:
 KEYS: tuple[Key, ...] = _inherit_run_only(_KEYS)
 SCHEMA: dict[str, Key] = {k.key: k for k in KEYS}
 if len(SCHEMA) != len(KEYS):
-    raise ValueError("a key is defined twice in lth.run.schema")
+    raise ValueError("a key is defined twice in lth.config.schema")
 
 
 def children(key: str) -> tuple[str, ...]:
@@ -773,7 +773,7 @@ def group_options(group: str) -> list[str]:
 
 
 def run_only_keys() -> tuple[str, ...]:
-    """The run-only keys as :func:`lth.run.config.identity` removes them: the outermost run-only entries (whole
+    """The run-only keys as :func:`lth.config.validate.identity` removes them: the outermost run-only entries (whole
     groups first), between the hidden ones (:data:`RUN_ONLY_FIRST`, :data:`RUN_ONLY_LAST`)."""
     roots = [k for k in KEYS if k.run_only]
     outermost = [r for r in roots if not any(r.key.startswith(other.key + ".") for other in roots)]
@@ -789,17 +789,27 @@ def governor(key: str) -> str | None:
     return None
 
 
-def left_out(cfg: DictConfig) -> list[str]:
-    """The keys :func:`lth.run.config.identity` leaves out of ``cfg``'s identity although they are set: those at
-    their :attr:`Key.unnamed_at` value, and those whose :attr:`Key.used_with` key has none of its values."""
+def lookup(tree: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """The value of the dotted ``key`` in ``tree`` (plain data or a composed config), ``default`` if absent."""
+    node: Any = tree
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def left_out(tree: Mapping[str, Any]) -> list[str]:
+    """The keys :func:`lth.config.identity.identity` leaves out of ``tree``'s identity although they are set: those
+    at their :attr:`Key.unnamed_at` value, and those whose :attr:`Key.used_with` key has none of its values."""
     out = []
     for entry in KEYS:
-        value = OmegaConf.select(cfg, entry.key, default=_ABSENT)
+        value = lookup(tree, entry.key, _ABSENT)
         if value is _ABSENT:
             continue
         if entry.unnamed_at is not None and value == entry.unnamed_at:
             out.append(entry.key)
-        elif entry.used_with and OmegaConf.select(cfg, entry.used_with[0]) not in entry.used_with[1]:
+        elif entry.used_with and lookup(tree, entry.used_with[0]) not in entry.used_with[1]:
             out.append(entry.key)
     return out
 
@@ -840,7 +850,7 @@ def compose(*overrides: str) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from lth.run.config import register_resolvers
+    from lth.config.identity import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -919,9 +929,9 @@ def write_readme(path: Path = README, table: str | None = None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lth.run.schema [--readme | --check]``: print the key table, write it into README.md, or check
+    """``python -m lth.config.schema [--readme | --check]``: print the key table, write it into README.md, or check
     that README.md holds it (exit code 1 if not)."""
-    parser = argparse.ArgumentParser(prog="python -m lth.run.schema", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lth.config.schema", description=main.__doc__)
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--readme", action="store_true", help="rewrite the key table in README.md")
     what.add_argument("--check", action="store_true", help="exit 1 if README.md's key table is out of step")
@@ -932,7 +942,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.check:
         if readme_section(README.read_text()) != table:
             print(
-                f"error: {README}: the key table is out of step; run python -m lth.run.schema --readme", file=sys.stderr
+                f"error: {README}: the key table is out of step; run python -m lth.config.schema --readme",
+                file=sys.stderr,
             )
             return 1
     else:

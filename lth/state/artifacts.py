@@ -4,13 +4,17 @@ leaves a half-written CSV, mask or summary and the previous good file survives a
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from lth.config.run import RunConfig, migrate, thawed
 
 ROUND_COLUMNS = (
     "round",
@@ -25,6 +29,7 @@ ROUND_COLUMNS = (
     "train_flops",
     "train_flops_dense",
 )
+CONFIG = "config.yaml"  # the run's resolved config (lth.config.run.RunConfig.plain)
 COST_COLUMNS = ROUND_COLUMNS[-3:]  # what a row's network cost to obtain (absent from files written before them)
 
 
@@ -84,6 +89,31 @@ def write_section(path: Path, text: str, start: str, end: str) -> None:
     else:
         new = f"{old.rstrip()}\n\n{section}\n" if old else f"{section}\n"
     write_text(path, new)
+
+
+def yaml_text(data: Mapping[str, Any]) -> str:
+    """``data`` (plain or frozen) as YAML, in the block style Hydra writes configs in."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(thawed(data))
+
+
+def write_config(path: Path, cfg: RunConfig) -> None:
+    """Write ``cfg``'s resolved config as YAML (a run folder's ``config.yaml``)."""
+    write_text(path, yaml_text(cfg.plain))
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file (a ``config.yaml``) as plain data, interpolations resolved."""
+    from omegaconf import OmegaConf
+
+    loaded = OmegaConf.load(path)
+    return OmegaConf.to_container(loaded, resolve=True) if OmegaConf.is_config(loaded) else loaded
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A ``config.yaml`` as plain data, with the keys added since it was written (:func:`lth.config.run.migrate`)."""
+    return migrate(read_yaml(path))
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -222,7 +252,7 @@ def remove_temporaries(run_dir: Path) -> list[Path]:
 
 
 HYDRA_ONLY = (".hydra",)
-RUN_LOCK = (".lock", ".lock.owner")  # the lock of the process that runs in the folder, and who it is (lth.run.locks)
+RUN_LOCK = (".lock", ".lock.owner")  # the lock of the process that runs in the folder, and who it is (lth.state.locks)
 
 
 def holds_results(run_dir: Path) -> bool:
@@ -230,3 +260,26 @@ def holds_results(run_dir: Path) -> bool:
     if not run_dir.is_dir():
         return False
     return any(p.name not in (*HYDRA_ONLY, *RUN_LOCK) and p.suffix != ".log" for p in run_dir.iterdir())
+
+
+def remove_run_folder(run_dir: Path, output_dir: Path) -> None:
+    """Remove ``run_dir`` unless it holds results, then each folder above it left empty, up to ``output_dir``."""
+    if not run_dir.is_dir() or holds_results(run_dir):
+        return
+    shutil.rmtree(run_dir)
+    run_dir, output_dir = run_dir.resolve(), output_dir.resolve()
+    for folder in run_dir.parents:
+        if output_dir not in folder.parents:  # never output_dir itself, nor anything outside it
+            break
+        try:
+            folder.rmdir()
+        except OSError:  # not empty
+            break
+
+
+def disk_full(error: OSError) -> str:
+    """The one line for a write that failed on a full disk or quota (``error`` raised again if it is not that)."""
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        raise error
+    where = f" writing {error.filename}" if error.filename else ""
+    return f"error: disk full{where}; free space, then continue with resume=true"

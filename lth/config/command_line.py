@@ -1,0 +1,234 @@
+"""The command line of ``python train.py``, checked before Hydra makes a folder and before torch is imported.
+
+Every job it describes (each job of a sweep) is composed as Hydra will compose it and validated, and Hydra's own
+errors (an unknown group option or key, a sweep without ``-m``) become one line ``error: <key>: <what is
+allowed>`` (:class:`~lth.core.errors.ConfigError`). Overrides of :data:`REPLACED_MAPPINGS` are rewritten so that
+``key=<mapping>`` replaces the mapping instead of merging into it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from omegaconf import DictConfig, OmegaConf
+
+from lth.config.hardware import Launch, check_hardware
+from lth.config.validate import check_output_folder, new_key_allowed, unknown_key, validate
+from lth.core.errors import ConfigError
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+# ``key=<mapping>`` replaces these mappings as a whole (Hydra would merge it into the old one and, the config
+# being closed to new keys, refuse every new pattern): the command line sets ``key=null`` then ``+key=<mapping>``
+REPLACED_MAPPINGS = ("prune.layer_rates",)
+
+
+@dataclass(frozen=True)
+class CommandJob:
+    """One job of the command line: all its overrides, and the swept ones that tell it from the others."""
+
+    overrides: list[str]
+    swept: list[str]
+
+
+def _raise_argument_error(message: str) -> NoReturn:
+    match = re.match(r"argument (\S+): (.*)", message)
+    raise ConfigError(*(match.groups() if match else ("arguments", message)))
+
+
+def check_command_line(argv: list[str]) -> list[str]:
+    """The arguments for Hydra: overrides of :data:`REPLACED_MAPPINGS` rewritten, and, for a command that trains,
+    every job composed and validated first. Raise :class:`ConfigError` for the first bad one."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+    parser.error = _raise_argument_error  # type: ignore[method-assign]  # one line, not argparse's usage
+    args = parser.parse_args(argv)
+    rewritten = {text: replace_mapping(text) for text in args.overrides}
+    argv = [part for text in argv for part in rewritten.get(text, [text])]
+    overrides = [part for text in args.overrides for part in rewritten[text]]
+    trains = not (args.help or args.hydra_help or args.info or args.shell_completion or args.cfg)
+    other_sweeper = any(text.lstrip("+").startswith("hydra/sweeper=") for text in overrides)  # it makes the jobs
+    if trains and not (args.config_path or args.config_dir or args.experimental_rerun or other_sweeper):
+        multirun = args.multirun or "hydra.mode=MULTIRUN" in overrides
+        check_jobs(overrides, multirun=multirun, config_name=args.config_name or "config")
+    return argv
+
+
+def replace_mapping(text: str) -> list[str]:
+    """``prune.layer_rates={model.out: 0.1}`` -> ``prune.layer_rates=null``, ``+prune.layer_rates={...}``."""
+    key, sep, value = text.partition("=")
+    if sep and key in REPLACED_MAPPINGS and value.lstrip().startswith("{"):
+        return [f"{key}=null", f"+{key}={value}"]
+    return [text]
+
+
+def _parse(overrides: list[str]) -> list:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser, parsed = OverridesParser.create(), []
+    for text in overrides:
+        try:
+            parsed += parser.parse_overrides([text])
+        except OverrideParseException as error:
+            key = text.partition("=")[0].lstrip("+~") or text
+            raise ConfigError(key, f"cannot read {text!r} ({_first_line(error)}); write key=value") from None
+    return parsed
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def jobs_of(overrides: list[str], multirun: bool) -> list[CommandJob]:
+    """The jobs that ``overrides`` describe: one, or under ``-m`` one per combination of swept values (as Hydra's
+    basic sweeper makes them; a later override of the same key wins)."""
+    import itertools
+
+    parsed = _parse(overrides)
+    sweeps = [(o, text) for o, text in zip(parsed, overrides, strict=True) if o.is_sweep_override()]
+    if sweeps and not multirun:
+        override, text = sweeps[0]
+        raise ConfigError(
+            override.key_or_group,
+            f"{text.partition('=')[2]} is several values; add -m to run one job per value, or write a list as [a,b]",
+        )
+    choices: dict[str, list[str]] = {}
+    for override, text in zip(parsed, overrides, strict=True):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [text]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise ConfigError(
+                override.key_or_group,
+                "an interval sweep needs a sweeper plugin (hydra/sweeper=...); list the values or use range()",
+            )
+    swept = {o.get_key_element() for o, _ in sweeps}
+    return [
+        CommandJob(list(combo), [t for t, key in zip(combo, choices, strict=True) if key in swept])
+        for combo in itertools.product(*choices.values())
+    ]
+
+
+def check_jobs(overrides: list[str], multirun: bool, config_name: str = "config") -> None:
+    """Compose and validate every job of ``overrides`` (nothing is written); raise the first job's error, naming
+    the job when there are several."""
+    from hydra import initialize_config_dir
+
+    jobs = jobs_of(overrides, multirun)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="train"):
+        for index, job in enumerate(jobs):
+            try:
+                check_job(job.overrides, multirun, config_name, new_keys=index == 0)
+            except ConfigError as error:
+                if len(jobs) == 1:
+                    raise
+                raise ConfigError(error.key, f"{error.message} (sweep job {index}: {' '.join(job.swept)})") from None
+
+
+def check_job(overrides: list[str], multirun: bool, config_name: str, new_keys: bool = True) -> DictConfig:
+    """Compose one job as Hydra will and validate it; ``new_keys``: refuse keys added with ``+`` that no config
+    group defines (outside :data:`lth.config.validate.OPEN_KEYS`). Return its config (with the ``hydra`` node)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    cfg = compose_job(overrides, config_name)
+    try:
+        if new_keys:
+            check_new_keys(overrides, cfg, config_name)
+        launcher = cfg.hydra.launcher
+        target = str(launcher.get("_target_", "")).lower()
+        remote = "submitit" in target and "local" not in target  # SLURM: the jobs run on other machines
+        validate(cfg, machine=not remote)
+        check_hardware(cfg, Launch(multirun, launcher))
+        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+        check_output_folder(str(OmegaConf.select(cfg, key)), key)  # where Hydra writes, when set apart
+    except OmegaConfBaseException as error:  # an interpolation that cannot be resolved, a value of the wrong type
+        raise ConfigError(str(error.full_key or "config"), _first_line(error)) from None
+    return cfg
+
+
+def check_new_keys(overrides: list[str], cfg: DictConfig, config_name: str) -> None:
+    """Refuse ``+key=value`` (or ``++``) for a key that the config groups do not define, unless it may be added."""
+    parsed = _parse(overrides)
+    added = [
+        o.key_or_group
+        for o in parsed
+        if (o.is_add() or o.is_force_add()) and "/" not in o.key_or_group and not (CONF / o.key_or_group).is_dir()
+    ]
+    if not added:
+        return
+    base = compose_job([t for t, o in zip(overrides, parsed, strict=True) if o.key_or_group not in added], config_name)
+    absent = object()
+    for key in added:
+        if OmegaConf.select(base, key, default=absent) is absent and not new_key_allowed(cfg, key):
+            raise unknown_key(base, key)
+
+
+def compose_job(overrides: list[str], config_name: str = "config") -> DictConfig:
+    """``hydra.compose`` of one job, Hydra's errors turned into one-line :class:`ConfigError`."""
+    from hydra import compose
+    from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return compose(config_name, overrides=overrides, return_hydra_config=True)
+    except MissingConfigException as error:
+        raise _missing_option(error) from None
+    except ConfigCompositionException as error:
+        raise _composition_error(error, overrides, config_name) from None
+    except OmegaConfBaseException as error:
+        raise ConfigError(str(error.full_key or "config"), _first_line(error)) from None
+    except HydraException as error:
+        raise ConfigError("config", _first_line(error)) from None
+
+
+def _missing_option(error: Exception) -> ConfigError:
+    from hydra.core.global_hydra import GlobalHydra
+
+    missing = getattr(error, "missing_cfg_file", None) or ""
+    group, _, option = missing.rpartition("/")
+    if not group:
+        return ConfigError("config", _first_line(error))
+    options = getattr(error, "options", None) or GlobalHydra.instance().config_loader().get_group_options(group)
+    return ConfigError(group, f"no option {option!r}; allowed: {', '.join(options)}")
+
+
+def _composition_error(error: Exception, overrides: list[str], config_name: str) -> ConfigError:
+    message = _first_line(error)
+    quoted = re.search(r"'([^']+)'", message)
+    key = quoted.group(1) if quoted else "config"
+    if message.startswith("Could not override"):  # a key that the config does not have
+        others = [t for t in overrides if t.partition("=")[0].lstrip("+~") != key]
+        try:
+            return unknown_key(compose_job(others, config_name), key)
+        except ConfigError:
+            return ConfigError(key, "no such key")
+    if message.startswith("Could not append"):
+        return ConfigError(key, f"is set by the config already; write {key}=<value> (no +)")
+    if message.startswith("Could not delete"):
+        return ConfigError(key, "no such key to delete")
+    if "looks like a config group override" in message:
+        group = re.findall(r"'([^']+)'", message)[-1]
+        return ConfigError(group, "no such config group")
+    cause = error.__cause__
+    if cause is not None:
+        return ConfigError(str(getattr(cause, "full_key", None) or key), _first_line(cause))
+    return ConfigError(key, message)
+
+
+def help_page() -> str:
+    """What ``--help`` shows before Hydra's help: the usage and the key table of :mod:`lth.config.schema` (what
+    each key means and allows; no torch import)."""
+    from lth.config.schema import render_table
+
+    return (
+        "usage: python train.py [key=value ...] [-m key=a,b ...]\n\n"
+        "Keys of the config (README.md, section Keys; python -m lth.config.schema prints this table):\n\n"
+        + render_table()
+    )

@@ -1,0 +1,78 @@
+"""From Hydra's composed config to the typed run, once per job: validated, checked against how it is launched,
+and frozen with the facts Hydra knows about the job (:class:`lth.config.run.Job`).
+
+:func:`load_run` is what ``train.py``'s ``main`` calls and what tests call on a composed config; nothing below it
+sees a ``DictConfig`` or asks Hydra's global state.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from lth.config.hardware import Launch, check_hardware
+from lth.config.run import Job, RunConfig, migrate
+from lth.config.validate import validate
+
+
+def plain_config(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config resolved into plain data, without Hydra's node."""
+    return {
+        k: OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig) else cfg[k]
+        for k in cfg
+        if k != "hydra"
+    }
+
+
+def hydra_job(argv: Sequence[str] | None = None) -> tuple[Job, Launch | None]:
+    """What Hydra knows about the running job (nothing outside Hydra), and how it was launched.
+
+    ``argv``: the command line as typed, where this process read it (for the line that continues a stopped run).
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return Job(argv=None if argv is None else tuple(argv)), None
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    output_dir = Path(hc.runtime.output_dir)
+    sweep_dir = output_dir.parents[len(Path(str(hc.sweep.subdir)).parts) - 1] if multirun else None
+    job = Job(
+        output_dir=str(output_dir),
+        multirun=multirun,
+        argv=None if argv is None else tuple(argv),
+        overrides=tuple(hc.overrides.task),
+        sweep_dir=None if sweep_dir is None else str(sweep_dir),
+        experiment=hc.runtime.choices.get("experiment"),
+    )
+    return job, Launch(multirun, OmegaConf.to_container(hc.launcher, resolve=True))
+
+
+def load_run(cfg: DictConfig, argv: Sequence[str] | None = None, machine: bool = True) -> RunConfig:
+    """Validate ``cfg`` (every key; the hardware against how the job is launched) and return it typed and frozen.
+    Raise :class:`~lth.core.errors.ConfigError` naming the first bad key."""
+    validate(cfg, machine=machine)
+    job, launch = hydra_job(argv)
+    check_hardware(cfg, launch)
+    return RunConfig.of(plain_config(cfg), job)
+
+
+def process_rank() -> int:
+    """This process's global rank as Lightning will read it (torchrun, SLURM, LSF), without importing Lightning."""
+    for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def run_of(plain: Mapping[str, Any], machine: bool = True) -> RunConfig:
+    """An old run's resolved config (plain data, as its ``config.yaml`` holds it) validated as a new run's config is
+    and typed; the keys added since it was written are given the values it had (:func:`lth.config.run.migrate`)."""
+    cfg = OmegaConf.create(migrate(plain))
+    validate(cfg, machine=machine)
+    return RunConfig.of(plain_config(cfg))
