@@ -346,6 +346,7 @@ def imp_rounds(args: argparse.Namespace) -> dict:
     """Round 0 untimed, then ``--round-repeats`` pruning rounds, each followed by the plain loop on its mask."""
 
     from lth.run.build import build_classifier, build_data, build_loggers, build_model, quiet_lightning
+    from lth.run.build import iterations_per_epoch as steps_per_epoch
     from lth.run.config import check_lengths
     from lth.run.loop import RoundSettings, train_round
     from lth.run.methods import run_flops
@@ -357,7 +358,7 @@ def imp_rounds(args: argparse.Namespace) -> dict:
         pl.seed_everything(cfg.seed, verbose=False)
         data = build_data(cfg)
         data.setup()
-        iterations_per_epoch = data.iterations_per_epoch(1)
+        iterations_per_epoch = steps_per_epoch(cfg, data, 1)
         total, eval_every = check_lengths(cfg, iterations_per_epoch)
         module = build_classifier(cfg, total, iterations_per_epoch)
         ticket = RoundClock(rate=cfg.prune.rate, scope=cfg.prune.scope, rewind=cfg.prune.rewind)

@@ -76,7 +76,7 @@ def accumulation(cfg: DictConfig) -> int:
 
 def iterations_per_epoch(cfg: DictConfig, data: ImageData, world_size: int = 1) -> int:
     """Optimiser steps per epoch of one rank (what ``ep`` means in a Step): its batches over the accumulation."""
-    return math.ceil(data.iterations_per_epoch(world_size) / accumulation(cfg))
+    return math.ceil(data.batches_per_epoch(world_size) / accumulation(cfg))
 
 
 def build_model(cfg: DictConfig, init_stream: str = "init") -> torch.nn.Module:
