@@ -266,7 +266,7 @@ def test_iterations_per_epoch_known_up_front_match_the_data(make_cfg) -> None:
         for world, hardware in ((1, []), (2, ["hardware=ddp_cpu"]), (3, ["hardware=ddp_cpu", "hardware.devices=3"])):
             cfg = make_cfg(f"dataset.loader={loader}", *hardware)
             data = build_data(typed(cfg))
-            assert _iterations_per_epoch(cfg, 1000, 60) == data.iterations_per_epoch(world), (loader, world)
+            assert _iterations_per_epoch(cfg, 1000, 60) == data.batches_per_epoch(world), (loader, world)
     cfg = make_cfg("train.steps=2ep", "optim.schedule.milestones=[34it]")  # 2ep = 34it: a milestone at the end
     with pytest.raises(ConfigError, match="^optim.schedule.milestones: 34it is not before the end"):
         check_steps(cfg, 17)

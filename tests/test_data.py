@@ -225,7 +225,7 @@ def test_augmentation_draws_a_crop_and_flip_per_image_and_only_for_training(cifa
 def test_the_torchvision_loader_is_a_dataloader_with_per_sample_augmentation(cifar_root: Path) -> None:
     data = attach(cifar_data(cifar_root, augment={"crop_padding": 4, "flip": True}, loader="torchvision"))
     train = data.train_dataloader()
-    assert isinstance(train, DataLoader) and len(train) == data.iterations_per_epoch() == 5
+    assert isinstance(train, DataLoader) and len(train) == data.batches_per_epoch() == 5
     x, y = next(iter(train))
     assert x.shape == (16, 3, 32, 32) and y.shape == (16,)
     assert any(not any(torch.equal(a, b) for b in data.splits["train"][0]) for a in x)  # augmented

@@ -1,21 +1,26 @@
 """The speed-ups keep the method exact: a compiled network holds its masks under its own parameter names, and
-logging only the steps a logger writes leaves the logged values unchanged."""
+logging only the steps a logger writes leaves the logged values unchanged. scripts/benchmark.py's round callback
+trains beside the run's own, and its report judges the targets on the numbers it is given."""
 
 from __future__ import annotations
 
 import csv
+import runpy
 from functools import partial
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from lth.run.checkpoints import RoundClock
 from pytorch_lightning.loggers import CSVLogger
 
 from lth.data import TensorBatches
 from lth.lightning.callback import LotteryTicket
 from lth.lightning.module import Classifier
 from lth.models import LeNet300100
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 
 
 def classifier(compile: bool = False) -> Classifier:
@@ -39,6 +44,7 @@ def fit(module: Classifier, steps: int, callbacks: list[pl.Callback], logger: CS
     ).fit(module, train_dataloaders=data)
 
 
+@pytest.mark.slow  # torch.compile: 40 s on 2 busy cores
 def test_a_compiled_network_keeps_its_parameter_names_and_pruned_weights_stay_exactly_zero() -> None:
     compiled = classifier(compile=True)
     assert list(compiled.state_dict()) == list(classifier().state_dict())
@@ -67,6 +73,7 @@ def test_the_train_loss_a_logger_writes_is_every_log_interval_step_of_the_unthro
     assert logged == {step: losses[step] for step in (2, 5, 8)}
 
 
+@pytest.mark.slow  # torch.compile: 40 s on 2 busy cores
 def test_train_compile_through_the_config_keeps_masks_and_identity(make_cfg, tmp_path: Path) -> None:
     from lth.config.identity import run_id
     from tests.conftest import train
@@ -78,3 +85,55 @@ def test_train_compile_through_the_config_keeps_masks_and_identity(make_cfg, tmp
     assert rows["rounds"][1]["weights_remaining"] == pytest.approx(0.8, abs=1e-3)
     for name, m in mask.items():
         assert torch.count_nonzero(weights[name][~m]) == 0
+
+
+def test_the_benchmarks_round_callback_trains_beside_the_runs_round_clock() -> None:
+    # Lightning keys callback state by class name: a second class named RoundClock was refused in every round
+    bench = runpy.run_path(str(BENCHMARK))
+    timed = bench["TimedTicket"](rate=0.5, rewind="none")
+    assert timed.state_key != RoundClock().state_key
+    module = classifier()
+    timed.advance(module)
+    fit(module, 6, [RoundClock(), timed])
+    assert len(timed.step_ends) == 6 and timed.training_seconds() > 0
+    for name, p in timed.parameters_of(module).items():
+        assert torch.count_nonzero(p[~timed.mask[name]]) == 0
+
+
+def test_the_benchmark_report_judges_the_targets_on_its_numbers() -> None:
+    bench = runpy.run_path(str(BENCHMARK))
+    args = bench["parser"]().parse_args(["--threads", "1", "--sparsity", "0.5", "--repeats", "3"])
+
+    def ms(*values: float) -> dict:
+        return {"seconds": [v / 1e3 for v in values], "weights_remaining": 0.5}
+
+    steps = {  # (c) measured faster than (a): a ratio of the extra costs would be negative, and read as met
+        ("dense", 0.0): {**ms(2.0, 4.0, 5.0), "weights_remaining": 1.0},
+        ("ticket", 0.5): ms(2.2, 4.4, 5.2),
+        ("ModelPruning", 0.5): ms(1.9, 3.8, 4.9),
+        ("plain loop", 0.0): {**ms(1.5, 3.0, 4.0), "weights_remaining": 1.0},
+        ("plain loop", 0.5): ms(1.5, 3.0, 4.0),
+    }
+    rewind = {
+        "weights": 1000,
+        "advance_seconds": [0.3, 1.2],
+        "prune_seconds": [0.1, 0.2],
+        "weights_remaining": [0.8, 0.64],
+    }
+    results = {
+        1: {"load_before": (3.5, 2.25, 1.0), "steps": steps, "prune_rewind": rewind},
+        "load_after": (4.0, 2.5, 1.125),
+        "help": [0.6, 0.7, 0.8],
+        "bad_value": [2.5, 2.5, 2.5],
+    }
+    text = bench["report"](args, results, "python scripts/benchmark.py")
+    assert "1 thread(s): 3.50, 2.25, 1.00; after: 4.00, 2.50, 1.12" in text  # uptime's three load averages
+    assert "| (b) ticket, 50% pruned | 50.0% | 4.40 (2.20–5.20) | 1.100 (1.040–1.100)x |" in text
+    targets = text.split("**Targets**")[1]
+    assert "| (b)/(a) <= 1.05 at 50% | 1 | 1.100 | **missed** |" in targets  # the median of the paired ratios
+    assert "| (b)-(a) <= 0.2 x ((c)-(a)) at 50% | 1 | 0.200 ms vs -0.100 ms: (c) no slower than (a) | **missed** |" in (
+        targets
+    )
+    assert "| ResNet-18 prune + rewind < 1 s | 1 | 1.200 s (slowest) | **missed** |" in targets
+    assert "| `python train.py --help` < 5 s | - | 0.70 (0.60–0.80) s | met |" in targets
+    assert "refused < 2 s | - | 2.50 (2.50–2.50) s | **missed** |" in targets

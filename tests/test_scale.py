@@ -68,7 +68,7 @@ def test_two_ddp_ranks_hold_one_mask_train_on_their_own_shards_and_write_once(tm
 def test_an_epoch_under_ddp_is_a_pass_over_one_ranks_shard(make_cfg) -> None:
     for loader, expected in (("memory", [17, 9, 6]), ("torchvision", [17, 9, 6])):
         data = build_data(typed(make_cfg(f"dataset.loader={loader}")))
-        assert [data.iterations_per_epoch(world) for world in (1, 2, 3)] == expected  # 1000 training images, batch 60
+        assert [data.batches_per_epoch(world) for world in (1, 2, 3)] == expected  # 1000 training images, batch 60
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,11 @@
 """Every script answers bad input the same way: exactly one line on stderr, ``error: <argument or file>: <what is
-wrong>``, exit code 2, no traceback and no file written; the benchmarks write into docs/ only when asked."""
+wrong>``, exit code 2, no traceback and no file written; the benchmarks write into docs/ only when asked; and every
+script in scripts/ runs here in a tiny form, its output checked."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import runpy
 import shutil
@@ -337,3 +339,114 @@ def test_bench_runs_print_and_write_only_where_told(
             script(name)([*argv, "--write-docs"])  # a bad run asked to write the docs writes nothing
     capsys.readouterr()
     assert digest(REPO / "docs") == docs
+
+
+# -- every script runs, in a tiny form -----------------------------------------------------------------------
+
+
+RUN_HERE = {"export", "report", "plot", "runs", "instability", "bench_data", "bench_inference", "benchmark", "cheaper"}
+
+
+def test_every_script_runs_here_in_a_tiny_form() -> None:
+    assert {p.stem for p in (REPO / "scripts").iterdir() if p.suffix in (".py", ".sh")} == RUN_HERE
+
+
+def script_env() -> dict[str, str]:
+    """The environment of a script run as a user would: this checkout's lth and python first, one thread."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, "PYTHONPATH": str(REPO), "PATH": path, "OMP_NUM_THREADS": "1"}
+
+
+def test_export_writes_every_format_of_the_round_it_is_given(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert script("export")([str(copy(run, tmp_path)), "--round", "1", "--out", str(tmp_path / "export")]) == 0
+    assert "round 1 (--round): 80.0% weights remaining" in capsys.readouterr().out
+    written = {p.name for p in (tmp_path / "export").iterdir()}
+    assert {"ticket.pt", "model.safetensors", "shrunk.pt", "compressed.lthz", "model.onnx", "export.json"} <= written
+    report = json.loads((tmp_path / "export" / "export.json").read_text())
+    assert report["round"] == 1 and report["weights_remaining"] == pytest.approx(0.8, abs=1e-3)
+    assert report["test"]["matches_rounds_csv"] and report["compressed"]["bit_identical"]
+
+
+def test_report_plot_and_runs_read_the_tiny_run(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    script("report")([str(run), "--out", str(tmp_path / "report.md")])
+    printed = capsys.readouterr().out
+    assert printed == (tmp_path / "report.md").read_text()
+    accuracy = printed.split("## Test accuracy at early stop (%)")[1].split("##")[0]
+    rows = [line for line in accuracy.splitlines() if line.startswith("| ") and "%" in line]
+    assert [r.split("|")[1].strip() for r in rows] == ["100.0%", "80.00%"]  # rounds 0 and 1, one column
+    script("plot")([str(run), "--out", str(tmp_path / "figures")])
+    figures = [Path(line) for line in capsys.readouterr().out.split()]
+    assert [f.name for f in figures] == ["test_acc.png", "early_stop_iteration.png"]
+    assert all(f.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") for f in figures)
+    script("runs")([str(run.parent)])
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split()[:3] == ["identity", "model", "dataset"]
+    assert [line.split() for line in lines] == [["run", "lenet300", "synthetic", "finished", "2", "80.00", "13.00"]]
+
+
+def test_instability_trains_two_copies_per_round_and_writes_the_barrier(run: Path, tmp_path: Path) -> None:
+    copied = copy(run, tmp_path)
+    argv = [str(copied), "--rounds", "1", "--steps", "2it", "--alphas", "3", "--bn-batches", "1"]
+    result = script("instability")(argv)
+    assert json.loads((copied / "instability.json").read_text()) == json.loads(json.dumps(result))
+    assert result["alphas"] == [0.0, 0.5, 1.0] and result["trained_steps"] == 2
+    (one,) = result["rounds"]
+    assert one["round"] == 1 and one["weights_remaining"] == pytest.approx(0.8, abs=1e-3) and len(one["errors"]) == 3
+    assert one["barrier"] == pytest.approx(max(one["errors"]) - (one["errors"][0] + one["errors"][-1]) / 2, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_the_benchmark_writes_every_table_to_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out, numbers = tmp_path / "performance.md", tmp_path / "performance.json"
+    tiny = ["--warmup", "2", "--steps", "2", "--repeats", "1", "--threads", "1", "--sparsity", "0.5"]
+    tiny += ["--resnet-rounds", "1", "--round-steps", "100", "--round-repeats", "1", "--help-repeats", "1"]
+    docs, threads = digest(REPO / "docs"), torch.get_num_threads()
+    try:
+        script("benchmark")([*tiny, "--out", str(out), "--json", str(numbers)])
+    finally:
+        torch.set_num_threads(threads)
+    capsys.readouterr()
+    text = out.read_text()
+    assert text.startswith(f"<!-- benchmark:start -->\n`python scripts/benchmark.py {' '.join(tiny)} --out ")
+    assert text.rstrip().endswith("<!-- benchmark:end -->") and digest(REPO / "docs") == docs
+    for heading in ("**Step time, 1 thread(s)**", "**Prune + rewind of ResNet-18", "**An IMP round, 1 thread(s)**"):
+        assert heading in text
+    variants = ["(a) dense | 100.0%", "(b) ticket, 50% pruned | 50.0%", "(c) ModelPruning, 50% pruned | 50.0%"]
+    variants += ["(d) plain loop | 100.0%", "(d) plain loop, 50% pruned | 50.0%"]  # weights remaining after the fits
+    assert all(f"| {v} |" in text for v in variants)
+    assert "| whole round (100 iterations) |" in text and "| (d) plain loop, same steps and mask |" in text
+    targets = [line for line in text.split("**Targets**")[1].splitlines() if line.startswith("| ")][1:]
+    assert len(targets) == 7 and all(line.endswith(("| met |", "| **missed** |")) for line in targets)
+    saved = json.loads(numbers.read_text())["threads"]["1"]
+    (timed,) = saved["round"]["rounds"]
+    assert timed["round"] == 1 and timed["steps"] == 100 and timed["evaluations"] == 1  # one validation per 100
+    assert timed["wall"] > timed["training_steps"] > 0 and len(saved["load_before"]) == 3
+    assert [len(v["seconds"]) for v in saved["steps"]] == [1] * 5
+
+
+@pytest.mark.slow
+def test_cheaper_sh_runs_every_sweep_and_its_tables_on_generated_data(tmp_path: Path) -> None:
+    out = tmp_path / "cheaper"
+    tiny = ["dataset=synthetic", "train.steps=2it", "train.eval_every=2it", "model.hidden=[16,8]", "logger=none"]
+    tiny += ["dataset.source.train_size=300", "dataset.source.test_size=100", "dataset.val_size=50"]
+    env = {**script_env(), "SEEDS": "0", "FIGURES": str(tmp_path / "figures")}
+    command = ["bash", str(REPO / "scripts" / "cheaper.sh"), str(tmp_path / "data"), str(out), *tiny]
+    done = subprocess.run(
+        [*command, f"paths.output_dir={tmp_path / 'outputs'}"], capture_output=True, text=True, env=env, timeout=1200
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = {sweep: len(list((out / sweep).glob("*/rounds.csv"))) for sweep in ("oneshot", "early_bird", "controls")}
+    assert jobs == {"oneshot": 6 * 4, "early_bird": 2 * 4, "controls": 2 * 2 * 3}  # the unshuffled masks too
+    assert len(list((out / "imp").glob("*/round_18"))) == 1  # 18 pruned rounds
+    methods = (out / "methods.md").read_text().split("## Training iterations")[0]
+    header = next(line for line in methods.splitlines() if line.startswith("| weights remaining |"))
+    for method in ("grasp", "magnitude", "magnitude_init", "random", "snip", "synflow"):
+        assert f"prune.method={method}, prune.rounds=1 (n=1)" in header, method
+    assert "prune.method=magnitude, prune.rounds=18 (n=1)" in header  # IMP
+    rows = [line.split("|")[1].strip() for line in methods.splitlines() if line.startswith("| ") and line != header]
+    assert rows == ["100.0%", "21.1%", "7.0%", "3.6%", "1.9%"]
+    controls = (out / "early_bird_controls.md").read_text()
+    assert "prune.early_bird.distance=kept" in controls and "prune.control=reinit" in controls
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["test_acc_vs_train_iterations.png"]

@@ -215,7 +215,7 @@ def _processes(cfg: DictConfig) -> int | None:
 
 
 def _iterations_per_epoch(cfg: DictConfig, train_size: int | None, batch_size: int) -> int | None:
-    """What :meth:`lth.data.ImageData.iterations_per_epoch` will say, when the split's size is known; also
+    """What :func:`lth.run.build.iterations_per_epoch` will say, when the split's size is known; also
     refuse a batch larger than the training split (of one rank's shard under DDP)."""
     if train_size is None:
         return None

@@ -119,9 +119,10 @@ class ImageData(pl.LightningDataModule):
             "test": (norm(data.test_x), data.test_y),
         }
 
-    def iterations_per_epoch(self, world_size: int = 1) -> int:
-        """Training batches per epoch of one rank (what ``ep`` means in a Step): under DDP each of the
-        ``world_size`` ranks draws its own shard, so an epoch is ``1/world_size`` of the single-process batches."""
+    def batches_per_epoch(self, world_size: int = 1) -> int:
+        """Training batches per epoch of one rank (:func:`lth.run.build.iterations_per_epoch`, what ``ep`` means in
+        a Step, divides them by the accumulation): under DDP each of the ``world_size`` ranks draws its own shard, so
+        an epoch is ``1/world_size`` of the single-process batches."""
         self.setup()
         x, y = self.splits["train"]
         if self.loader == "torchvision":  # Lightning's DistributedSampler pads every shard to ceil(n / world_size)

@@ -78,7 +78,7 @@ def accumulation(cfg: RunConfig) -> int:
 
 def iterations_per_epoch(cfg: RunConfig, data: ImageData, world_size: int = 1) -> int:
     """Optimiser steps per epoch of one rank (what ``ep`` means in a Step): its batches over the accumulation."""
-    return math.ceil(data.iterations_per_epoch(world_size) / accumulation(cfg))
+    return math.ceil(data.batches_per_epoch(world_size) / accumulation(cfg))
 
 
 def build_model(cfg: RunConfig, init_stream: str = "init") -> torch.nn.Module:
