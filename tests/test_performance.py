@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from lth.run.checkpoints import RoundClock
 from pytorch_lightning.loggers import CSVLogger
 
 from lth.data import TensorBatches
 from lth.lightning.callback import LotteryTicket
 from lth.lightning.module import Classifier
 from lth.models import LeNet300100
+from lth.state.checkpoints import RoundClock
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 

@@ -58,6 +58,7 @@ OPEN_KEYS = (
     "logger.csv.*",
     "logger.tensorboard.*",
     "logger.wandb.*",
+    "logger.mlflow.*",
     "callbacks.*",  # any Lightning callback: +callbacks.<name>._target_=... and its arguments
 )
 # Lightning's Trainer arguments (2.4 to 2.6); tests/test_layout.py checks them against the installed Trainer
