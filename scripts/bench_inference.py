@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lth.core.granularity import Granularity, parse_granularity
+from lth.core.catalog import WHOLE_CHANNELS
+from lth.core.granularity import Granularity
 from lth.core.masks import Mask, prunable_parameters, prune
 from lth.core.structured import channel_groups, nm_keep, prune_channels, prune_nm
 from lth.models import CifarResNet, LeNet300100, ResNet18
@@ -164,13 +165,12 @@ def trained(run: Path, data_dir: Path | None, targets: list[float]) -> tuple[lis
         chosen[row["round"]] = row
     files = [load_round(run, cfg, row) for row in chosen.values()]  # every file checked before anything is timed
     x, _ = read_test_split(cfg, data_dir)
-    granularity = parse_granularity(cfg.prune.get("granularity", "weight"))
-    label = f"{cfg.model.name} trained on {cfg.dataset.name} ({granularity})"
+    label = f"{cfg.model_name} trained on {cfg.dataset.name} ({cfg.prune.granularity})"
     out = []
     for row, round_files in zip(chosen.values(), files, strict=True):
         model = build_plain(model_config(cfg)).eval()
         model.load_state_dict(fold(round_files.weights, round_files.mask), strict=True)
-        if granularity.kind == "channel" and row["round"]:
+        if cfg.prune.grain.has(WHOLE_CHANNELS) and row["round"]:
             model = without_channels(model, groups_of(model, cfg), round_files.mask, example_input(cfg), x[:64])
         ticket = f"{round_dir(run, row['round']).name}, test acc {100 * row['test_acc']:.2f}%"
         out.append(Variant(label, ticket, row["weights_remaining"], model.eval(), row["test_acc"]))

@@ -35,7 +35,7 @@ from lth.tools.export import (
     read_test_split,
     shrink,
 )
-from tests.conftest import FAST, REPO, train
+from tests.conftest import FAST, REPO, train, typed
 
 CONV2 = [  # Conv-2 on CIFAR-shaped images; narrower fc layers and less data keep the run to seconds
     "model=conv2",
@@ -116,7 +116,7 @@ def test_the_reported_accuracy_is_a_fresh_evaluation_and_matches_rounds_csv(
     lenet_run: Path, lenet_export: dict
 ) -> None:
     out = Path(lenet_export["out_dir"])
-    x, y = read_test_split(compose_cfg(lenet_run.parent, *STEEP))
+    x, y = read_test_split(typed(compose_cfg(lenet_run.parent, *STEEP)))
     fresh = correct(load_exported(out), x, y) / len(y)
     recorded = read_rounds(lenet_run / "rounds.csv")[2]["test_acc"]
     assert lenet_export["test"]["acc"] == fresh
@@ -164,7 +164,7 @@ def test_both_encodings_cost_exactly_the_bytes_the_arithmetic_gives() -> None:
 
 def test_the_shrunk_lenet_computes_the_masked_function_with_fewer_units(lenet_run: Path, lenet_export: dict) -> None:
     out = Path(lenet_export["out_dir"])
-    x, _ = read_test_split(compose_cfg(lenet_run.parent, *STEEP))
+    x, _ = read_test_split(typed(compose_cfg(lenet_run.parent, *STEEP)))
     small = load_shrunk(out / "shrunk.pt")
     torch.testing.assert_close(predict(small, x), predict(load_exported(out), x), rtol=1e-4, atol=1e-5)
     assert small.layers_1.out_features < 100  # the output layer reads at most 40 of the 100 units
@@ -175,7 +175,7 @@ def test_the_shrunk_lenet_computes_the_masked_function_with_fewer_units(lenet_ru
 def test_the_shrunk_conv2_computes_the_masked_function(conv_run: Path) -> None:
     report = export(conv_run, round_index=2)
     out = Path(report["out_dir"])
-    x, _ = read_test_split(compose_cfg(conv_run.parent, *CONV2, *STEEP))
+    x, _ = read_test_split(typed(compose_cfg(conv_run.parent, *CONV2, *STEEP)))
     small = load_shrunk(out / "shrunk.pt")
     torch.testing.assert_close(predict(small, x), predict(load_exported(out), x), rtol=1e-4, atol=1e-5)
     assert sum(before - after for before, after in report["shrunk"]["units"].values()) > 0

@@ -14,7 +14,7 @@ import torch
 
 from lth.core.masks import Mask
 from lth.tools.export import load_exported, predict, read_test_split
-from tests.conftest import train
+from tests.conftest import train, typed
 from tests.test_export import cli, compose_cfg
 from tests.test_structured import CIFAR_SHAPED, groups_of
 
@@ -50,7 +50,7 @@ def test_a_resnet20_channel_ticket_ships_as_a_smaller_model_equal_to_the_masked_
     assert units["out"] == [10, 10]
     assert report["shrunk"]["parameters"][1] < report["shrunk"]["parameters"][0] / 8
 
-    x, _ = read_test_split(compose_cfg(resnet_channel_run.parent, *RESNET))
+    x, _ = read_test_split(typed(compose_cfg(resnet_channel_run.parent, *RESNET)))
     masked = predict(load_exported(out), x)  # the masked ResNet-20 from model.pt + model.yaml
     torch.save(x, tmp_path / "x.pt")
     done = subprocess.run(
