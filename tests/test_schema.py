@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from lth.config import schema
+from lth.config import schema, table
 from lth.config.identity import RUN_ONLY, identity
 from lth.config.validate import new_key_allowed
 from lth.core.errors import ConfigError
@@ -28,7 +28,7 @@ def configs() -> dict[str, DictConfig]:
     """The default config (""), every option of every config group, and every entry's ``where``."""
     overrides = ["", *(f"{group}={option}" for group in GROUPS for option in schema.group_options(group))]
     overrides += [entry.where for entry in schema.KEYS if entry.where]
-    return {text: schema.compose(*text.split()) for text in dict.fromkeys(overrides)}
+    return {text: table.compose(*text.split()) for text in dict.fromkeys(overrides)}
 
 
 def config_keys(node: Mapping, prefix: str = "") -> Iterator[str]:
@@ -49,8 +49,8 @@ def free_form(key: str) -> bool:
 
 def test_the_readme_key_table_is_the_rendered_schema() -> None:
     readme = (REPO / "README.md").read_text()
-    assert schema.readme_section(readme) == schema.render_table(), "run: python -m lth.config.schema --readme"
-    assert schema.main(["--check"]) == 0
+    assert table.readme_section(readme) == table.render_table(), "run: python -m lth.config.table --readme"
+    assert table.main(["--check"]) == 0
 
 
 def test_every_key_of_every_preset_has_an_entry(configs: dict[str, DictConfig]) -> None:

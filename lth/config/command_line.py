@@ -225,10 +225,10 @@ def _composition_error(error: Exception, overrides: list[str], config_name: str)
 def help_page() -> str:
     """What ``--help`` shows before Hydra's help: the usage and the key table of :mod:`lth.config.schema` (what
     each key means and allows; no torch import)."""
-    from lth.config.schema import render_table
+    from lth.config.table import render_table
 
     return (
         "usage: python train.py [key=value ...] [-m key=a,b ...]\n\n"
-        "Keys of the config (README.md, section Keys; python -m lth.config.schema prints this table):\n\n"
+        "Keys of the config (README.md, section Keys; python -m lth.config.table prints this table):\n\n"
         + render_table()
     )
