@@ -31,7 +31,8 @@ MANY_ARGUMENTS = {
     "lth/data/sources.py:synthetic",  # dataset.source.* of dataset=synthetic
     "lth/models/resnet.py:__init__",  # architecture hyperparameters (model.*)
     "lth/models/vit.py:__init__",  # architecture hyperparameters (model.*)
-    "lth/run/loggers.py:__init__",  # W&B's and MLflow's own options, passed through from logger.<name>.*
+    "lth/run/loggers/wandb_run.py:__init__",  # W&B's own options, passed through from logger.wandb.*
+    "lth/run/loggers/mlflow_run.py:__init__",  # MLflow's own options, passed through from logger.mlflow.*
 }
 # Where a DictConfig is handled: the configuration package (composition, validation, typing), train.py (Hydra's
 # main), and nowhere else: below the entry point everything takes a lth.config.run.RunConfig
@@ -154,6 +155,7 @@ def test_nothing_uses_fcntl_so_the_run_imports_on_windows() -> None:
 
 def test_the_trainer_arguments_known_to_validation_are_lightnings() -> None:
     import pytorch_lightning as pl
+
     from lth.config.trainer import LOOP_OWNED, TRAINER_ARGS
 
     assert set(TRAINER_ARGS) == set(list(inspect.signature(pl.Trainer.__init__).parameters)[1:])

@@ -17,9 +17,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lth.config.hardware import check_values
 from lth.config.identity import class_folders  # noqa: F401 - dataset=image_folder's resolver, re-exported
+from lth.config.key import group_options
 from lth.config.lengths import check_lengths
 from lth.config.run import Optim, Train
-from lth.config.key import group_options
 from lth.config.schema import (  # noqa: F401 - the names repeated for validation, re-exported
     CHANNEL_CRITERIA,
     CONTROLS,

@@ -15,6 +15,7 @@ import logging
 import math
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -195,18 +196,21 @@ def build_callbacks(cfg: RunConfig) -> list[pl.Callback]:
     return callbacks
 
 
-def build_trainer(
-    cfg: RunConfig,
-    run_dir: Path,
-    max_steps: int,
-    eval_every: int,
-    callbacks: list[pl.Callback],
-    loggers: list,
-    start: int = 0,
-) -> pl.Trainer:
-    """A Trainer for one round from iteration ``start`` of the axis: ``cfg.trainer``'s arguments, the hardware,
-    ``loggers``, the user's callbacks after ``callbacks``, and validation every ``eval_every`` iterations (on the
-    axis when ``callbacks`` hold an ``EvaluationCadence``)."""
+@dataclass(frozen=True)
+class Span:
+    """What one fit trains on the iteration axis: ``steps`` iterations from iteration ``start``, evaluated every
+    ``eval_every`` iterations."""
+
+    steps: int
+    eval_every: int
+    start: int = 0
+
+
+def build_trainer(cfg: RunConfig, run_dir: Path, span: Span, callbacks: list[pl.Callback], loggers: list) -> pl.Trainer:
+    """A Trainer for one fit (:class:`Span`): ``cfg.trainer``'s arguments, the hardware, ``loggers``, the user's
+    callbacks after ``callbacks``, and validation every ``span.eval_every`` iterations (on the axis when
+    ``callbacks`` hold an ``EvaluationCadence``)."""
+    max_steps, eval_every, start = span.steps, span.eval_every, span.start
     callbacks = [*callbacks, *build_callbacks(cfg)]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))

@@ -20,7 +20,7 @@ from lth.data import ImageData
 from lth.lightning.callback import LotteryTicket
 from lth.lightning.module import Classifier
 from lth.lightning.tracking import DivergedError, EarlyStopPoint, EvaluationCadence, RandomState, RankReport
-from lth.run.build import build_trainer
+from lth.run.build import Span, build_trainer
 from lth.run.distributed import is_rank_zero, shared
 from lth.run.loggers import RunLoggers
 from lth.run.methods import Cost, early_bird
@@ -149,7 +149,7 @@ def _fit(r: Round, round_index: int, resumed: Resumed | None) -> tuple[pl.Traine
     callbacks, watch = _callbacks(r, round_index, where, start)
     step_log, axis = r.loggers.for_round(round_index, resumed.trained if resumed else None, start, r.settings.total)
     callbacks.insert(0, axis)  # step metrics on the iteration axis, as rounds.csv has them
-    trainer = build_trainer(r.cfg, r.run_dir, steps, r.settings.eval_every, callbacks, step_log, start=start)
+    trainer = build_trainer(r.cfg, r.run_dir, Span(steps, r.settings.eval_every, start), callbacks, step_log)
     try:
         trainer.fit(r.module, datamodule=r.data, ckpt_path=str(resumed.path) if resumed else None)
     except DivergedError as error:
