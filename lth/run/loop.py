@@ -2,7 +2,8 @@
 
 Round 0 trains the dense network; each later round prunes the trained weights, rewinds the survivors and
 retrains. Each round is one ``trainer.fit``; its early-stop point (lowest validation loss) is where the
-test accuracy is reported. ``train(cfg)`` is what ``train.py`` calls and what tests call directly.
+test accuracy is reported. ``train(run)`` (a :class:`~lth.config.run.RunConfig`, from :func:`lth.config.entry.load_run`)
+is what ``train.py`` calls and what tests call directly.
 
 Under DDP every rank runs ``train`` and its loop (see :mod:`lth.run.distributed`): rank 0 makes the decisions that
 read files and hands them to the others, and only rank 0 writes outputs and logs results.
