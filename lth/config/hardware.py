@@ -181,7 +181,9 @@ def check_hardware(cfg: DictConfig, launch: Launch | None = None) -> None:
         raise ConfigError("hardware.strategy", f"got {strategy!r} for {processes} devices; allowed: ddp")
     if launch is None:
         if "LOCAL_RANK" not in os.environ:  # no script to run again: only processes started by torchrun or SLURM
-            raise ConfigError("hardware", f"{processes} DDP processes need python train.py or torchrun, not an in-process train()")
+            raise ConfigError(
+                "hardware", f"{processes} DDP processes need python train.py or torchrun, not an in-process train()"
+            )
         return
     if not launch.multirun:
         return
