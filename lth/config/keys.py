@@ -375,6 +375,15 @@ DECLARED = (
         where="dataset=synthetic",
     ),
     Key("dataset.source.test_size", "int >= 1", "generated test images", optional=True, where="dataset=synthetic"),
+    Key(
+        "dataset.source.digits",
+        "numbers [0, 9]",
+        "the digits of this task of split MNIST; labels are their positions in the list",
+        optional=True,
+        where="dataset=mnist_split",
+        also="two or more different integers; as many as dataset.num_classes",
+        example="[5, 6, 7, 8, 9]",
+    ),
     # -- model ------------------------------------------------------------------------------------------------
     Key("model.name", "str", "the model's name (set by model=; its own keys are in `conf/model/<name>.yaml`)"),
     Key(

@@ -87,6 +87,7 @@ KNOWN_DATASETS = {  # by the source's _target_
 }
 IMAGE_FOLDER = "lth.data.sources.image_folder"
 SYNTHETIC = "lth.data.sources.synthetic"
+MNIST_SPLIT = "lth.data.sources.mnist_split"
 
 
 def _rewind(cfg: DictConfig) -> str | Step:
@@ -135,6 +136,14 @@ def _dataset(cfg: DictConfig) -> int | None:
                 )
     val_size = cfg.dataset.val_size
     size = known.train_size if known is not None else None
+    if target == MNIST_SPLIT:
+        digits = check_key(cfg, "dataset.source.digits", required=True)
+        if len(set(digits)) != len(digits) or len(digits) < 2 or not all(float(d).is_integer() for d in digits):
+            raise ConfigError("dataset.source.digits", f"got {list(digits)}; allowed: two or more different digits")
+        if cfg.dataset.num_classes != len(digits):
+            raise ConfigError(
+                "dataset.num_classes", f"got {cfg.dataset.num_classes}; allowed: {len(digits)}, one per digit"
+            )
     if target == SYNTHETIC:
         size = check_key(cfg, "dataset.source.train_size", required=True)
         check_key(cfg, "dataset.source.test_size", required=True)

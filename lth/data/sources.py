@@ -54,6 +54,24 @@ def fashion_mnist(root: str | Path, download: bool = True) -> Splits:
     return _idx("FashionMNIST", root, download)
 
 
+def mnist_split(root: str | Path, digits: Sequence[int] = (0, 1, 2, 3, 4), download: bool = True) -> Splits:
+    """One task of split MNIST: the training and test images of ``digits`` only (from the real files, as
+    :func:`mnist` reads them), labelled by their position in ``digits`` (``[5, 6, 7, 8, 9]``: 5 is label 0). The
+    validation split is then held out of this task's training images, so each task has its own."""
+    digits = [int(d) for d in digits]
+    if len(set(digits)) != len(digits) or len(digits) < 2 or not all(0 <= d <= 9 for d in digits):
+        raise ConfigError("dataset.source.digits", f"got {digits}; allowed: two or more different digits in 0..9")
+    full = mnist(root, download)
+    lookup = torch.full((10,), -1, dtype=torch.long)
+    lookup[torch.tensor(digits)] = torch.arange(len(digits))
+
+    def task(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keep = lookup[y] >= 0
+        return x[keep], lookup[y[keep]]
+
+    return Splits(*task(full.train_x, full.train_y), *task(full.test_x, full.test_y))
+
+
 def read_cifar(paths: Sequence[Path], label_key: bytes) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and labels of CIFAR python batches: ``b"data"`` uint8 (N, 3072), channel-major 32x32 planes."""
     xs, ys = [], []
