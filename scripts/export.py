@@ -45,11 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     import torch  # imported after parsing: --help and bad arguments answer at once
 
-    from lth.tools.export import export, summary
+    from lth.tools.export import ExportOptions, export, summary
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = export(args.run_dir, args.round, args.tolerance, args.out, args.fp16, args.data_dir, args.format)
+    options = ExportOptions(
+        round_index=args.round,
+        tolerance=args.tolerance,
+        out_dir=args.out,
+        fp16=args.fp16,
+        data_dir=args.data_dir,
+        format=args.format,
+    )
+    report = export(args.run_dir, options)
     print(summary(report))
     return 0
 

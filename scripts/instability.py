@@ -58,19 +58,24 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser().parse_args(argv)
     if args.data_seeds[0] == args.data_seeds[1]:
         raise ConfigError("--data-seeds", f"got {args.data_seeds[0]} twice; the two copies need two different seeds")
-    from lth.tools.stability import analyse, load_config, stability_figure, stability_table, write_results
+    from lth.tools.stability import (
+        StabilityOptions,
+        analyse,
+        load_config,
+        stability_figure,
+        stability_table,
+        write_results,
+    )
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = load_config(args.run_dir, data_dir=args.data_dir, steps=args.steps)
-    result = analyse(
-        args.run_dir,
-        cfg,
+    options = StabilityOptions(
         rounds=args.rounds,
         data_seeds=tuple(args.data_seeds),
         num_alphas=args.alphas,
         bn_batches=args.bn_batches,
-        on_round=lambda partial: write_results(args.run_dir, partial),
     )
+    result = analyse(args.run_dir, cfg, options, on_round=lambda partial: write_results(args.run_dir, partial))
     print(f"\n{stability_table(result)}\n")
     print(f"BatchNorm: {result['batchnorm']}")
     print(f"stable: barrier below {100 * result['stable_below']:g}% test error")

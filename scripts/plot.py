@@ -14,14 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from lth.tools.cli import ArgumentParser, one_line_errors, output_folder
-from lth.tools.results import (
-    SPREADS,
-    X_AXES,
-    add_group_arguments,
-    add_metric_argument,
-    load_groups,
-    save_figures,
-)
+from lth.tools.figures import save_figures
+from lth.tools.results import SPREADS, X_AXES, add_group_arguments, add_metric_argument, load_groups
 
 
 def parser() -> ArgumentParser:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lth.state.artifacts import read_rounds
-from lth.tools.export import export, load_exported
+from lth.tools.export import ExportOptions, export, load_exported
 from tests.conftest import FAST, run_folders, run_train, typed
 
 RGB = ["dataset.channels=3", "dataset.mean=[0.5,0.5,0.5]", "dataset.std=[0.25,0.25,0.25]"]
@@ -61,7 +61,7 @@ def test_a_tiny_model_of_each_library_runs_two_rounds_and_exports(tmp_path: Path
     rows = read_rounds(run / "rounds.csv")
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert rows[2]["weights_remaining"] == pytest.approx(0.64, abs=1e-3)
-    report = export(run, round_index=2, out_dir=tmp_path / "export")
+    report = export(run, ExportOptions(round_index=2, out_dir=tmp_path / "export"))
     assert report["test"]["matches_rounds_csv"], report["test"]  # the exported model computes what the run measured
     assert report["compressed"]["bit_identical"]
     assert "skipped" in report["shrunk"]  # not a plain chain: said, not guessed
@@ -87,7 +87,7 @@ def test_a_users_own_module_with_its_own_arguments(tmp_path: Path) -> None:
     mask = torch.load(run / "round_02" / "mask.pt")
     assert list(mask) == ["model.features.0.weight", "model.head.weight"]
     assert mask["model.features.0.weight"].shape == (6, 1, 3, 3)  # its own argument reached it
-    config = json.loads(json.dumps(export(run, round_index=2, out_dir=tmp_path / "export")["test"]))
+    config = json.loads(json.dumps(export(run, ExportOptions(round_index=2, out_dir=tmp_path / "export"))["test"]))
     assert config["matches_rounds_csv"]
 
 

@@ -19,6 +19,7 @@ from lth.tools.export import (
     MAGIC,
     CsrLinear,
     ExportError,
+    ExportOptions,
     NotShrinkable,
     as_chain,
     choose_round,
@@ -71,7 +72,7 @@ def lenet_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def lenet_export(lenet_run: Path) -> dict:
     """The export of the LeNet run's sparsest round."""
-    return export(lenet_run, round_index=2)
+    return export(lenet_run, ExportOptions(round_index=2))
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,7 @@ def test_the_compressed_file_round_trips_bit_for_bit(lenet_export: dict) -> None
 
 
 def test_fp16_values_round_trip_to_their_fp16_value(lenet_run: Path, tmp_path: Path) -> None:
-    report = export(lenet_run, round_index=1, out_dir=tmp_path / "fp16", fp16=True)
+    report = export(lenet_run, ExportOptions(round_index=1, out_dir=tmp_path / "fp16", fp16=True))
     state, restored = torch.load(tmp_path / "fp16" / "model.pt"), decompress(tmp_path / "fp16" / "compressed.lthz")
     assert all(torch.equal(restored[k], v.half().float()) for k, v in state.items())
     assert report["compressed"]["fp16"] and not report["compressed"]["bit_identical"]
@@ -173,7 +174,7 @@ def test_the_shrunk_lenet_computes_the_masked_function_with_fewer_units(lenet_ru
 
 
 def test_the_shrunk_conv2_computes_the_masked_function(conv_run: Path) -> None:
-    report = export(conv_run, round_index=2)
+    report = export(conv_run, ExportOptions(round_index=2))
     out = Path(report["out_dir"])
     x, _ = read_test_split(typed(compose_cfg(conv_run.parent, *CONV2, *STEEP)))
     small = load_shrunk(out / "shrunk.pt")
@@ -250,7 +251,7 @@ def test_a_corrupt_or_mismatched_file_is_one_line_naming_it(
     else:
         shutil.copy(conv_run / "round_01" / target.name, target)
     with pytest.raises(ExportError) as error:
-        export(run, round_index=1)
+        export(run, ExportOptions(round_index=1))
     message = str(error.value)
     assert message.startswith(f"{target}: ") and "\n" not in message
     assert {"truncated mask": "cannot be read", "mask of another model": "do not match"}.get(damage, "LeNet300100") in (

@@ -18,9 +18,9 @@ from lth.run.loggers import RoundsWandbLogger, WandbRun, has_wandb_key, wandb_mo
 from lth.run.progress import RoundProgress, format_duration, format_progress
 from lth.state.artifacts import read_rounds, write_rounds
 from lth.state.labels import flatten, label
+from lth.tools.figures import figure
 from lth.tools.results import (
     PAPER_SPARSITIES,
-    figure,
     find_runs,
     load_groups,
     markdown_report,

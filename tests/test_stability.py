@@ -16,18 +16,17 @@ from torch import nn
 from lth.config.lengths import check_lengths
 from lth.core.masks import Mask, prunable_parameters
 from lth.run.build import build_classifier, build_data, iterations_per_epoch
-from lth.tools import stability
-from lth.tools.stability import (
+from lth.tools import connectivity
+from lth.tools.connectivity import (
     alphas,
-    analyse,
     barrier,
     error_curve,
     error_rate,
     has_batchnorm,
     interpolate,
     recompute_batchnorm,
-    train_copy,
 )
+from lth.tools.stability import StabilityOptions, analyse, train_copy
 from tests.conftest import train, typed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,11 +162,13 @@ def test_a_batchnorm_model_gets_its_statistics_recomputed_at_every_alpha(
     cfg = make_cfg("model=resnet20", "model.width=0.25", "prune.rounds=0", "train.steps=4it", "train.eval_every=4it")
     run_dir = Path(train(cfg, run_dir=tmp_path / "run")["run_dir"])
     calls = []
-    recompute = stability.recompute_batchnorm
+    recompute = connectivity.recompute_batchnorm
     monkeypatch.setattr(
-        stability, "recompute_batchnorm", lambda model, batches: calls.append(len(batches)) or recompute(model, batches)
+        connectivity,
+        "recompute_batchnorm",
+        lambda model, batches: calls.append(len(batches)) or recompute(model, batches),
     )
-    result = analyse(run_dir, typed(cfg), bn_batches=2, num_alphas=3)
+    result = analyse(run_dir, typed(cfg), StabilityOptions(bn_batches=2, num_alphas=3))
     assert calls == [2, 2, 2]
     assert result["batchnorm"] == "recomputed at every α on 2 training batches"
     assert all(0.0 <= e <= 1.0 for e in result["rounds"][0]["errors"])

@@ -8,8 +8,10 @@ is the dense network) is trained twice from the rewind point with two data seeds
 Where the model has BatchNorm, its running statistics are recomputed at every α on training batches, since
 averaged weights do not fit either copy's statistics.
 
-The pure functions (:func:`interpolate`, :func:`barrier`, :func:`recompute_batchnorm`, :func:`error_rate`) know
-nothing of runs; :func:`analyse` trains the copies with the run's own building blocks (``lth.run.loop``).
+The pure functions (:func:`~lth.tools.connectivity.interpolate`, :func:`~lth.tools.connectivity.barrier`,
+:func:`~lth.tools.connectivity.recompute_batchnorm`, :func:`~lth.tools.connectivity.error_rate`) are in
+:mod:`lth.tools.connectivity` and know nothing of runs; :func:`analyse` trains the copies with the run's own
+building blocks (``lth.run.loop``).
 """
 
 from __future__ import annotations
@@ -18,16 +20,15 @@ import csv
 import io
 import itertools
 import logging
-import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from lth.config.entry import run_of
 from lth.config.lengths import check_lengths
@@ -46,6 +47,7 @@ from lth.run.build import (
     quiet_lightning,
 )
 from lth.state.artifacts import check_state, read_tensors, round_dir, write_json, write_text
+from lth.tools.connectivity import State, alphas, barrier, error_curve, has_batchnorm, relative_distance
 from lth.tools.runs import read_config, run_file
 
 if TYPE_CHECKING:
@@ -55,125 +57,6 @@ log = logging.getLogger("lth")
 
 STABLE_BELOW = 0.02  # a barrier under 2% test error counts as stable (Frankle et al. 2020)
 COLUMNS = ("round", "weights_remaining", "test_error_0", "test_error_1", "barrier", "stable")
-
-State = dict[str, torch.Tensor]
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
-
-
-# -- the path between two networks (pure) ---------------------------------------------------------
-
-
-def alphas(count: int) -> list[float]:
-    """``count`` evenly spaced points of [0, 1], both ends included (11 gives 0, 0.1, ..., 1)."""
-    if count < 2:
-        raise ConfigError("alphas", f"got {count}; allowed: at least 2 points on the path (its two ends)")
-    return [i / (count - 1) for i in range(count)]
-
-
-def interpolate(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], alpha: float) -> State:
-    """The state dict ``(1 - alpha)·a + alpha·b``; ``alpha`` 0 and 1 return copies of ``a`` and ``b`` bit for bit.
-
-    Integer entries (BatchNorm's batch counters) are taken from ``a``. Weights that are zero in both stay zero,
-    so two copies trained under one mask interpolate to a network under that mask.
-    """
-    if a.keys() != b.keys():
-        raise ValueError(f"the state dicts differ in keys: {sorted(set(a) ^ set(b))[:3]}")
-    if alpha == 0:
-        return {k: v.clone() for k, v in a.items()}
-    if alpha == 1:
-        return {k: v.clone() for k, v in b.items()}
-    return {k: (1 - alpha) * a[k] + alpha * b[k] if a[k].is_floating_point() else a[k].clone() for k in a}
-
-
-def barrier(errors: Sequence[float]) -> float:
-    """The error barrier of a path: its highest error minus the mean error of its two ends."""
-    if len(errors) < 2:
-        raise ValueError(f"a path needs at least its two ends, got {len(errors)} errors")
-    return max(errors) - (errors[0] + errors[-1]) / 2
-
-
-def relative_distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], names: Iterable[str]) -> float:
-    """``‖a - b‖ / ‖a‖`` over the entries ``names`` (how far apart two copies ended, relative to their size)."""
-    names = list(names)
-    diff = math.sqrt(sum(float((a[n].double() - b[n].double()).pow(2).sum()) for n in names))
-    size = math.sqrt(sum(float(a[n].double().pow(2).sum()) for n in names))
-    return diff / size if size else math.inf
-
-
-# -- BatchNorm and evaluation (pure: a model and batches in, numbers out) ---------------------------
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    """True if ``model`` has a BatchNorm layer that tracks running statistics."""
-    return any(isinstance(m, _BatchNorm) and m.track_running_stats for m in model.modules())
-
-
-@torch.no_grad()
-def recompute_batchnorm(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any]]) -> bool:
-    """Replace every BatchNorm's running statistics by their plain average over ``batches``; False if none.
-
-    The statistics are reset, then the batches go through the model with only the BatchNorm layers in train
-    mode (dropout stays off) and ``momentum=None`` (a cumulative average, not an exponential one). Modes and
-    momenta are restored afterwards. The inputs are moved to the device of the model.
-    """
-    norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-    if not norms:
-        return False
-    modes = {m: m.training for m in model.modules()}
-    momenta = [m.momentum for m in norms]
-    device = next(model.parameters()).device
-    model.eval()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    for x, _ in batches:
-        model(x.to(device))
-    for m, momentum in zip(norms, momenta, strict=True):
-        m.momentum = momentum
-    for m, training in modes.items():
-        m.train(training)
-    return True
-
-
-@torch.no_grad()
-def error_rate(model: nn.Module, batches: Batches) -> float:
-    """The fraction of the samples in ``batches`` that ``model`` (in eval mode) classifies wrongly."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    wrong = total = 0
-    for x, y in batches:
-        y = y.to(device)
-        wrong += int((model(x.to(device)).argmax(dim=1) != y).sum())
-        total += len(y)
-    model.train(was_training)
-    if not total:
-        raise ValueError("no samples to evaluate")
-    return wrong / total
-
-
-def error_curve(
-    model: nn.Module,
-    a: Mapping[str, torch.Tensor],
-    b: Mapping[str, torch.Tensor],
-    points: Sequence[float],
-    test_batches: Batches,
-    bn_batches: Sequence[tuple[torch.Tensor, Any]] = (),
-) -> list[float]:
-    """Test error of ``model`` loaded with :func:`interpolate` ``(a, b, α)`` at each α of ``points``.
-
-    With ``bn_batches``, BatchNorm statistics are recomputed on them at every α (see :func:`recompute_batchnorm`).
-    ``model`` is left holding the last point.
-    """
-    errors = []
-    for alpha in points:
-        model.load_state_dict(interpolate(a, b, alpha))
-        if bn_batches:
-            recompute_batchnorm(model, bn_batches)
-        errors.append(error_rate(model, test_batches))
-    return errors
-
 
 # -- training the copies (the run's building blocks) ----------------------------------------------
 
@@ -238,29 +121,45 @@ def train_copy(
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-def analyse(
-    run_dir: Path,
-    cfg: RunConfig,
-    rounds: Sequence[int] | None = None,
-    data_seeds: tuple[int, int] = (1, 2),
-    num_alphas: int = 11,
-    bn_batches: int = 50,
-    on_round: Callable[[dict], None] | None = None,
-) -> dict:
-    """The instability of each round of the run in ``run_dir`` (all rounds with a mask by default).
+@dataclass(frozen=True)
+class StabilityOptions:
+    """What :func:`analyse` is asked for: the ``rounds`` (all with a mask on disk if None), the two ``data_seeds``
+    of the copies, ``num_alphas`` points on the path and ``bn_batches`` training batches that set BatchNorm's
+    statistics."""
 
-    Returns ``{"rounds": [row, ...], ...settings}``; each row has the columns of :data:`COLUMNS` plus the
-    whole curve (``errors`` at ``alphas``) and the ``relative_distance`` between the two copies. ``on_round``
-    is called with the result so far after every round (to write it as it grows). The copies train one after
-    the other on one device, whatever ``hardware.devices`` the run used.
-    """
-    run_dir = Path(run_dir)
-    if len(data_seeds) != 2 or len(set(data_seeds)) != 2:
-        raise ConfigError("data_seeds", f"got {list(data_seeds)}; allowed: two different seeds")
-    if num_alphas < 2:
-        raise ConfigError("alphas", f"got {num_alphas}; allowed: at least 2 points on the path (its two ends)")
-    if bn_batches < 1:
-        raise ConfigError("bn_batches", f"got {bn_batches}; allowed: at least 1 training batch")
+    rounds: Sequence[int] | None = None
+    data_seeds: tuple[int, int] = (1, 2)
+    num_alphas: int = 11
+    bn_batches: int = 50
+
+    def check(self) -> None:
+        """Raise a :class:`~lth.core.errors.ConfigError` naming the first option out of its range."""
+        if len(self.data_seeds) != 2 or len(set(self.data_seeds)) != 2:
+            raise ConfigError("data_seeds", f"got {list(self.data_seeds)}; allowed: two different seeds")
+        if self.num_alphas < 2:
+            raise ConfigError("alphas", f"got {self.num_alphas}; allowed: at least 2 points on the path (its two ends)")
+        if self.bn_batches < 1:
+            raise ConfigError("bn_batches", f"got {self.bn_batches}; allowed: at least 1 training batch")
+
+
+@dataclass(frozen=True)
+class _Analysis:
+    """What every round of an analysis shares, read and checked before the first copy trains."""
+
+    run_dir: Path
+    cfg: RunConfig  # on one device
+    data: ImageData
+    model: nn.Module
+    start: State  # the rewind point
+    masks: dict[int, Mask]
+    norm_batches: list  # the training batches that set BatchNorm's statistics (none without BatchNorm)
+    batchnorm: bool
+    steps: int
+    trained_steps: int
+
+
+def _check_rewind_point(run_dir: Path, cfg: RunConfig) -> None:
+    """Raise a :class:`~lth.core.errors.MissingFileError` saying why if the run has no ``rewind.pt``."""
     rewind_path = run_dir / "rewind.pt"
     if not rewind_path.is_file():
         rewind = cfg.prune.rewind
@@ -274,13 +173,33 @@ def analyse(
             f"is missing: the copies start from the rewind point, which runs with prune.rewind=init or a Step "
             f"(like 500it) save; {why}",
         )
+
+
+def _rounds(run_dir: Path, asked: Sequence[int] | None) -> list[int]:
+    """The rounds ``asked`` (all with a mask if None), once each; one without a mask is an error."""
     found = available_rounds(run_dir)
-    rounds = list(dict.fromkeys(found if rounds is None else rounds))
+    rounds = list(dict.fromkeys(found if asked is None else asked))
     missing = sorted(set(rounds) - set(found))
     if missing:
         raise ConfigError("rounds", f"{run_dir} has no mask for round(s) {missing}; it has {found}")
     if not rounds:
         raise MissingFileError(str(run_dir / "round_00" / "mask.pt"), "is missing: the run has no round with a mask")
+    return rounds
+
+
+def _read_masks(run_dir: Path, rounds: Sequence[int], cfg: RunConfig, model: nn.Module) -> dict[int, Mask]:
+    """The mask of each of ``rounds``, each checked against ``model``."""
+    ticket = build_ticket(cfg)
+    masks = {}
+    for round_index in rounds:
+        path = round_dir(run_dir, round_index) / "mask.pt"
+        masks[round_index] = Mask(read_tensors(path))
+        masks[round_index].check_against(ticket.parameters_of(model), source=str(path))
+    return masks
+
+
+def _prepare(run_dir: Path, cfg: RunConfig, rounds: Sequence[int], bn_batches: int) -> _Analysis:
+    """The data, the model, the rewind point and the masks of ``rounds``, the config on one device."""
     quiet_lightning()
     if cfg.hardware.threads:
         torch.set_num_threads(cfg.hardware.threads)
@@ -293,60 +212,85 @@ def analyse(
     total = check_lengths(cfg.train, cfg.prune.rewind, cfg.optim.schedule, ipe).total
     model = build_classifier(cfg, total, ipe)
     # every file is read and checked before the first copy trains: a bad one fails at once and writes nothing
+    rewind_path = run_dir / "rewind.pt"
     start = read_tensors(rewind_path)
     check_state(start, model, rewind_path)
-    ticket = build_ticket(cfg)
-    masks = {}
-    for round_index in rounds:
-        path = round_dir(run_dir, round_index) / "mask.pt"
-        masks[round_index] = Mask(read_tensors(path))
-        masks[round_index].check_against(ticket.parameters_of(model), source=str(path))
+    masks = _read_masks(run_dir, rounds, cfg, model)
     batchnorm = has_batchnorm(model)
     # the same training batches (the run's own first ones) set the BatchNorm statistics at every α of every round
     norm_batches = list(itertools.islice(data.train_dataloader(), bn_batches)) if batchnorm else []
+    trained = total - rewind_iteration(cfg, ipe)
+    return _Analysis(run_dir, cfg, data, model, start, masks, norm_batches, batchnorm, total, trained)
+
+
+def _round(analysis: _Analysis, round_index: int, data_seeds: tuple[int, int], points: Sequence[float]) -> dict:
+    """Train the two copies of round ``round_index``, evaluate the path between them at ``points``, log the row and
+    return it."""
+    began = time.perf_counter()
+    cfg, data, model, mask = analysis.cfg, analysis.data, analysis.model, analysis.masks[round_index]
+    a, b = (train_copy(cfg, data, analysis.start, mask, seed, analysis.run_dir) for seed in data_seeds)
+    model.to(data.device())
+    errors = error_curve(model, a, b, points, data.test_dataloader(), analysis.norm_batches)
+    height = barrier(errors)
+    row = {
+        "round": round_index,
+        "weights_remaining": mask.weights_remaining(),
+        "test_error_0": errors[0],
+        "test_error_1": errors[-1],
+        "barrier": height,
+        "stable": height < STABLE_BELOW,
+        "relative_distance": relative_distance(a, b, [n for n, _ in model.named_parameters()]),
+        "errors": errors,
+        "seconds": round(time.perf_counter() - began, 3),
+    }
+    log.info(
+        "round %d | weights remaining %.1f%% | error %.2f%% .. %.2f%% | barrier %.2f%% | %s | %.1fs",
+        round_index,
+        100 * row["weights_remaining"],
+        100 * row["test_error_0"],
+        100 * row["test_error_1"],
+        100 * height,
+        "stable" if row["stable"] else "unstable",
+        row["seconds"],
+    )
+    return row
+
+
+def analyse(
+    run_dir: Path,
+    cfg: RunConfig,
+    options: StabilityOptions | None = None,
+    on_round: Callable[[dict], None] | None = None,
+) -> dict:
+    """The instability of each round of the run in ``run_dir`` as ``options`` (:class:`StabilityOptions`, its
+    defaults if None) ask.
+
+    Returns ``{"rounds": [row, ...], ...settings}``; each row has the columns of :data:`COLUMNS` plus the
+    whole curve (``errors`` at ``alphas``) and the ``relative_distance`` between the two copies. ``on_round``
+    is called with the result so far after every round (to write it as it grows). The copies train one after
+    the other on one device, whatever ``hardware.devices`` the run used.
+    """
+    run_dir = Path(run_dir)
+    options = StabilityOptions() if options is None else options
+    options.check()
+    _check_rewind_point(run_dir, cfg)
+    rounds = _rounds(run_dir, options.rounds)
+    analysis = _prepare(run_dir, cfg, rounds, options.bn_batches)
     result: dict[str, Any] = {
         "run_dir": str(run_dir),
-        "data_seeds": list(data_seeds),
-        "rewind": str(cfg.prune.rewind),
-        "steps": total,
-        "trained_steps": total - rewind_iteration(cfg, ipe),
-        "alphas": alphas(num_alphas),
-        "batchnorm": f"recomputed at every α on {len(norm_batches)} training batches"
-        if batchnorm
+        "data_seeds": list(options.data_seeds),
+        "rewind": str(analysis.cfg.prune.rewind),
+        "steps": analysis.steps,
+        "trained_steps": analysis.trained_steps,
+        "alphas": alphas(options.num_alphas),
+        "batchnorm": f"recomputed at every α on {len(analysis.norm_batches)} training batches"
+        if analysis.batchnorm
         else "none in the model: running statistics not recomputed",
         "stable_below": STABLE_BELOW,
         "rounds": [],
     }
-    parameter_names = [n for n, _ in model.named_parameters()]
     for round_index in rounds:
-        began = time.perf_counter()
-        mask = masks[round_index]
-        a, b = (train_copy(cfg, data, start, mask, seed, run_dir) for seed in data_seeds)
-        model.to(data.device())
-        errors = error_curve(model, a, b, result["alphas"], data.test_dataloader(), norm_batches)
-        height = barrier(errors)
-        row = {
-            "round": round_index,
-            "weights_remaining": mask.weights_remaining(),
-            "test_error_0": errors[0],
-            "test_error_1": errors[-1],
-            "barrier": height,
-            "stable": height < STABLE_BELOW,
-            "relative_distance": relative_distance(a, b, parameter_names),
-            "errors": errors,
-            "seconds": round(time.perf_counter() - began, 3),
-        }
-        result["rounds"].append(row)
-        log.info(
-            "round %d | weights remaining %.1f%% | error %.2f%% .. %.2f%% | barrier %.2f%% | %s | %.1fs",
-            round_index,
-            100 * row["weights_remaining"],
-            100 * row["test_error_0"],
-            100 * row["test_error_1"],
-            100 * height,
-            "stable" if row["stable"] else "unstable",
-            row["seconds"],
-        )
+        result["rounds"].append(_round(analysis, round_index, options.data_seeds, result["alphas"]))
         if on_round is not None:
             on_round(result)
     return result

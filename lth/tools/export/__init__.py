@@ -21,9 +21,9 @@ From a run folder (``config.yaml``, ``rounds.csv``, ``rewind.pt``, ``round_XX/ma
 - :mod:`~lth.tools.export.onnx`: ``model.onnx`` when asked and the ``onnx`` packages are installed;
 - :mod:`~lth.tools.export.sparse`: the per-layer runtime paths (dense or CSR Linear layers, picked by measurement);
 - :mod:`~lth.tools.export.evaluate`: the run's test set and a model's predictions on it;
-- :mod:`~lth.tools.export.ship`: :func:`export` itself and ``export.json``, what was checked: the test accuracy
-  evaluated afresh against ``rounds.csv``, the round trip of the compressed file, the shrunk model against the
-  masked one, the sizes and the per-layer runtime paths.
+- :mod:`~lth.tools.export.ship`: :func:`export` itself (asked by :class:`ExportOptions`) and ``export.json``, what
+  was checked: the test accuracy evaluated afresh against ``rounds.csv``, the round trip of the compressed file, the
+  shrunk model against the masked one, the sizes and the per-layer runtime paths.
 
 A file that is missing, corrupt or made for another model is a one-line :class:`ExportError` naming it.
 Every public name of the modules is importable from here.
@@ -53,7 +53,7 @@ from lth.tools.export.lthz import (
     index_bytes,
 )
 from lth.tools.export.onnx import missing_packages, onnx_outputs, onnx_session, write_onnx
-from lth.tools.export.ship import export, summary
+from lth.tools.export.ship import ExportOptions, export, summary
 from lth.tools.export.shrunk import build_chain, chain_spec, load_shrunk, shrink
 from lth.tools.export.sparse import BENCH_BATCHES, CsrLinear, linear_inputs, pick_paths, time_calls, with_csr
 from lth.tools.export.ticket import (
@@ -79,6 +79,7 @@ __all__ = [
     "PREFIX",
     "CsrLinear",
     "ExportError",
+    "ExportOptions",
     "NotShrinkable",
     "RoundFiles",
     "TORCH_PRUNE_FILE",

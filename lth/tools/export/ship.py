@@ -1,8 +1,8 @@
 """One round of a run exported: every file written, each checked against the run, and the report of it all.
 
-:func:`export` writes the files of :mod:`~lth.tools.export.ticket`, :mod:`~lth.tools.export.lthz`,
-:mod:`~lth.tools.export.shrunk` (a channel ticket: :mod:`~lth.tools.export.channels`) and
-:mod:`~lth.tools.export.onnx`, then ``export.json``: the test accuracy evaluated afresh against ``rounds.csv``, the
+:func:`export` (asked by :class:`ExportOptions`) writes the files of :mod:`~lth.tools.export.ticket`,
+:mod:`~lth.tools.export.lthz`, :mod:`~lth.tools.export.shrunk` (a channel ticket: :mod:`~lth.tools.export.channels`)
+and :mod:`~lth.tools.export.onnx`, then ``export.json``: the test accuracy evaluated afresh against ``rounds.csv``, the
 round trip of the compressed file, the shrunk model and the ONNX model (run in onnxruntime) against the masked one,
 the sizes and the per-layer runtime paths (:mod:`~lth.tools.export.sparse`). :func:`summary` is that report in
 lines for people.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,6 +40,7 @@ from lth.tools.export.onnx import onnx_outputs, write_onnx
 from lth.tools.export.shrunk import chain_spec, shrink
 from lth.tools.export.sparse import BENCH_BATCHES, pick_paths
 from lth.tools.export.ticket import (
+    RoundFiles,
     build_plain,
     choose_round,
     load_round,
@@ -49,20 +51,41 @@ from lth.tools.export.ticket import (
 )
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """What :func:`export` is asked for besides the run folder.
+
+    ``round_index`` None picks :func:`~lth.tools.export.ticket.choose_round` with ``tolerance`` (accuracy points).
+    ``out_dir`` defaults to ``<run_dir>/export/round_XX``. ``fp16`` stores the compressed file's values as fp16.
+    ``data_dir`` overrides the run's ``paths.data_dir`` for the test set. ``format="torch-prune"`` also writes
+    :data:`~lth.tools.export.formats.TORCH_PRUNE_FILE`.
+    """
+
+    round_index: int | None = None
+    tolerance: float = 0.5
+    out_dir: str | Path | None = None
+    fp16: bool = False
+    data_dir: str | Path | None = None
+    format: str = "lth"
+
+
+@dataclass(frozen=True)
+class _Bench:
+    """What the files of an export share: the folder they go to and the test set they are checked on, in batches."""
+
+    out: Path
+    test: tuple[torch.Tensor, torch.Tensor]
+    batch_size: int
+
+
 def _compressed(
-    out: Path,
-    state: Mapping[str, torch.Tensor],
-    mask: Mapping[str, torch.Tensor],
-    fp16: bool,
-    config: dict,
-    test: tuple[torch.Tensor, torch.Tensor],
-    batch_size: int,
+    bench: _Bench, state: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], fp16: bool, config: dict
 ) -> dict:
     """Write ``compressed.lthz``, read it back into the plain model, and report sizes, round trip and accuracy."""
-    x, y = test
+    x, y = bench.test
     blob, entries = compress(state, mask, fp16)
-    write_bytes(out / "compressed.lthz", blob)
-    restored = decompress(out / "compressed.lthz")
+    write_bytes(bench.out / "compressed.lthz", blob)
+    restored = decompress(bench.out / "compressed.lthz")
     back = build_plain(config)
     back.load_state_dict(restored, strict=True)
     buffer = io.BytesIO()
@@ -74,32 +97,28 @@ def _compressed(
         "model_pt_bytes": len(buffer.getvalue()),
         "file_bytes": len(blob),
         "bit_identical": bit_identical(state, restored),
-        "test_acc": correct(back, x, y, batch_size) / len(y),
+        "test_acc": correct(back, x, y, bench.batch_size) / len(y),
         "tensors": {n: {"encoding": e["encoding"], "bytes": e["nbytes"]} for n, e in entries.items()},
     }
 
 
-def _shrunk(
-    out: Path, plain: nn.Module, test: tuple[torch.Tensor, torch.Tensor], batch_size: int
-) -> tuple[dict, nn.Module]:
+def _shrunk(bench: _Bench, plain: nn.Module) -> tuple[dict, nn.Module]:
     """Write ``shrunk.pt`` where ``plain`` shrinks, checked against it; the report and the runtime model (the shrunk
     one, or ``plain`` where it does not shrink)."""
     try:
         small, units = shrink(as_chain(plain))
     except NotShrinkable as reason:
         return {"skipped": str(reason)}, plain
-    report = _checked_smaller(plain, small, units, test, batch_size)
-    save_tensors(out / "shrunk.pt", {"layers": chain_spec(small), "state_dict": small.state_dict()})
+    report = _checked_smaller(bench, plain, small, units)
+    save_tensors(bench.out / "shrunk.pt", {"layers": chain_spec(small), "state_dict": small.state_dict()})
     return {"file": "shrunk.pt", **report}, small
 
 
-def _checked_smaller(
-    plain: nn.Module, small: nn.Module, units: object, test: tuple[torch.Tensor, torch.Tensor], batch_size: int
-) -> dict:
+def _checked_smaller(bench: _Bench, plain: nn.Module, small: nn.Module, units: object) -> dict:
     """The report of a smaller model ``small`` cut from ``plain``: its outputs must equal ``plain``'s on the test
     set (else RuntimeError, nothing written), its parameters, largest difference and test accuracy."""
-    x, y = test
-    reference, outputs = predict(plain, x, batch_size), predict(small, x, batch_size)
+    x, y = bench.test
+    reference, outputs = predict(plain, x, bench.batch_size), predict(small, x, bench.batch_size)
     if not torch.allclose(outputs, reference, rtol=1e-4, atol=1e-4):
         raise RuntimeError(f"the shrunk model differs from the masked one by {(outputs - reference).abs().max()}")
     return {
@@ -111,74 +130,91 @@ def _checked_smaller(
 
 
 def _channels(
-    out: Path,
-    plain: nn.Module,
-    cfg: RunConfig,
-    groups: list[ChannelGroup],
-    mask: Mask,
-    test: tuple[torch.Tensor, torch.Tensor],
-    batch_size: int,
+    bench: _Bench, plain: nn.Module, cfg: RunConfig, groups: list[ChannelGroup], mask: Mask
 ) -> tuple[dict, nn.Module]:
     """Write ``shrunk.pt2``, the channel ticket without its removed channels, checked against the masked model;
     the report and the runtime model (the smaller one)."""
     small, units = remove_channels(plain, groups, mask, example_input(cfg))
-    report = _checked_smaller(plain, small, units, test, batch_size)
-    write_program(small, example_input(cfg, 2), out / "shrunk.pt2")
+    report = _checked_smaller(bench, plain, small, units)
+    write_program(small, example_input(cfg, 2), bench.out / "shrunk.pt2")
     return {"file": "shrunk.pt2", **report}, small
 
 
-def _onnx(out: Path, runtime: nn.Module, test: tuple[torch.Tensor, torch.Tensor], batch_size: int) -> dict:
+def _onnx(bench: _Bench, runtime: nn.Module) -> dict:
     """Write ``model.onnx`` (the runtime model), run it in onnxruntime on the test set and compare with torch."""
-    x, y = test
-    outcome = write_onnx(runtime, x[:2], out / "model.onnx")
+    x, y = bench.test
+    path = bench.out / "model.onnx"
+    outcome = write_onnx(runtime, x[:2], path)
     if not outcome.startswith("written"):
         return {"skipped": outcome}
-    reference, outputs = predict(runtime, x, batch_size), onnx_outputs(out / "model.onnx", x, batch_size)
+    reference, outputs = predict(runtime, x, bench.batch_size), onnx_outputs(path, x, bench.batch_size)
     if not torch.allclose(outputs, reference, rtol=1e-4, atol=1e-4):
         raise RuntimeError(f"onnxruntime's outputs differ from torch's by {(outputs - reference).abs().max()}")
     return {
         "file": "model.onnx",
         "written": outcome,
-        "bytes": (out / "model.onnx").stat().st_size,
+        "bytes": path.stat().st_size,
         "max_abs_diff": float((outputs - reference).abs().max()),
         "test_acc": int((outputs.argmax(1) == y).sum()) / len(y),
     }
 
 
-def export(
-    run_dir: str | Path,
-    round_index: int | None = None,
-    tolerance: float = 0.5,
-    out_dir: str | Path | None = None,
-    fp16: bool = False,
-    data_dir: str | Path | None = None,
-    format: str = "lth",
-) -> dict:
-    """Export one round of the run in ``run_dir``; return the report also written to ``<out_dir>/export.json``.
-
-    ``round_index`` None picks :func:`~lth.tools.export.ticket.choose_round` with ``tolerance`` (accuracy points).
-    ``out_dir`` defaults to ``<run_dir>/export/round_XX``. ``data_dir`` overrides the run's ``paths.data_dir`` for
-    the test set. ``format="torch-prune"`` also writes :data:`~lth.tools.export.formats.TORCH_PRUNE_FILE`.
-    """
-    run_dir = Path(run_dir)
-    cfg, rows = read_config_and_rounds(run_dir)
-    chosen = choose_round(rows, tolerance) if round_index is None else round_index
+def _round_files(
+    run_dir: Path, cfg: RunConfig, rows: list[dict], options: ExportOptions
+) -> tuple[int, RoundFiles, Path]:
+    """The round ``options`` ask for (or choose), its files and the folder its export goes to; a round the run
+    lacks, or an output folder that is a file, is a :class:`~lth.core.errors.ConfigError`."""
+    chosen = choose_round(rows, options.tolerance) if options.round_index is None else options.round_index
     by_round = {r["round"]: r for r in rows}
     if chosen not in by_round:
         rounds = ", ".join(str(r) for r in by_round)
         raise ConfigError("round", f"got {chosen}; {run_dir / 'rounds.csv'} has rounds {rounds}")
     files = load_round(run_dir, cfg, by_round[chosen])
-    out = Path(out_dir) if out_dir is not None else run_dir / "export" / f"round_{chosen:02d}"
+    out = Path(options.out_dir) if options.out_dir is not None else run_dir / "export" / f"round_{chosen:02d}"
     if out.exists() and not out.is_dir():
         raise ConfigError("out_dir", f"{out} is a file; allowed: a folder (made if missing)")
-    x, y = read_test_split(cfg, data_dir)  # before anything is written: a missing test set writes nothing
+    return chosen, files, out
+
+
+def _test(bench: _Bench, plain: nn.Module, recorded: float) -> dict:
+    """The test accuracy of the exported ``plain`` model, evaluated afresh, against ``recorded`` in ``rounds.csv``."""
+    x, y = bench.test
+    right = correct(plain, x, y, bench.batch_size)
+    return {
+        "images": len(y),
+        "acc": right / len(y),
+        "rounds_csv_acc": recorded,
+        "matches_rounds_csv": round(recorded * len(y)) == right,
+    }
+
+
+def _runtime(bench: _Bench, runtime: nn.Module, cfg: RunConfig) -> dict:
+    """The report of the runtime model: its semi-structured sparsity (groups of M), its per-layer paths, its ONNX."""
+    x = bench.test[0]
+    report = {}
+    if cfg.prune.grain.has(GROUPS_OF_M):
+        report["semi_structured"] = semi_structured(runtime, cfg.prune.granularity, x[:64])
+    report["runtime"] = {f"batch_{n}": pick_paths(runtime, x[:n])[1] for n in BENCH_BATCHES}
+    report["onnx"] = _onnx(bench, runtime)
+    return report
+
+
+def export(run_dir: str | Path, options: ExportOptions | None = None) -> dict:
+    """Export one round of the run in ``run_dir`` as ``options`` (:class:`ExportOptions`, its defaults if None)
+    say; return the report also written to ``<out_dir>/export.json``."""
+    options = ExportOptions() if options is None else options
+    run_dir = Path(run_dir)
+    cfg, rows = read_config_and_rounds(run_dir)
+    chosen, files, out = _round_files(run_dir, cfg, rows, options)
+    x, y = read_test_split(cfg, options.data_dir)  # before anything is written: a missing test set writes nothing
+    bench = _Bench(out, (x, y), cfg.train.eval_batch_size)
     config = model_config(cfg)
     report: dict = {
         "run_dir": str(run_dir),
         "round": chosen,
         "chosen_by": "--round"
-        if round_index is not None
-        else f"sparsest round with validation accuracy within {tolerance} points of round 0's",
+        if options.round_index is not None
+        else f"sparsest round with validation accuracy within {options.tolerance} points of round 0's",
         "weights_remaining": files.row["weights_remaining"],
         "out_dir": str(out),
     }
@@ -188,26 +224,15 @@ def export(
     report["ticket"] = write_ticket(out, files, cfg, config)
     plain, state = write_model(out, files, config)
     report["safetensors"] = write_safetensors(out, state)
-    asked = format == "torch-prune"
+    asked = options.format == "torch-prune"
     report["torch_prune"] = write_torch_prune(out, state, files.mask) if asked else "not asked (--format torch-prune)"
-    batch_size = cfg.train.eval_batch_size
-    right = correct(plain, x, y, batch_size)
-    recorded = files.row["test_acc"]
-    report["test"] = {
-        "images": len(y),
-        "acc": right / len(y),
-        "rounds_csv_acc": recorded,
-        "matches_rounds_csv": round(recorded * len(y)) == right,
-    }
-    report["compressed"] = _compressed(out, state, files.mask, fp16, config, (x, y), batch_size)
+    report["test"] = _test(bench, plain, files.row["test_acc"])
+    report["compressed"] = _compressed(bench, state, files.mask, options.fp16, config)
     if cfg.prune.grain.has(WHOLE_CHANNELS):
-        report["shrunk"], runtime = _channels(out, plain, cfg, groups, files.mask, (x, y), batch_size)
+        report["shrunk"], runtime = _channels(bench, plain, cfg, groups, files.mask)
     else:
-        report["shrunk"], runtime = _shrunk(out, plain, (x, y), batch_size)
-    if cfg.prune.grain.has(GROUPS_OF_M):
-        report["semi_structured"] = semi_structured(runtime, cfg.prune.granularity, x[:64])
-    report["runtime"] = {f"batch_{n}": pick_paths(runtime, x[:n])[1] for n in BENCH_BATCHES}
-    report["onnx"] = _onnx(out, runtime, (x, y), batch_size)
+        report["shrunk"], runtime = _shrunk(bench, plain)
+    report.update(_runtime(bench, runtime, cfg))
     write_json(out / "export.json", report)
     return report
 
