@@ -39,6 +39,7 @@ from lth.core.masks import Mask
 from lth.core.steps import Step
 from lth.data import ImageData
 from lth.run.build import (
+    Span,
     build_classifier,
     build_data,
     build_ticket,
@@ -112,7 +113,7 @@ def train_copy(
     # applied at the start and after every step, and `advance` is never called, so it stays the mask given here
     ticket.load_state_dict({"round_index": 1, "mask": dict(mask), "rewind_state": None, "round0_steps": None})
     steps = total - rewind_iteration(cfg, ipe)
-    trainer = build_trainer(cfg, run_dir, steps, steps, [ticket], [])
+    trainer = build_trainer(cfg, run_dir, Span(steps, steps), [ticket], [])
     # only the order changes: the train/val split was drawn by the run's seed when `data` was set up, and
     # ImageData draws each epoch's order (and augmentation) from `seed` whenever a training loader is made
     data.seed = data_seed
