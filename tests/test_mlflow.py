@@ -21,19 +21,10 @@ from lth.config.identity import identity
 from lth.run.loggers import MLFLOW_ID, MLFLOW_STORE, param_key  # noqa: E402
 from lth.state.artifacts import ROUND_COLUMNS, read_rounds  # noqa: E402
 from lth.state.labels import flatten, label, show  # noqa: E402
+from tests.test_logging_names import EVAL_EVERY, REWIND, TOTAL  # noqa: E402
+from tests.test_logging_names import SETUP as LOGGED  # noqa: E402
 
-TOTAL, EVAL_EVERY, REWIND = 20, 4, 6
-SETUP = [
-    "dataset=synthetic",
-    "train.batch_size=100",
-    f"train.steps={TOTAL}it",
-    f"train.eval_every={EVAL_EVERY}it",
-    "prune.rounds=1",
-    f"prune.rewind={REWIND}it",  # round 1 runs from 6 to 20 on the axis
-    "hardware=cpu",
-    "hardware.threads=1",
-    "logger=[csv,mlflow]",
-]
+SETUP = [*LOGGED, "logger=[csv,mlflow]"]  # round 1 runs from 6 to 20 on the axis
 
 
 class Killed(BaseException):
