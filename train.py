@@ -21,7 +21,7 @@ from lth.state.artifacts import disk_full, remove_run_folder
 from lth.state.locks import BUSY, BusyError
 
 BAD_CONFIG, DIVERGED, DISK_FULL = 2, 3, 4  # and lth.state.locks.BUSY (75), lth.run.signals' 143 and 130
-_COMMAND: tuple[int, list[str]] | None = None  # (pid, arguments) of the command line as typed, for a stop's line
+_COMMAND: tuple[int, list[str], bool] | None = None  # (pid, the command line as typed, its jobs checked)
 register_resolvers()
 
 
@@ -30,7 +30,8 @@ def main(cfg: DictConfig) -> float:
     """Validate and type this job's config, run IMP; return the sparsest round's test accuracy (a sweep's objective)."""
     job_dir = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
     try:
-        run = load_run(cfg, _COMMAND[1] if _COMMAND and _COMMAND[0] == os.getpid() else None)
+        here = _COMMAND is not None and _COMMAND[0] == os.getpid()  # this process read the command line
+        run = load_run(cfg, _COMMAND[1] if here else None, checked=here and _COMMAND[2])
     except ConfigError as error:
         fail(f"error: {error}", BAD_CONFIG, process_rank() == 0, (job_dir, str(cfg.paths.output_dir)))
     from lth.run.distributed import is_rank_zero
@@ -62,14 +63,13 @@ def fail(line: str, code: int, rank_zero: bool, folders: tuple[str | None, str] 
 def cli(argv: list[str] | None = None) -> None:
     """``python train.py``: check the command line (every job of it), then hand it to Hydra."""
     global _COMMAND
-    _COMMAND = (os.getpid(), list(sys.argv[1:] if argv is None else argv))
-    argv = list(_COMMAND[1])
+    typed = list(sys.argv[1:] if argv is None else argv)
     try:
-        argv = check_command_line(argv)
+        command = check_command_line(typed)
     except ConfigError as error:
         fail(f"error: {error}", BAD_CONFIG, True)
-    sys.argv = [sys.argv[0], *argv]
-    if {"-h", "--help"} & set(argv):  # then Hydra's help: the config groups and the composed config
+    _COMMAND, sys.argv = (os.getpid(), typed, command.checked), [sys.argv[0], *command.argv]
+    if {"-h", "--help"} & set(command.argv):  # then Hydra's help: the config groups and the composed config
         print(help_page(), end="\n\n", flush=True)
     main()
 

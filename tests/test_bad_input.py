@@ -225,7 +225,7 @@ def test_layer_rates_is_set_without_plus_and_replaces_the_presets(make_cfg) -> N
     for preset, expected in ((None, {"model.layers.0": 0.3}), ("lenet_mnist", {"model.layers.0": 0.3})):
         cfg = make_cfg(*([f"experiment={preset}"] if preset else []), *overrides)
         assert dict(cfg.prune.layer_rates) == expected  # the preset's {model.out: 0.1} is replaced, not merged
-    argv = command_line.check_command_line([*FAST, "prune.scope=layer", "prune.layer_rates={model.out:0.1}"])
+    argv = command_line.check_command_line([*FAST, "prune.scope=layer", "prune.layer_rates={model.out:0.1}"]).argv
     assert argv[-2:] == ["prune.layer_rates=null", "+prune.layer_rates={model.out:0.1}"]
 
 
@@ -238,7 +238,7 @@ def test_keys_that_may_be_added_are_accepted(tmp_path: Path) -> None:
         ["prune.target_sparsity=0.5"],
         ["hardware.devices=auto", "hardware.precision=bf16-mixed", "hardware.threads=1"],
     ):
-        assert command_line.check_command_line([*FAST, f"paths.output_dir={tmp_path}", *extra])
+        assert command_line.check_command_line([*FAST, f"paths.output_dir={tmp_path}", *extra]).checked
     assert not (tmp_path / "runs").exists()
 
 

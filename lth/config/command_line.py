@@ -38,9 +38,18 @@ def _raise_argument_error(message: str) -> NoReturn:
     raise ConfigError(*(match.groups() if match else ("arguments", message)))
 
 
-def check_command_line(argv: list[str]) -> list[str]:
-    """The arguments for Hydra: overrides of :data:`REPLACED_MAPPINGS` rewritten, and, for a command that trains,
-    every job composed and validated first. Raise :class:`ConfigError` for the first bad one."""
+@dataclass(frozen=True)
+class Command:
+    """The command line for Hydra (``argv``, overrides of :data:`REPLACED_MAPPINGS` rewritten), and whether every
+    job it describes was composed and validated (``checked``: not for ``--help``, another sweeper, ...)."""
+
+    argv: list[str]
+    checked: bool
+
+
+def check_command_line(argv: list[str]) -> Command:
+    """The command line for Hydra; for a command that trains, every job composed and validated first. Raise
+    :class:`ConfigError` for the first bad one."""
     from hydra._internal.utils import get_args_parser
 
     parser = get_args_parser()
@@ -51,10 +60,11 @@ def check_command_line(argv: list[str]) -> list[str]:
     overrides = [part for text in args.overrides for part in rewritten[text]]
     trains = not (args.help or args.hydra_help or args.info or args.shell_completion or args.cfg)
     other_sweeper = any(text.lstrip("+").startswith("hydra/sweeper=") for text in overrides)  # it makes the jobs
-    if trains and not (args.config_path or args.config_dir or args.experimental_rerun or other_sweeper):
+    checked = trains and not (args.config_path or args.config_dir or args.experimental_rerun or other_sweeper)
+    if checked:
         multirun = args.multirun or "hydra.mode=MULTIRUN" in overrides
         check_jobs(overrides, multirun=multirun, config_name=args.config_name or "config")
-    return argv
+    return Command(argv, checked)
 
 
 def replace_mapping(text: str) -> list[str]:

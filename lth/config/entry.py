@@ -53,12 +53,18 @@ def hydra_job(argv: Sequence[str] | None = None) -> tuple[Job, Launch | None]:
     return job, Launch(multirun, OmegaConf.to_container(hc.launcher, resolve=True))
 
 
-def load_run(cfg: DictConfig, argv: Sequence[str] | None = None, machine: bool = True) -> RunConfig:
+def load_run(cfg: DictConfig, argv: Sequence[str] | None = None, checked: bool = False) -> RunConfig:
     """Validate ``cfg`` (every key; the hardware against how the job is launched) and return it typed and frozen.
-    Raise :class:`~lth.core.errors.ConfigError` naming the first bad key."""
-    validate(cfg, machine=machine)
+    Raise :class:`~lth.core.errors.ConfigError` naming the first bad key.
+
+    ``checked``: this process composed and validated this very job from the command line already
+    (:func:`lth.config.command_line.check_command_line`), so it is typed without checking it again; a job started
+    elsewhere (a SLURM job, a launcher's process) is checked here.
+    """
     job, launch = hydra_job(argv)
-    check_hardware(cfg, launch)
+    if not checked:
+        validate(cfg)
+        check_hardware(cfg, launch)
     return RunConfig.of(plain_config(cfg), job)
 
 
