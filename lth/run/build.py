@@ -48,6 +48,7 @@ def quiet_lightning() -> None:
         ".*LeafSpec.*",
         ".*`isinstance.*treespec.*",
         ".*Experiment logs directory .* exists and is not empty.*",  # a round's step log is restarted or continued
+        ".*The `srun` command is available on your system but is not used.*",  # a login node: SLURM runs go by sbatch
     ):
         warnings.filterwarnings("ignore", message=message)
 
