@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lth.config.run import RunConfig, migrate, thawed
+from lth.core.errors import ConfigError, first_line
 
 ROUND_COLUMNS = (
     "round",
@@ -111,9 +112,17 @@ def read_yaml(path: Path) -> Any:
     return OmegaConf.to_container(loaded, resolve=True) if OmegaConf.is_config(loaded) else loaded
 
 
-def read_config(path: Path) -> dict[str, Any]:
-    """A ``config.yaml`` as plain data, with the keys added since it was written (:func:`lth.config.run.migrate`)."""
-    return migrate(read_yaml(path))
+def read_plain(path: Path) -> dict[str, Any]:
+    """A run's ``config.yaml`` as plain data, with the keys added since it was written
+    (:func:`lth.config.run.migrate`); a file that is unreadable or not a mapping is a one-line
+    :class:`~lth.core.errors.ConfigError` naming it."""
+    try:
+        plain = read_yaml(path)
+    except Exception as error:  # yaml and omegaconf raise many types for garbled files
+        raise ConfigError(str(path), f"cannot be read ({first_line(error)})") from None
+    if not isinstance(plain, dict):
+        raise ConfigError(str(path), f"holds a {type(plain).__name__}; a run's config is a mapping of keys")
+    return migrate(plain)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lth.config.identity import identity, run_id
 from lth.config.run import RunConfig
-from lth.state.artifacts import CONFIG, HYDRA_ONLY, RUN_LOCK, is_temporary, read_config, write_config, write_json
+from lth.state.artifacts import CONFIG, HYDRA_ONLY, RUN_LOCK, is_temporary, read_plain, write_config, write_json
 
 # Hydra's files, the lock of the folder's own process, and the two files this job writes itself
 NOT_LINKED = (*HYDRA_ONLY, *RUN_LOCK, CONFIG, "summary.json")
@@ -35,7 +35,7 @@ def finished_elsewhere(cfg: RunConfig, run_dir: Path) -> Path | None:
         if candidate.resolve() == here or not (candidate / "summary.json").is_file():
             continue
         try:
-            same = identity(read_config(candidate / CONFIG)) == wanted
+            same = identity(read_plain(candidate / CONFIG)) == wanted
         except Exception:  # noqa: BLE001 - a folder that cannot be read is not a run to reuse
             continue
         if same and (candidate / "rounds.csv").is_file():

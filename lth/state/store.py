@@ -27,7 +27,7 @@ from lth.config.identity import folder_name, identity
 from lth.config.run import RunConfig
 from lth.core.catalog import DRAWN_DURING_TRAINING, METHODS
 from lth.core.errors import ConfigError
-from lth.state.artifacts import CONFIG, holds_results, read_config, read_rounds, round_dir, write_json
+from lth.state.artifacts import CONFIG, holds_results, read_plain, read_rounds, round_dir, write_json
 from lth.state.locks import locked  # noqa: F401 - the lock (filelock) that guards a run folder or a kept round 0
 
 CHECKPOINT = "last.ckpt"
@@ -75,7 +75,7 @@ def resumable_rows(cfg: RunConfig, run_dir: Path) -> list[dict]:
         raise ConfigError("resume", f"nothing to resume in {run_dir}: it holds no run (leave out resume=true)")
     stored = run_dir / CONFIG
     if stored.is_file():
-        before, now = identity(read_config(stored)), identity(cfg.plain)
+        before, now = identity(read_plain(stored)), identity(cfg.plain)
         if before != now:
             key = _first_difference(before, now)
             raise ConfigError("resume", f"{stored} was made by another config (they differ at {key}); resume refused")

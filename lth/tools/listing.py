@@ -25,10 +25,9 @@ from filelock import FileLock, Timeout
 from lth.config.identity import identity
 from lth.config.schema import lookup
 from lth.core.errors import ConfigError, MissingFileError
-from lth.state.artifacts import read_rounds
+from lth.state.artifacts import read_plain, read_rounds
 from lth.state.labels import ALIASES, flatten, show, write_alias
 from lth.state.locks import owner_file, run_lock
-from lth.tools.runs import read_plain
 
 CONFIG = "config.yaml"
 SKIPPED = ("dense", ALIASES, ".hydra", "logs")  # folders never searched: the round-0 store, aliases, run internals

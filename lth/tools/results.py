@@ -23,8 +23,7 @@ from typing import Any
 from lth.config.identity import identity
 from lth.config.schema import governor
 from lth.core.errors import ConfigError, MissingFileError
-from lth.state.artifacts import read_rounds
-from lth.tools.runs import read_plain
+from lth.state.artifacts import read_plain, read_rounds
 
 PAPER_SPARSITIES = (100.0, 51.3, 21.1, 13.5, 7.0, 3.6, 1.9)  # % weights remaining in Frankle & Carbin's figures
 CONTROL = "prune.control"

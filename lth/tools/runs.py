@@ -7,12 +7,11 @@ here, so a missing folder, a missing file and a garbled or foreign config are re
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from lth.config.entry import run_of
-from lth.config.run import RunConfig, migrate
+from lth.config.run import RunConfig
 from lth.core.errors import ConfigError, MissingFileError, first_line
-from lth.state.artifacts import read_yaml
+from lth.state.artifacts import read_plain
 
 
 def run_file(run_dir: Path, name: str) -> Path:
@@ -25,18 +24,6 @@ def run_file(run_dir: Path, name: str) -> Path:
     if not path.is_file():
         raise MissingFileError(str(path), "is missing (is this a run folder?)")
     return path
-
-
-def read_plain(path: Path) -> dict[str, Any]:
-    """A run's ``config.yaml`` as plain data, given the keys added since it was written; a file that is unreadable
-    or not a mapping is a one-line :class:`~lth.core.errors.ConfigError` naming it."""
-    try:
-        plain = read_yaml(path)
-    except Exception as error:  # yaml and omegaconf raise many types for garbled files
-        raise ConfigError(str(path), f"cannot be read ({first_line(error)})") from None
-    if not isinstance(plain, dict):
-        raise ConfigError(str(path), f"holds a {type(plain).__name__}; a run's config is a mapping of keys")
-    return migrate(plain)
 
 
 def read_config(path: Path) -> RunConfig:
