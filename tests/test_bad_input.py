@@ -1,7 +1,9 @@
 """Bad input to ``train.py``, one table: every bad value is one stderr line ``error: <key>: ...``, exit code 2, no
 traceback, and nothing under the output folder. Most rows go through ``train.py``'s command line in this process
-(the checks run before Hydra starts); the rows marked ``SUB`` run ``python train.py`` as a user does, among them
-those refused only once the data or the model is built (after the run folder exists, which must go again).
+(the checks run before Hydra starts, ``main`` is replaced); the rows marked ``SUB`` run the whole of ``python
+train.py`` as a user does (``run_main``: its entry point, Hydra and ``main``, in this process), among them those
+refused only once the data or the model is built (after the run folder exists, which must go again). A few of them
+also run in a subprocess (slow), as typed in a shell.
 
 The checks run before torch is imported; the names they repeat from the modules that use them are checked here.
 """
@@ -9,7 +11,6 @@ The checks run before torch is imported; the names they repeat from the modules 
 from __future__ import annotations
 
 import inspect
-import os
 import subprocess
 import sys
 import typing
@@ -23,7 +24,7 @@ from lth.config.hardware import PRECISION_ALIASES, PRECISIONS, STRATEGIES, has_g
 from lth.config.identity import identity
 from lth.config.validate import OPTIMIZER_KEYS, check_steps, validate
 from lth.core.errors import ConfigError
-from tests.conftest import FAST, REPO, run_train, typed
+from tests.conftest import FAST, REPO, run_main, run_train, subprocess_env, typed
 
 SUB = "subprocess"
 GPU = has_gpu()
@@ -160,25 +161,20 @@ def files_under(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
 
 
-@pytest.mark.parametrize(("arguments", "key", "how"), BAD_INPUT)
-def test_bad_input_is_one_line_naming_the_key(places: Path, monkeypatch, capsys, arguments, key, how) -> None:
+def command_of(arguments: str, places: Path) -> list[str]:
+    """The command line of a row: Hydra's flags first (-m, --cfg <what>), then the shrunk config, then its overrides."""
     out = places / "out"
     tokens = arguments.replace("{tmp}", str(places)).replace("{out}", str(out)).split(" ")
-    flags = []  # Hydra's flags first (-m, --cfg <what>), then the shrunk config, then the row's overrides
+    flags = []
     while tokens and tokens[0].startswith("-"):
         flags.append(tokens.pop(0))
         if flags[-1] == "--cfg":
             flags.append(tokens.pop(0))
-    args = [*flags, *FAST, f"paths.output_dir={out}", *tokens]
-    if how == SUB:
-        result = run_train(*args, cwd=places)
-        code, stderr = result.returncode, result.stderr
-    else:
-        monkeypatch.setattr(train_script, "main", lambda: pytest.fail(f"{arguments} was accepted"))
-        monkeypatch.setattr(sys, "argv", ["train.py"])
-        with pytest.raises(SystemExit) as exit_:
-            train_script.cli(args)
-        code, stderr = exit_.value.code, capsys.readouterr().err
+    return [*flags, *FAST, f"paths.output_dir={out}", *tokens]
+
+
+def assert_refused_in_one_line(places: Path, code: int, stderr: str, key: str) -> None:
+    out = places / "out"
     lines = stderr.strip().splitlines()
     assert code == 2, stderr
     assert len(lines) == 1 and lines[0].startswith(f"error: {key}: "), stderr
@@ -188,6 +184,34 @@ def test_bad_input_is_one_line_naming_the_key(places: Path, monkeypatch, capsys,
     assert (places / "a_file").read_text() == "not a folder\n"
 
 
+@pytest.mark.parametrize(("arguments", "key", "how"), BAD_INPUT)
+def test_bad_input_is_one_line_naming_the_key(places: Path, monkeypatch, capsys, arguments, key, how) -> None:
+    args = command_of(arguments, places)
+    if how == SUB:
+        result = run_main(*args, cwd=places)
+        code, stderr = result.returncode, result.stderr
+    else:
+        monkeypatch.setattr(train_script, "main", lambda: pytest.fail(f"{arguments} was accepted"))
+        monkeypatch.setattr(sys, "argv", ["train.py"])
+        with pytest.raises(SystemExit) as exit_:
+            train_script.cli(args)
+        code, stderr = exit_.value.code, capsys.readouterr().err
+    assert_refused_in_one_line(places, code, stderr, key)
+
+
+AS_TYPED = ["model=lenet301", "-m prune.rate=1.5,0.2 hydra.sweep.dir={out}/sweep", "prune.rate=2", "model=vgg19"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arguments", AS_TYPED)
+def test_bad_input_typed_in_a_shell_is_one_line_naming_the_key(places: Path, arguments: str) -> None:
+    """Rows of each kind (Hydra's own error, a sweep, a value, the model once built) in a subprocess."""
+    (row,) = [row for row in BAD_INPUT if (row.values if hasattr(row, "values") else row)[0] == arguments]
+    assert row[2] == SUB
+    result = run_train(*command_of(arguments, places), cwd=places)
+    assert_refused_in_one_line(places, result.returncode, result.stderr, row[1])
+
+
 def test_the_table_is_large_and_runs_many_rows_as_a_user_does() -> None:
     rows = [row.values if hasattr(row, "values") else row for row in BAD_INPUT]
     assert len(rows) >= 60 and len({r[0] for r in rows}) == len(rows)
@@ -195,7 +219,7 @@ def test_the_table_is_large_and_runs_many_rows_as_a_user_does() -> None:
 
 
 def test_a_sweep_with_one_bad_job_names_the_job_before_any_starts(tmp_path: Path) -> None:
-    result = run_train("-m", *FAST, "prune.rate=0.2,1.5", "seed=0,1", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    result = run_main("-m", *FAST, "prune.rate=0.2,1.5", "seed=0,1", "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "error: prune.rate: got 1.5; allowed: a number in (0, 1) (sweep job 2: prune.rate=1.5 seed=0)"
@@ -277,7 +301,7 @@ def test_iterations_per_epoch_known_up_front_match_the_data(make_cfg) -> None:
 
 
 def test_a_bad_value_is_refused_without_importing_torch_or_lightning(tmp_path: Path) -> None:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    env = subprocess_env()
     for args, code in ((["prune.rate=2"], 2), (["--help"], 0)):
         result = subprocess.run(
             [sys.executable, "-X", "importtime", str(REPO / "train.py"), *args, "paths.output_dir=out"],

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from lth.core.errors import ConfigError
 from lth.state.artifacts import read_rounds
-from tests.conftest import FAST, REPO, run_folders, run_train, train, typed
+from tests.conftest import FAST, REPO, run_folders, run_main, subprocess_env, train, typed
 
 # 3 rounds of 150 iterations, a checkpoint every 20: long enough to be stopped mid-round, short enough to rerun
 RUN = [*FAST, "train.steps=150it", "train.checkpoint_every=20it", "hardware.threads=1"]
@@ -60,10 +60,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def start(*args: str, cwd: Path, name: str) -> subprocess.Popen:
     """``python train.py *args`` from ``cwd``, its output in ``cwd/<name>.out`` and ``cwd/<name>.err``."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
     with open(cwd / f"{name}.out", "w") as out, open(cwd / f"{name}.err", "w") as err:
         return subprocess.Popen(
-            [sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env, stdout=out, stderr=err
+            [sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=subprocess_env(), stdout=out, stderr=err
         )
 
 
@@ -105,6 +104,7 @@ def rerun(line: str, cwd: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_mid_round_in_one_line_and_a_second_process_is_refused(
     reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -139,6 +139,7 @@ def test_sigterm_stops_mid_round_in_one_line_and_a_second_process_is_refused(
     assert_same_run(run_dir, reference)
 
 
+@pytest.mark.slow
 def test_sigint_stops_a_ticket_that_a_control_run_waits_for(reference: Path, tmp_path: Path) -> None:
     """Ctrl+C stops the ticket (130, one line); the control run started meanwhile waited for it, then continues
     the ticket from its checkpoint (as resume=true does) and trains the control."""
@@ -170,12 +171,12 @@ def test_sigint_stops_a_ticket_that_a_control_run_waits_for(reference: Path, tmp
 
 def test_a_sweep_run_again_trains_nothing_and_reports_the_same_and_files_follow_the_umask(tmp_path: Path) -> None:
     command = ["-m", *FAST, "prune.rate=0.1,0.2", "paths.output_dir=out", "logger=csv", "train.checkpoint_every=10it"]
-    umask = os.umask(0o022)  # the processes inherit it
+    umask = os.umask(0o022)  # the runs (in this process) create files under it
     try:
-        first = run_train(*command, cwd=tmp_path)
+        first = run_main(*command, cwd=tmp_path)
         assert first.returncode == 0, first.stderr
         time.sleep(1.1)  # a sweep folder is named by the second it starts
-        second = run_train(*command, cwd=tmp_path)
+        second = run_main(*command, cwd=tmp_path)
         assert second.returncode == 0, second.stderr
     finally:
         os.umask(umask)

@@ -8,6 +8,7 @@ library's own arguments (``in_chans``, ``num_channels``, ``image_size``).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from torch import nn
 
 from lth.state.artifacts import read_rounds
 from lth.tools.export import ExportOptions, export, load_exported
-from tests.conftest import FAST, run_folders, run_train, typed
+from tests.conftest import FAST, run_folders, run_main, typed
 
 RGB = ["dataset.channels=3", "dataset.mean=[0.5,0.5,0.5]", "dataset.std=[0.25,0.25,0.25]"]
 SMALL = ["dataset.source.train_size=300", "dataset.source.test_size=100", "dataset.val_size=50", "train.steps=20it"]
@@ -47,13 +48,14 @@ class TinyNet(nn.Module):
 
 
 def two_rounds(tmp_path: Path, *overrides: str) -> Path:
-    """Run ``python train.py`` for 2 rounds with ``overrides``; the run folder."""
-    result = run_train(*FAST, *SMALL, f"paths.output_dir={tmp_path / 'out'}", *overrides, cwd=tmp_path)
+    """Run ``python train.py`` (in this process) for 2 rounds with ``overrides``; the run folder."""
+    result = run_main(*FAST, *SMALL, f"paths.output_dir={tmp_path / 'out'}", *overrides, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_folders(tmp_path / "out" / "runs")
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("library", list(LIBRARIES))
 def test_a_tiny_model_of_each_library_runs_two_rounds_and_exports(tmp_path: Path, library: str) -> None:
     pytest.importorskip(library if library != "hf" else "transformers")
@@ -72,6 +74,7 @@ def test_a_tiny_model_of_each_library_runs_two_rounds_and_exports(tmp_path: Path
         assert bool((state[name.removeprefix("model.")][~keep] == 0).all()), name
 
 
+@pytest.mark.slow
 def test_hf_attention_projections_are_pruned_and_the_head_excluded_by_name(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     run = two_rounds(tmp_path, *LIBRARIES["hf"], "prune.rounds=1", "prune.exclude=[model.net.classifier]")
@@ -91,11 +94,12 @@ def test_a_users_own_module_with_its_own_arguments(tmp_path: Path) -> None:
     assert config["matches_rounds_csv"]
 
 
+@pytest.mark.slow
 def test_lth_imports_and_runs_without_the_optional_libraries_and_names_the_missing_one() -> None:
+    """In a fresh process: nothing of lth imports timm or safetensors before it is asked for."""
     import subprocess
-    import sys
 
-    from tests.conftest import REPO
+    from tests.conftest import REPO, subprocess_env
 
     code = (
         "import sys\n"
@@ -108,10 +112,23 @@ def test_lth_imports_and_runs_without_the_optional_libraries_and_names_the_missi
         "except ConfigError as error:\n"
         "    print(error)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     expected = "model: needs the timm package, which is not installed: pip install 'lth[ecosystem]'"
     assert result.stdout.strip() == expected
+
+
+def test_a_missing_optional_library_is_named_with_the_extra_that_installs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quick lane's check of the message above (here, with timm made unimportable in this process)."""
+    from lth.core.errors import ConfigError
+    from lth.models import timm_model
+
+    monkeypatch.setitem(sys.modules, "timm", None)
+    with pytest.raises(ConfigError) as error:
+        timm_model("resnet18", 1, 28, 10)
+    assert str(error.value) == "model: needs the timm package, which is not installed: pip install 'lth[ecosystem]'"
 
 
 def test_a_transformers_folder_gives_the_config_and_the_pretrained_weights(make_cfg, tmp_path: Path) -> None:

@@ -173,6 +173,7 @@ def test_the_shrunk_lenet_computes_the_masked_function_with_fewer_units(lenet_ru
     assert units["layers_1"] == [100, small.layers_1.out_features] and units["out"] == [10, 10]
 
 
+@pytest.mark.slow
 def test_the_shrunk_conv2_computes_the_masked_function(conv_run: Path) -> None:
     report = export(conv_run, ExportOptions(round_index=2))
     out = Path(report["out_dir"])

@@ -37,6 +37,7 @@ def resnet_channel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(train(compose_cfg(root, *RESNET), run_dir=root / "run")["run_dir"])
 
 
+@pytest.mark.slow
 def test_a_resnet20_channel_ticket_ships_as_a_smaller_model_equal_to_the_masked_one(
     resnet_channel_run: Path, tmp_path: Path, capsys
 ) -> None:
@@ -68,6 +69,7 @@ def test_a_resnet20_channel_ticket_ships_as_a_smaller_model_equal_to_the_masked_
     assert report["onnx"]["max_abs_diff"] < 1e-4 and report["test"]["matches_rounds_csv"]
 
 
+@pytest.mark.slow
 def test_the_shipped_channel_ticket_has_its_removed_channels_zero_in_the_rewind_weights(
     resnet_channel_run: Path, tmp_path: Path
 ) -> None:

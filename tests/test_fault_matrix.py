@@ -34,7 +34,7 @@ from lth.lightning.tracking import DivergedError, EarlyStopPoint, EvaluationCade
 from lth.run.loop import RunError
 from lth.state.artifacts import read_rounds
 from lth.state.checkpoints import RoundCheckpoint
-from tests.conftest import FAST, REPO, run_train, train
+from tests.conftest import FAST, REPO, run_main, subprocess_env, train
 
 CASE = [*FAST, "prune.rounds=1", "train.checkpoint_every=10it", "logger=csv"]  # 30 it a round, checkpoints at 10, 20
 
@@ -261,12 +261,14 @@ def test_a_truncated_round_0_in_the_dense_store_is_named_and_trained_again(
     assert torch.load(kept, weights_only=False)["global_step"] == 30  # the store holds round 0 again
 
 
+@pytest.mark.slow
 def test_a_sigkill_in_round_0_before_its_first_checkpoint(tmp_path: Path) -> None:
+    """A real SIGKILL of ``python train.py``; the same command and ``resume=true`` after it in this process."""
     args = [*FAST, "prune.rounds=0", "train.steps=1000it", "train.eval_every=500it", "paths.output_dir=out"]
     process = subprocess.Popen(
         [sys.executable, str(REPO / "train.py"), *args],
         cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env=subprocess_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -280,39 +282,37 @@ def test_a_sigkill_in_round_0_before_its_first_checkpoint(tmp_path: Path) -> Non
     (run_dir,) = [p.parent.parent for p in (tmp_path / "out" / "runs").glob("*/round_00/mask.pt")]
     assert not (run_dir / "round_00" / "last.ckpt").exists() and not (run_dir / "rounds.csv").exists()
 
-    again = run_train(*args, cwd=tmp_path)
+    again = run_main(*args, cwd=tmp_path)
     assert again.returncode == 2
     assert again.stderr.strip().splitlines()[-1] == (
         f"error: resume: {run_dir} holds an unfinished run; pass resume=true to restart round 0 from its start, "
         "or delete the folder"
     )
-    resumed = run_train(*args, "resume=true", cwd=tmp_path)
+    resumed = run_main(*args, "resume=true", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resume: no checkpoint of round 0 in {run_dir}; round 0 restarts from its start" in resumed.stdout
     assert len(read_rounds(run_dir / "rounds.csv")) == 1 and temporaries(run_dir) == []
 
 
-def test_a_full_disk_is_one_line_through_train_py_and_resume_continues(tmp_path: Path) -> None:
+def test_a_full_disk_is_one_line_through_train_py_and_resume_continues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     args = [*FAST, "paths.output_dir=out", "train.share_dense=false"]
-    full_disk = (
-        "import errno, runpy, sys\n"
-        "import lth.state.artifacts as artifacts\n"
-        "write = artifacts.write_bytes\n"
-        "def full(path, data):\n"
-        "    if path.name == 'mask.pt' and path.parent.name == 'round_01':\n"
-        "        raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
-        "    write(path, data)\n"
-        "artifacts.write_bytes = full\n"
-        f"sys.argv = ['train.py', *{args!r}]\n"
-        f"runpy.run_path({str(REPO / 'train.py')!r}, run_name='__main__')\n"
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    stopped = subprocess.run([sys.executable, "-c", full_disk], cwd=tmp_path, env=env, capture_output=True, text=True)
+    write = lth.state.artifacts.write_bytes
+
+    def full(path: Path, data: bytes) -> None:
+        if path.name == "mask.pt" and path.parent.name == "round_01":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write(path, data)
+
+    monkeypatch.setattr(lth.state.artifacts, "write_bytes", full)
+    stopped = run_main(*args, cwd=tmp_path)
+    monkeypatch.undo()
     assert stopped.returncode == 4, stopped.stderr[-2000:]
     (line,) = stopped.stderr.strip().splitlines()
     assert line.startswith("error: disk full writing ") and "round_01/mask.pt" in line and "resume=true" in line
     (run_dir,) = [p.parent for p in (tmp_path / "out" / "runs").glob("*/rounds.csv")]
     assert len(read_rounds(run_dir / "rounds.csv")) == 1 and not list(run_dir.rglob("*.tmp"))
-    resumed = run_train(*args, "resume=true", cwd=tmp_path)
+    resumed = run_main(*args, "resume=true", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert len(read_rounds(run_dir / "rounds.csv")) == 3

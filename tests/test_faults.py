@@ -15,7 +15,7 @@ import torch
 from lth.core.errors import ConfigError
 from lth.run.loop import RunError
 from lth.state.artifacts import read_rounds, write_rounds
-from tests.conftest import FAST, REPO, run_folders, run_train, train, typed
+from tests.conftest import FAST, REPO, run_folders, run_main, subprocess_env, train, typed
 
 SLOW_ROUNDS = ["train.steps=120it", "train.eval_every=10it", "train.checkpoint_every=20it", "prune.rounds=3"]
 
@@ -28,19 +28,20 @@ def comparable(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_round_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    """A real SIGKILL of ``python train.py``; the reference, the refusal and the resumed run in this process."""
     args = [*FAST, *SLOW_ROUNDS, "paths.output_dir=out"]
     (tmp_path / "ref").mkdir()
-    reference = run_train(*args, "train.share_dense=false", cwd=tmp_path / "ref")
+    reference = run_main(*args, "train.share_dense=false", cwd=tmp_path / "ref")
     assert reference.returncode == 0, reference.stderr
     (ref_dir,) = run_folders(tmp_path / "ref" / "out" / "runs")
 
     (tmp_path / "killed").mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         [sys.executable, str(REPO / "train.py"), *args, "train.share_dense=false"],
         cwd=tmp_path / "killed",
-        env=env,
+        env=subprocess_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -56,9 +57,9 @@ def test_a_run_killed_mid_round_resumes_to_the_uninterrupted_result(tmp_path: Pa
     assert not (run_dir / "summary.json").exists()
     assert len(read_rounds(run_dir / "rounds.csv")) == 2  # rounds 0 and 1 finished; round 2 was interrupted
 
-    again = run_train(*args, "train.share_dense=false", cwd=tmp_path / "killed")
+    again = run_main(*args, "train.share_dense=false", cwd=tmp_path / "killed")
     assert again.returncode == 2 and "resume=true" in again.stderr
-    resumed = run_train(*args, "train.share_dense=false", "resume=true", cwd=tmp_path / "killed")
+    resumed = run_main(*args, "train.share_dense=false", "resume=true", cwd=tmp_path / "killed")
     assert resumed.returncode == 0, resumed.stderr
     assert comparable(read_rounds(run_dir / "rounds.csv")) == comparable(read_rounds(ref_dir / "rounds.csv"))
     for a, b in zip(masks(run_dir), masks(ref_dir), strict=True):
@@ -108,7 +109,7 @@ def test_a_diverging_round_stops_with_one_line_and_keeps_earlier_rounds(make_cfg
 
 
 def test_train_py_reports_divergence_in_one_line_and_keeps_the_run(tmp_path: Path) -> None:
-    result = run_train(*FAST, "optim=sgd", "optim.optimizer.lr=1e6", "paths.output_dir=out", cwd=tmp_path)
+    result = run_main(*FAST, "optim=sgd", "optim.optimizer.lr=1e6", "paths.output_dir=out", cwd=tmp_path)
     assert result.returncode == 3
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: round 0: ") and "Traceback" not in result.stderr

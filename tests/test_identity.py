@@ -17,12 +17,12 @@ from omegaconf import OmegaConf
 from lth.config.identity import identity, run_id
 from lth.core.errors import ConfigError
 from lth.state.artifacts import read_rounds
-from tests.conftest import FAST, run_folders, run_train
+from tests.conftest import FAST, run_folders, run_main
 
 
 def test_runs_that_prune_different_layers_do_not_share_round_0(tmp_path: Path) -> None:
     sweep = ["-m", "prune.exclude=[],[model.out]", "hydra.sweep.dir=sweep"]
-    result = run_train(*sweep, *FAST, "prune.rounds=1", cwd=tmp_path)
+    result = run_main(*sweep, *FAST, "prune.rounds=1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     runs = run_folders(tmp_path / "sweep")
     assert len(runs) == 2 and all(len(read_rounds(r / "rounds.csv")) == 2 for r in runs)
@@ -33,8 +33,8 @@ def test_runs_that_prune_different_layers_do_not_share_round_0(tmp_path: Path) -
 
 def test_precision_gets_its_own_run_folder_through_train_py(tmp_path: Path) -> None:
     base = [*FAST, "prune.rounds=0", "paths.output_dir=out"]
-    first = run_train(*base, cwd=tmp_path)
-    second = run_train(*base, "hardware.precision=bf16-mixed", cwd=tmp_path)
+    first = run_main(*base, cwd=tmp_path)
+    second = run_main(*base, "hardware.precision=bf16-mixed", cwd=tmp_path)
     assert first.returncode == 0 and second.returncode == 0, second.stderr[-2000:]
     assert "already finished" not in second.stdout
     runs = run_folders(tmp_path / "out" / "runs")
@@ -56,6 +56,7 @@ def test_the_identity_covers_processes_and_precision_and_not_how_data_is_fetched
     assert run_id(make_cfg("dataset=mnist", "dataset.source.download=false")) == mnist
 
 
+@pytest.mark.slow
 def test_a_run_is_not_continued_nor_round_0_shared_on_another_thread_count(make_cfg, tmp_path: Path) -> None:
     from tests.conftest import train
 
@@ -75,7 +76,7 @@ def test_a_run_is_not_continued_nor_round_0_shared_on_another_thread_count(make_
 
 
 def test_fine_tuning_under_a_cosine_schedule_is_refused_in_one_line(tmp_path: Path) -> None:
-    result = run_train(*FAST, "prune.rewind=none", "optim.schedule.name=cosine", "paths.output_dir=out", cwd=tmp_path)
+    result = run_main(*FAST, "prune.rewind=none", "optim.schedule.name=cosine", "paths.output_dir=out", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("error: prune.rewind: none fine-tunes") and "optim.schedule.name" in result.stderr

@@ -16,7 +16,7 @@ from lth.core.errors import ConfigError
 from lth.core.interop import import_pruned, mask_from_state
 from lth.core.masks import prunable_parameters
 from lth.run.build import build_model
-from tests.conftest import FAST, REPO, run_folders, run_train, train, typed
+from tests.conftest import FAST, REPO, run_folders, run_main, train, typed
 
 LAYERS = ("layers.0", "layers.1", "out")
 export_cli = runpy.run_path(str(REPO / "scripts" / "export.py"))["main"]
@@ -83,7 +83,7 @@ def test_import_train_export_and_load_into_the_reparametrised_model(make_cfg, tm
     assert abs(imported.weights_remaining() - 0.5) < 1e-3
     out = tmp_path / "out"
     args = [*FAST, seed, f"+model.weights={saved}", f"prune.mask_from={saved}", "prune.rounds=0"]
-    result = run_train(*args, f"paths.output_dir={out}", cwd=tmp_path)
+    result = run_main(*args, f"paths.output_dir={out}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     (run,) = run_folders(out / "runs")
     rewind = torch.load(run / "rewind.pt")

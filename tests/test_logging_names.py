@@ -15,7 +15,7 @@ import pytest
 
 from lth.run.loggers import WANDB_ID, IterationAxis, RoundsWandbLogger
 from lth.state.artifacts import read_rounds
-from tests.conftest import REPO, run_train
+from tests.conftest import REPO, run_main
 
 TOTAL, EVAL_EVERY, REWIND = 20, 4, 6
 SETUP = [
@@ -38,7 +38,7 @@ def evaluations(start: int) -> list[int]:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("names")
-    done = run_train(*SETUP, "logger=[csv,tensorboard]", "paths.output_dir=out", "hydra.run.dir=out/run", cwd=root)
+    done = run_main(*SETUP, "logger=[csv,tensorboard]", "paths.output_dir=out", "hydra.run.dir=out/run", cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
     return root / "out" / "run"
 

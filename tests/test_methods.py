@@ -24,7 +24,7 @@ from lth.core.masks import Mask, round_half_up
 from lth.core.scores import PRUNING_AT_INIT, Scoring, grasp_scores, mask_at_init, snip_scores, synflow_scores
 from lth.run.build import build_model
 from lth.state.artifacts import read_rounds
-from tests.conftest import REPO, run_folders, run_train, typed
+from tests.conftest import REPO, run_folders, run_main, run_train, typed
 
 
 def two_layers(seed: int = 0) -> tuple[nn.Module, dict[str, nn.Parameter]]:
@@ -153,9 +153,10 @@ def test_flops_of_a_linear_layer_are_torchs_count_and_scale_with_its_mask() -> N
 SETUP = ["dataset=synthetic", "train.steps=40it", "train.eval_every=5it", "logger=none", "hardware.threads=1"]
 
 
+@pytest.mark.slow
 def test_every_method_runs_from_train_py_in_one_sweep_and_counts_its_cost(tmp_path: Path) -> None:
     methods = "magnitude,early_bird,snip,grasp,synflow,magnitude_init,random"
-    result = run_train(
+    result = run_main(
         "-m",
         *SETUP,
         "prune.rounds=1",
@@ -209,7 +210,7 @@ def test_every_method_runs_from_train_py_in_one_sweep_and_counts_its_cost(tmp_pa
 def test_the_mask_of_a_pruning_at_init_method_is_the_one_its_scores_give_at_the_runs_initial_weights(
     tmp_path: Path,
 ) -> None:
-    result = run_train(
+    result = run_main(
         *SETUP, "prune.rounds=1", "prune.target_sparsity=0.8", "prune.method=magnitude_init", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -244,7 +245,7 @@ def test_the_mask_of_a_pruning_at_init_method_is_the_one_its_scores_give_at_the_
 def test_a_method_that_cannot_take_an_option_is_one_line_and_writes_nothing(
     tmp_path: Path, args: list[str], expected: str
 ) -> None:
-    result = run_train(*SETUP, *args, cwd=tmp_path)
+    result = run_main(*SETUP, *args, cwd=tmp_path)
     assert result.returncode == 2
     assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "outputs").exists()
@@ -253,7 +254,7 @@ def test_a_method_that_cannot_take_an_option_is_one_line_and_writes_nothing(
 def test_an_early_bird_drawn_before_the_rewind_step_is_one_line_and_keeps_round_0(tmp_path: Path) -> None:
     early = ["prune.early_bird.window=2", "prune.early_bird.epsilon=0.99", "train.eval_every=2it"]
     args = [*SETUP, *early, "prune.rounds=1", "prune.target_sparsity=0.8", "prune.method=early_bird"]
-    result = run_train(*args, "prune.rewind=10it", cwd=tmp_path)
+    result = run_main(*args, "prune.rewind=10it", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: prune.rewind: 10it is past the end of round 0, where the early-bird ticket was drawn (iteration 4); "
@@ -263,6 +264,7 @@ def test_an_early_bird_drawn_before_the_rewind_step_is_one_line_and_keeps_round_
     assert [row["train_iterations"] for row in read_rounds(run / "rounds.csv")] == [4]
 
 
+@pytest.mark.slow
 def test_an_early_bird_ticket_is_drawn_at_the_same_iteration_on_every_ddp_rank(tmp_path: Path) -> None:
     early = ["prune.early_bird.window=2", "prune.early_bird.epsilon=0.2", "hardware=ddp_cpu"]
     args = [*SETUP, *early, "prune.rounds=1", "prune.target_sparsity=0.8", "prune.method=early_bird"]

@@ -148,7 +148,12 @@ def batchnorm_weights(model: nn.Module, prefix: str = "") -> dict[str, torch.Ten
     return {f"{prefix}{n}.weight": m.weight for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+QUICK_PRESETS = ("lenet_mnist", "resnet20_cifar10")  # a fully connected and a residual one; the rest are slow
+
+
+@pytest.mark.parametrize(
+    "preset", [p if p in QUICK_PRESETS else pytest.param(p, marks=pytest.mark.slow) for p in sorted(PRESETS)]
+)
 def test_preset_has_the_paper_settings_and_runs(make_cfg, tmp_path: Path, data_root: Path, preset: str) -> None:
     expected, shrink = PRESETS[preset]
     paper = make_cfg(f"experiment={preset}", fast=False)

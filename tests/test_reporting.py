@@ -28,7 +28,7 @@ from lth.tools.results import (
     nearest,
     run_labels,
 )
-from tests.conftest import run_train, train
+from tests.conftest import run_main, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,8 +96,9 @@ def _run_record_says(record: bytes, field: str, value: str) -> bool:
     return bytes([number << 3 | 2, len(value)]) + value.encode() in record
 
 
+@pytest.mark.slow
 def test_each_sweep_job_is_its_own_wandb_run_in_the_sweeps_group(tmp_path: Path, offline_wandb) -> None:
-    done = run_train(
+    done = run_main(
         "-m",
         "dataset=synthetic",
         "train.steps=10it",

@@ -20,7 +20,7 @@ from lth.config.identity import identity, run_id
 from lth.state.artifacts import ROUND_COLUMNS
 from lth.state.labels import flatten, label
 from lth.tools import listing
-from tests.conftest import FAST, run_folders, run_train
+from tests.conftest import FAST, run_folders, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -59,14 +59,14 @@ def outputs(tmp_path: Path, make_cfg: Callable[..., DictConfig]) -> dict[str, Pa
     return made
 
 
-def run_main(capsys: pytest.CaptureFixture, *argv: str) -> str:
+def runs_py(capsys: pytest.CaptureFixture, *argv: str) -> str:
     runs_script.main(list(argv))
     return capsys.readouterr().out
 
 
 def test_table(outputs: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
     root = outputs["done"].parents[1]
-    text = run_main(capsys, str(root))
+    text = runs_py(capsys, str(root))
     header, *lines = text.strip().splitlines()
     assert len(lines) == 4
     columns = header.split("  ")
@@ -107,7 +107,7 @@ def test_running(outputs: dict[str, Path], capsys: pytest.CaptureFixture) -> Non
 
 
 def runs_script_json(capsys: pytest.CaptureFixture, outputs: dict[str, Path], *filters: str) -> list[dict]:
-    return json.loads(run_main(capsys, str(outputs["done"].parents[1]), *filters, "--json"))
+    return json.loads(runs_py(capsys, str(outputs["done"].parents[1]), *filters, "--json"))
 
 
 def test_filters_and_json(outputs: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
@@ -125,13 +125,13 @@ def test_filters_and_json(outputs: dict[str, Path], capsys: pytest.CaptureFixtur
     assert len(runs_script_json(capsys, outputs, "train.save_weights=true", "dataset.name=synthetic")) == 4
     assert runs_script_json(capsys, outputs, "seed=7") == []
     # one run left: no key differs
-    text = run_main(capsys, str(outputs["done"].parents[1]), "prune.rate=0.2", "seed=1")
+    text = runs_py(capsys, str(outputs["done"].parents[1]), "prune.rate=0.2", "seed=1")
     assert text.splitlines()[0].rstrip().endswith("best test acc at early stop (%)")
 
 
 def test_aliases(outputs: dict[str, Path], capsys: pytest.CaptureFixture, make_cfg: Callable) -> None:
     root = outputs["done"].parents[1]
-    text = run_main(capsys, str(root), "--aliases")
+    text = runs_py(capsys, str(root), "--aliases")
     aliases = root / "runs" / "by-label"
     links = {p.name: os.readlink(p) for p in aliases.iterdir()}
     assert len(links) == 4 and len(text.strip().splitlines()) == 4
@@ -142,7 +142,7 @@ def test_aliases(outputs: dict[str, Path], capsys: pytest.CaptureFixture, make_c
     assert set(name.split(",")) == set(f"{fast},seed=1".split(","))
     assert (aliases / name / "config.yaml").is_file()  # the link leads to the run
     # again: the same links, nothing new; the aliases are never listed as runs
-    run_main(capsys, str(root), "--aliases")
+    runs_py(capsys, str(root), "--aliases")
     assert len(list(aliases.iterdir())) == 4
     assert len(runs_script_json(capsys, outputs)) == 4
     # the default config is "default"; another model is named by its group
@@ -181,7 +181,7 @@ def test_one_line_errors(
 
 
 def test_a_finished_run_gets_its_readable_alias_through_train_py(tmp_path: Path) -> None:
-    result = run_train(*FAST, "prune.rounds=0", "prune.rate=0.3", "paths.output_dir=out", cwd=tmp_path)
+    result = run_main(*FAST, "prune.rounds=0", "prune.rate=0.3", "paths.output_dir=out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     (run,) = run_folders(tmp_path / "out" / "runs")
     aliases = list((tmp_path / "out" / "runs" / "by-label").iterdir())

@@ -15,7 +15,7 @@ from lth.core.errors import ConfigError
 from lth.lightning.tracking import fingerprint
 from lth.run.build import build_data
 from lth.state.artifacts import read_rounds
-from tests.conftest import REPO, run_folders, run_train, train, typed
+from tests.conftest import REPO, run_folders, run_main, run_train, train, typed
 
 SMALL = ["dataset=synthetic", "train.steps=20it", "train.eval_every=10it", "prune.rounds=1", "logger=none"]
 
@@ -27,6 +27,7 @@ def rank_reports(run_dir: Path) -> dict[int, list[dict]]:
     }
 
 
+@pytest.mark.slow
 def test_two_ddp_ranks_hold_one_mask_train_on_their_own_shards_and_write_once(tmp_path: Path) -> None:
     result = run_train(
         *SMALL,
@@ -88,7 +89,7 @@ def test_multi_process_setups_that_cannot_work_are_refused(make_cfg, tmp_path: P
 
 
 def test_ddp_in_a_multirun_of_the_basic_launcher_is_refused_in_one_line(tmp_path: Path) -> None:
-    result = run_train("-m", *SMALL, "hardware=ddp_cpu", "prune.rate=0.1,0.2", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    result = run_main("-m", *SMALL, "hardware=ddp_cpu", "prune.rate=0.1,0.2", "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: hardware: 2 DDP processes per job cannot run under the BasicLauncher")
@@ -100,15 +101,17 @@ def jobs_that_trained_round_0(jobs: list[Path]) -> list[Path]:
     return [job for job in jobs if (job / "logs" / "round_00").is_dir()]
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+@pytest.mark.parametrize("launcher", ["basic", pytest.param("joblib", marks=pytest.mark.slow)])
 def test_a_sweep_trains_round_0_once_per_seed_and_tabulates_all_jobs(tmp_path: Path, launcher: str) -> None:
-    options = []
+    """The basic launcher runs the jobs in this process (``run_main``); joblib's worker processes are the point of
+    its case, run as typed (``python train.py`` in a subprocess)."""
+    options, run = [], run_main
     if launcher == "joblib":
         pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-        options = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+        options, run = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], run_train
     # seeds outermost: under joblib the two jobs of one seed run side by side and race for its round 0
     sweep_args = ["seed=0,1", "prune.rate=0.1,0.2", "hydra.sweep.dir=sweep"]
-    result = run_train("-m", *SMALL, *options, "logger=csv", *sweep_args, cwd=tmp_path)
+    result = run("-m", *SMALL, *options, "logger=csv", *sweep_args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     sweep = tmp_path / "sweep"
     jobs = run_folders(sweep)
@@ -132,6 +135,7 @@ def test_a_sweep_trains_round_0_once_per_seed_and_tabulates_all_jobs(tmp_path: P
     assert "| prune.rate=0.1 (n=2) | prune.rate=0.2 (n=2) |" in (sweep / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_submitit_sweep_of_ddp_jobs_one_task_per_device(tmp_path: Path) -> None:
     """The SLURM path, run locally: submitit starts both ranks of each job (Lightning relaunches nothing), the two
     jobs run at once and share round 0 (rank 0 of each holds the store's lock and tells its rank 1)."""

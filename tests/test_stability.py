@@ -156,6 +156,7 @@ def test_the_script_writes_one_row_per_round(make_cfg, tmp_path: Path, capsys: p
     assert OmegaConf.load(run_dir / "config.yaml").train.steps == "10it"  # the run's config is left as it was
 
 
+@pytest.mark.slow
 def test_a_batchnorm_model_gets_its_statistics_recomputed_at_every_alpha(
     make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

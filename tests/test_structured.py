@@ -14,7 +14,7 @@ from lth.core.masks import prunable_parameters
 from lth.core.structured import alive_channels, channel_groups
 from lth.models import CifarResNet, LeNet300100
 from lth.state.artifacts import read_rounds
-from tests.conftest import run_folders, run_train, train
+from tests.conftest import run_folders, run_main, train
 
 CIFAR_SHAPED = [
     "dataset.channels=3",
@@ -47,6 +47,7 @@ def stem_outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return seen[0]
 
 
+@pytest.mark.slow
 def test_channel_tickets_of_resnet20_remove_exact_channel_counts_tied_through_the_skips(make_cfg, tmp_path) -> None:
     cfg = make_cfg("model=resnet20", "prune.granularity=channel", "prune.rate=0.5", "prune.scope=layer", *CIFAR_SHAPED)
     run = Path(train(cfg, run_dir=tmp_path / "run")["run_dir"])
@@ -80,7 +81,7 @@ def test_channel_tickets_of_resnet20_remove_exact_channel_counts_tied_through_th
 
 
 def test_2_4_tickets_keep_exactly_2_of_every_4_consecutive_inputs(tmp_path: Path) -> None:
-    result = run_train(
+    result = run_main(
         "dataset=synthetic", "train.steps=20it", "train.eval_every=10it", "prune.rounds=2", "logger=none",
         "model=lenet300", "prune.granularity=2:4", "paths.output_dir=out", cwd=tmp_path,
     )  # fmt: skip

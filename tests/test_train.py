@@ -12,11 +12,11 @@ import torch
 from lth.config.identity import run_id
 from lth.core.errors import ConfigError
 from lth.state.artifacts import read_rounds
-from tests.conftest import FAST, run_folders, run_train, train, typed
+from tests.conftest import FAST, run_folders, run_main, train, typed
 
 
 def test_train_py_runs_three_rounds_and_writes_every_round(tmp_path: Path) -> None:
-    result = run_train(*FAST, "prune.rounds=3", "prune.rate=0.2", "paths.output_dir=out", cwd=tmp_path)
+    result = run_main(*FAST, "prune.rounds=3", "prune.rate=0.2", "paths.output_dir=out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (run_dir,) = run_folders(tmp_path / "out" / "runs")
     rows = read_rounds(run_dir / "rounds.csv")
@@ -115,7 +115,7 @@ PINNED_DEFAULT_HASH = "898909da50"  # was 1656fec1fc until dataset.source.downlo
 
 
 def test_multirun_sweep_gives_one_folder_per_job(tmp_path: Path) -> None:
-    result = run_train(
+    result = run_main(
         "-m",
         *FAST,
         "prune.rounds=1",
@@ -183,7 +183,7 @@ def test_bad_config_is_one_error_naming_the_key(make_cfg, tmp_path: Path, overri
 )
 def test_train_py_bad_input_exits_nonzero_with_one_line_and_no_folder(tmp_path: Path, override: str, expected: str):
     args = ["dataset=mnist", "dataset.source.download=false"] if "data_dir" in override else []
-    result = run_train(*FAST, *args, override, "paths.output_dir=out", cwd=tmp_path)
+    result = run_main(*FAST, *args, override, "paths.output_dir=out", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(expected)
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -191,6 +191,6 @@ def test_train_py_bad_input_exits_nonzero_with_one_line_and_no_folder(tmp_path: 
 
 
 def test_unknown_config_group_option_lists_the_options_without_traceback(tmp_path: Path) -> None:
-    result = run_train("model=nope", cwd=tmp_path)
+    result = run_main("model=nope", cwd=tmp_path)
     assert result.returncode != 0
     assert "lenet300" in result.stderr and "Traceback" not in result.stderr

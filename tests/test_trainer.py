@@ -16,7 +16,7 @@ from torch import nn
 from lth.config.identity import run_id
 from lth.data import TensorBatches
 from lth.lightning.callback import LotteryTicket
-from tests.conftest import FAST, run_folders, run_train
+from tests.conftest import FAST, run_folders, run_main
 from tests.test_callback import Tiny, batches
 
 
@@ -44,7 +44,7 @@ def test_clipping_accumulation_and_a_callback_by_config_keep_masks_exact(tmp_pat
         "+callbacks.fits._target_=tests.test_trainer.FitLog",
         f"+callbacks.fits.path={log}",
     ]
-    result = run_train(*args, cwd=tmp_path)
+    result = run_main(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     fits = [json.loads(line) for line in log.read_text().splitlines()]
     assert fits == [{"steps": 30, "clip": 0.5, "accumulate": 2}] * 3  # one fresh callback per round, every round
@@ -80,7 +80,7 @@ def test_trainer_arguments_are_part_of_the_identity(make_cfg) -> None:
     ],
 )
 def test_what_the_loop_owns_is_refused_in_one_line(tmp_path: Path, override: str, message: str) -> None:
-    result = run_train(*FAST, override, "paths.output_dir=out", cwd=tmp_path)
+    result = run_main(*FAST, override, "paths.output_dir=out", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().startswith(message), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -15,7 +15,7 @@ from lth.config.identity import run_id
 from lth.core.errors import ConfigError
 from lth.run.build import build_model
 from lth.state.artifacts import read_rounds
-from tests.conftest import run_folders, run_train, train, typed
+from tests.conftest import run_folders, run_main, train, typed
 from tests.test_data import make_idx_dataset
 
 IDX = ["dataset.val_size=40", "dataset.source.download=false", "train.steps=12it", "train.eval_every=4it"]
@@ -101,13 +101,14 @@ def test_tensors_that_do_not_fit_are_named_and_refused_or_start_dense(make_cfg, 
     assert torch.equal(start["model.layers.0.weight"], ticket["model.layers.0.weight"])
 
 
+@pytest.mark.slow
 def test_a_transfer_sweep_against_random_masks_of_the_same_sparsity_is_one_command(idx_root, tmp_path):
     out = tmp_path / "out"
     common = ["logger=none", f"paths.data_dir={idx_root}", *IDX, f"paths.output_dir={out}"]
-    made = run_train("dataset=mnist", "prune.rounds=2", *common, cwd=tmp_path)
+    made = run_main("dataset=mnist", "prune.rounds=2", *common, cwd=tmp_path)
     assert made.returncode == 0, made.stderr[-2000:]
     (found,) = run_folders(out / "runs")
-    sweep = run_train(
+    sweep = run_main(
         "-m", "dataset=fashion_mnist", "prune.rounds=0", f"prune.mask_from={found}@1,{found}@2",
         "prune.control=null,random_prune", *common, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
     )  # fmt: skip
