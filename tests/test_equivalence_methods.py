@@ -17,7 +17,7 @@ from lth.state.artifacts import read_rounds
 from tests.equivalence import CONTROLS, EVAL_EVERY, SETUP, TOTAL, Killed, assert_same_run, by_case, masks, sweep
 
 pytestmark = pytest.mark.slow  # every test here (the quick lane: see above)
-METHODS = ["magnitude", "early_bird", "snip", "grasp", "synflow", "magnitude_init", "random"]
+METHODS = ["magnitude", "lamp", "early_bird", "snip", "grasp", "synflow", "magnitude_init", "random"]
 ONE_SHOT = ["prune.rounds=1", "prune.target_sparsity=0.9"]
 ONE_SHOT += ["prune.early_bird.window=2", "prune.early_bird.epsilon=0.005"]  # drawn at iteration 16 of 20
 METHOD_CASES = [(m, c) for m in METHODS for c in CONTROLS]

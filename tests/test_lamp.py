@@ -11,7 +11,8 @@ import torch
 from lth.core.masks import Mask, prune
 from lth.core.scores import lamp_scores, ranks
 from lth.lightning.callback import ArgumentError, LotteryTicket
-from tests.conftest import train
+from lth.state.artifacts import read_rounds
+from tests.conftest import FAST, run_folders, run_main
 
 
 def paper_lamp(w: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
@@ -71,22 +72,26 @@ def test_the_callback_takes_lamp_and_refuses_it_where_it_cannot_rank_globally() 
         assert error.value.argument == argument
 
 
-def test_prune_method_lamp_through_the_run(make_cfg) -> None:
-    lamp = train(make_cfg("prune.method=lamp", "prune.rate=0.5", "model.hidden=[40,20]"))
-    magnitude = train(make_cfg("prune.rate=0.5", "model.hidden=[40,20]"))
-    assert Path(lamp["run_dir"]) != Path(magnitude["run_dir"])  # the method is part of the identity
-    run = Path(lamp["run_dir"])
+def test_prune_method_lamp_through_train_py(tmp_path: Path) -> None:
+    common = [*FAST, "prune.rate=0.5", "model.hidden=[40,20]", f"paths.output_dir={tmp_path}"]
+    lamp, magnitude = run_main(*common, "prune.method=lamp", cwd=tmp_path), run_main(*common, cwd=tmp_path)
+    assert lamp.returncode == magnitude.returncode == 0, lamp.stderr + magnitude.stderr
+    runs = run_folders(tmp_path / "runs")
+    (lamp_run,) = [r for r in runs if "method: lamp" in (r / "config.yaml").read_text()]
+    (magnitude_run,) = [r for r in runs if r != lamp_run]  # the method is part of the identity: two folders
     for k in (1, 2):
-        mask = Mask(torch.load(run / f"round_{k:02d}" / "mask.pt"))
-        total = mask.total()
-        assert mask.remaining() == total - round(0.5 * total) if k == 1 else mask.remaining() < total / 2
+        mask = Mask(torch.load(lamp_run / f"round_{k:02d}" / "mask.pt"))
+        assert mask.remaining() == mask.total() - round(0.5 * mask.total()) if k == 1 else mask.total() / 2
         assert all(int(m.sum()) > 0 for m in mask.values())  # LAMP keeps every layer alive
     layers = [
-        [int(m.sum()) for m in torch.load(Path(r["run_dir"]) / "round_02" / "mask.pt").values()]
-        for r in (lamp, magnitude)
+        [int(m.sum()) for m in torch.load(r / "round_02" / "mask.pt").values()] for r in (lamp_run, magnitude_run)
     ]
     assert layers[0] != layers[1]  # another ranking, another mask
-    assert [r["round"] for r in lamp["rounds"]] == [0, 1, 2]
+    assert [row["round"] for row in read_rounds(lamp_run / "rounds.csv")] == [0, 1, 2]
+    refused = run_main(*common, "prune.method=lamp", "prune.scope=layer", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        "error: prune.scope: prune.method=lamp ranks globally; allowed: global, without layer_rates"
+    ]
 
 
 @pytest.mark.parametrize(
