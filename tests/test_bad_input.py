@@ -24,7 +24,7 @@ from lth.run.config import OPTIMIZER_KEYS, check_steps, identity, validate
 from lth.run.hardware import PRECISION_ALIASES, PRECISIONS, STRATEGIES, has_gpu
 from tests.conftest import FAST, REPO, run_main, run_train, subprocess_env
 
-SUB = "subprocess"
+SUB = "train.py"  # the row runs the whole of train.py (run_main): Hydra, then main
 GPU = has_gpu()
 
 # (arguments, the key the error names, how it runs); {tmp} is this test's folder, {out} the output folder
