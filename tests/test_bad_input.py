@@ -26,7 +26,7 @@ from lth.config.validate import OPTIMIZER_KEYS, check_steps, validate
 from lth.core.errors import ConfigError
 from tests.conftest import FAST, REPO, run_main, run_train, subprocess_env, typed
 
-SUB = "subprocess"
+SUB = "train.py"  # the row runs the whole of train.py (run_main): Hydra, then main
 GPU = has_gpu()
 
 # (arguments, the key the error names, how it runs); {tmp} is this test's folder, {out} the output folder
