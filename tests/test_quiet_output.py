@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import FAST, REPO
 
 
@@ -24,6 +26,7 @@ def run_with_srun(tmp_path: Path, *args: str, **env_vars: str) -> subprocess.Com
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_run_and_a_late_error_say_nothing_of_srun(tmp_path: Path) -> None:
     done = run_with_srun(tmp_path, "prune.rounds=1", MPLCONFIGDIR=str(tmp_path / "mpl"))  # a fresh font cache
     assert done.returncode == 0, done.stderr
