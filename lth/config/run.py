@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
-from lth.core.catalog import CONTROLS, GRANULARITIES, METHODS, Entry, rewind_entry
+from lth.core.catalog import CONTROLS, GRANULARITIES, METHODS, REWIND_WORDS, Entry, rewind_entry
 from lth.core.granularity import Granularity, parse_granularity
 from lth.core.steps import Step
 
@@ -131,7 +131,7 @@ class Prune:
             include=tuple(p["include"] or ()),
             exclude=tuple(p["exclude"] or ()),
             extra=tuple(p["extra"] or ()),
-            rewind=rewind if rewind_entry(rewind).name == rewind else Step.parse(rewind, key="prune.rewind"),
+            rewind=rewind if rewind in REWIND_WORDS else Step.parse(rewind, key="prune.rewind"),
             mask_from=p["mask_from"],
             mask_unmatched=p["mask_unmatched"],
             control=None if p["control"] is None else CONTROLS.entry(p["control"]),
