@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,7 @@ class NoRun(RunWideSteps, DummyLogger):
     """The logger of a :class:`RunPerJob` on ranks other than 0, where no run is started: it logs nothing."""
 
 
-class LoggerKind:
+class LoggerKind(ABC):
     """What a logger named in ``cfg.logger`` is to a run: one entry of :data:`LOGGERS`.
 
     Made once per job, on every rank, from its spec (``cfg.logger.<name>``) by :meth:`build`; asked for each
@@ -120,15 +121,15 @@ class LoggerKind:
     one_run_per_job = False  # one run for the whole job, else one folder per round (whose loggers come first)
 
     @classmethod
+    @abstractmethod
     def build(cls, spec: dict, cfg: RunConfig, log_dir: Path) -> LoggerKind:
         """The logger of spec ``spec`` for the run of config ``cfg``, its files under ``log_dir``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def for_round(self, round_index: int, axis: IterationAxis, offset: int | None, resumed_at: int | None) -> Logger:
         """The Lightning logger of round ``round_index``, logging on ``axis``; ``offset``: where the round's steps
         start in a run kept for the job (``round_index * train.steps``); ``resumed_at``: the round resumes from its
         checkpoint after that many iterations of its fit (``None``: it starts from its start)."""
-        raise NotImplementedError
 
     def log_round(self, row: Mapping[str, Any], sparsity: Mapping[str, Any]) -> None:
         """Record one finished round: its ``rounds.csv`` row and its mask's sparsity report."""
