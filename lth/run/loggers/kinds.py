@@ -131,11 +131,12 @@ class LoggerKind(ABC):
         start in a run kept for the job (``round_index * train.steps``); ``resumed_at``: the round resumes from its
         checkpoint after that many iterations of its fit (``None``: it starts from its start)."""
 
-    def log_round(self, row: Mapping[str, Any], sparsity: Mapping[str, Any]) -> None:
-        """Record one finished round: its ``rounds.csv`` row and its mask's sparsity report."""
+    def log_round(self, row: Mapping[str, Any], sparsity: Mapping[str, Any]) -> None:  # noqa: B027 - a hook
+        """Record one finished round: its ``rounds.csv`` row and its mask's sparsity report (nothing by default)."""
 
-    def finish(self, exit_code: int = 0) -> None:
-        """Close what the logger holds open (a non-zero ``exit_code``: the run failed or was stopped)."""
+    def finish(self, exit_code: int = 0) -> None:  # noqa: B027 - a hook
+        """Close what the logger holds open (a non-zero ``exit_code``: the run failed or was stopped; nothing by
+        default)."""
 
 
 class FolderPerRound(LoggerKind):
