@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from lth.config.run import thawed
 from lth.config.schema import CONF, left_out, run_only_keys
 from lth.config.transfer import mask_identity
 
@@ -23,15 +24,6 @@ from lth.config.transfer import mask_identity
 RUN_ONLY = run_only_keys()
 DEFAULT_TRAINING_HARDWARE = {"world_size": 1, "precision": "32-true"}
 PRECISION_NAMES = {"64": "64-true", "32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
-
-
-def _plain(value: Any) -> Any:
-    """Mutable plain data (mapping proxies and tuples of a frozen config become dicts and lists)."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _drop_nulls(value: Any) -> Any:
@@ -59,7 +51,7 @@ def identity(plain: Mapping[str, Any]) -> dict:
     as ``hardware.world_size`` and ``hardware.precision`` when they differ from one process in 32-bit, so runs
     made on one device keep their names.
     """
-    tree = {k: _plain(v) for k, v in plain.items() if k not in RUN_ONLY}
+    tree = {k: thawed(v) for k, v in plain.items() if k not in RUN_ONLY}
     for key in RUN_ONLY:
         _pop(tree, key)
     hardware = training_hardware(plain.get("hardware") or {})

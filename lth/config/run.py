@@ -14,7 +14,7 @@ those runs had (the defaults, which never change what an old key meant). Pure Py
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
@@ -37,7 +37,7 @@ def thawed(value: Any) -> Any:
     """A plain, mutable copy of ``value`` (dicts and lists), what ``hydra.utils.instantiate`` and YAML take."""
     if isinstance(value, Mapping):
         return {k: thawed(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):  # a tuple, a list, a ListConfig
         return [thawed(v) for v in value]
     return value
 
