@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lth.config.hardware import Launch, check_hardware
-from lth.config.run import Job, RunConfig, migrate
+from lth.config.run import Job, RunConfig
 from lth.config.validate import validate
 
 
@@ -77,8 +77,8 @@ def process_rank() -> int:
 
 
 def run_of(plain: Mapping[str, Any], machine: bool = True) -> RunConfig:
-    """An old run's resolved config (plain data, as its ``config.yaml`` holds it) validated as a new run's config is
-    and typed; the keys added since it was written are given the values it had (:func:`lth.config.run.migrate`)."""
-    cfg = OmegaConf.create(migrate(plain))
+    """An old run's resolved config (plain data, as :func:`lth.state.artifacts.read_plain` reads and migrates its
+    ``config.yaml``) validated as a new run's config is, and typed."""
+    cfg = OmegaConf.create(dict(plain))
     validate(cfg, machine=machine)
     return RunConfig.of(plain_config(cfg))

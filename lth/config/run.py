@@ -278,8 +278,8 @@ class RunConfig:
     @classmethod
     def of(cls, plain: Mapping[str, Any], job: Job = Job()) -> RunConfig:
         """The typed config of ``plain`` (a resolved config as plain data, without Hydra's node), already
-        validated; an old run folder's config is first given the keys added since (:func:`migrate`)."""
-        plain = frozen(migrate(plain))
+        validated; an old run folder's config comes migrated (:func:`lth.state.artifacts.read_plain`)."""
+        plain = frozen(plain)
         return cls(
             seed=int(plain["seed"]),
             data_seed=plain["data_seed"],
