@@ -225,3 +225,22 @@ def test_resume_over_a_sweep_starts_the_jobs_not_started(
         train(cfg, run_dir=tmp_path / "single")
     job = replace(typed(cfg), job=Job(multirun=True))  # a job of a sweep (hydra.sweep.dir=<sweep> resume=true)
     assert len(run(job, run_dir=tmp_path / "job")["rounds"]) == 1
+
+
+def test_a_holder_that_has_not_yet_written_its_owner_file_is_still_named(tmp_path: Path) -> None:
+    """The lock is taken a moment before the owner file is written: the refused process waits that moment out."""
+    import json
+    import threading
+
+    from lth.state.locks import holder, owner_file
+
+    lock = tmp_path / ".lock"
+    owner = {"pid": 4242, "host": "node7", "since": "2026-01-31 12:00:00"}
+    late = threading.Timer(0.3, lambda: owner_file(lock).write_text(json.dumps(owner)))
+    late.start()
+    try:
+        assert holder(lock) == "pid 4242 on node7 (since 2026-01-31 12:00:00)"
+    finally:
+        late.join()
+    owner_file(lock).unlink()
+    assert holder(lock, patience=0.1) == "another process"

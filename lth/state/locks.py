@@ -50,13 +50,21 @@ def owner_file(lock: Path) -> Path:
     return lock.with_name(f"{lock.name}.owner")
 
 
-def holder(lock: Path) -> str:
-    """``pid 1234 on node7 (since 2025-01-31 12:00:00)``: who holds ``lock``, as far as its owner file says."""
-    try:
-        owner = json.loads(owner_file(lock).read_text())
-        return f"pid {owner['pid']} on {owner['host']} (since {owner['since']})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process"
+def holder(lock: Path, patience: float = 2.0) -> str:
+    """``pid 1234 on node7 (since 2025-01-31 12:00:00)``: who holds ``lock``, as far as its owner file says.
+
+    A holder writes its owner file just after it takes the lock: one that has not yet written it is given up to
+    ``patience`` seconds to, before it is only ``another process``.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            owner = json.loads(owner_file(lock).read_text())
+            return f"pid {owner['pid']} on {owner['host']} (since {owner['since']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            if time.monotonic() >= deadline:
+                return "another process"
+            time.sleep(0.05)
 
 
 @contextmanager
