@@ -88,6 +88,32 @@ def test_tensorboard_holds_the_same_names_and_axis(run: Path) -> None:
         assert [s.step for s in events.Scalars("val_loss")] == evaluations(start)
 
 
+def test_tensorboard_holds_the_identity_as_hparams_and_the_rounds_against_weights_remaining(run: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    events = EventAccumulator(str(run / "logs" / "rounds"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    session = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    hparams = {key: getattr(value, value.WhichOneof("kind")) for key, value in session.hparams.items()}
+    assert hparams["prune.rate"] == pytest.approx(0.2) and hparams["train.steps"] == f"{TOTAL}it"
+    assert hparams["dataset.name"] == "synthetic" and "hardware.threads" not in hparams  # identity keys only
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    metrics = {info.name.tag for info in experiment.metric_infos}
+    assert {"rounds/test_acc", "rounds/weights_remaining", "rounds/train_flops"} <= metrics
+    rows = read_rounds(run / "rounds.csv")
+    for name in ("test_acc", "val_loss"):
+        by_round = events.Scalars(f"rounds/{name}")
+        assert [s.step for s in by_round] == [row["round"] for row in rows]
+        by_remaining = events.Scalars(f"by_weights_remaining/{name}")  # hundredths of a percent: 10000 dense
+        assert [s.step for s in by_remaining] == [round(10000 * row["weights_remaining"]) for row in rows]
+        assert [s.value for s in by_remaining] == pytest.approx([row[name] for row in rows], abs=1e-6)
+    assert [s.step for s in by_remaining][0] == 10000 > [s.step for s in by_remaining][1]
+    for folder in ("rounds", "round_00"):  # Lightning's hparams.yaml holds the identity too
+        assert "prune.rate: 0.2" in (run / "logs" / folder / "hparams.yaml").read_text()
+
+
 class _Recorder:
     """Stands in for a wandb run: keeps what is logged."""
 
