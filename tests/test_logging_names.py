@@ -6,16 +6,18 @@ i at i); a resumed run continues its W&B run; ``python train.py --help`` shows t
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from lth.run.loggers import WANDB_ID, IterationAxis, RoundsWandbLogger
 from lth.state.artifacts import read_rounds
-from tests.conftest import REPO, run_main
+from lth.state.labels import run_label
+from tests.conftest import FAST, REPO, run_folders, run_main, typed
 
 TOTAL, EVAL_EVERY, REWIND = 20, 4, 6
 SETUP = [
@@ -112,6 +114,27 @@ def test_tensorboard_holds_the_identity_as_hparams_and_the_rounds_against_weight
     assert [s.step for s in by_remaining][0] == 10000 > [s.step for s in by_remaining][1]
     for folder in ("rounds", "round_00"):  # Lightning's hparams.yaml holds the identity too
         assert "prune.rate: 0.2" in (run / "logs" / folder / "hparams.yaml").read_text()
+
+
+def test_a_sweeps_jobs_are_named_by_the_keys_it_varies(tmp_path: Path) -> None:
+    sweep = ["-m", *FAST, "prune.rounds=1", "dataset.image_size=16", "prune.rate=0.2,0.4", "hydra.sweep.dir=sweep"]
+    done = run_main(*sweep, "paths.output_dir=out", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    aliases = tmp_path / "sweep" / "by-label"
+    rest = "dataset=synthetic,train.steps=30it,train.eval_every=10it,dataset.image_size=16,prune.rounds=1"
+    # the job at the default's rate is named by it too; dataset.source.image_size copies dataset.image_size: left out
+    assert sorted(p.name for p in aliases.iterdir()) == [f"prune.rate=0.2,{rest}", f"prune.rate=0.4,{rest}"]
+    assert {os.readlink(p) for p in aliases.iterdir()} == {f"../{run.name}" for run in run_folders(tmp_path / "sweep")}
+
+
+def test_a_swept_group_and_a_swept_value_name_the_job_even_at_the_default(make_cfg: Callable) -> None:
+    cfg = typed(make_cfg(fast=False))
+    assert run_label(cfg.plain) == "default"
+    assert run_label(cfg.plain, (("model", "lenet300"), ("seed", "0"))) == "model=lenet300,seed=0"
+    conv = typed(make_cfg("model=conv2", "seed=3", "dataset=synthetic", fast=False))
+    swept = (("seed", "3"), ("train.eval_batch_size", "10"))  # a run-only key names nothing
+    assert run_label(conv.plain, swept) == "seed=3,model=conv2,dataset=synthetic"
+    assert run_label(conv.plain, (("data_seed", "null"),)).startswith("data_seed=null,model=conv2,")
 
 
 class _Recorder:

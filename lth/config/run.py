@@ -243,7 +243,8 @@ class Job:
     ``output_dir``: the job's folder that Hydra made (None outside Hydra: ``<paths.output_dir>/runs/<run_id>``);
     ``multirun``: one job of a ``-m`` sweep, whose folder is ``sweep_dir``; ``argv``: the command line as typed,
     where this process read it (for the line that says how to continue a stopped run); ``overrides``: the job's own
-    overrides; ``experiment``: the ``experiment=`` chosen.
+    overrides; ``experiment``: the ``experiment=`` chosen; ``swept``: the keys (or config groups) the sweep varies,
+    each with this job's value as its override writes it (``(("prune.rate", "0.2"),)``; none outside a sweep).
     """
 
     output_dir: str | None = None
@@ -252,6 +253,7 @@ class Job:
     overrides: tuple[str, ...] = ()
     sweep_dir: str | None = None
     experiment: str | None = None
+    swept: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -291,7 +291,7 @@ def write_run_alias(cfg: RunConfig, run_dir: Path) -> Path | None:
     """Link ``<parent>/by-label/<what this run sets apart from the default config>`` to the finished run folder;
     the link, or None where the file system refuses it (a readable name is a convenience, never a failure)."""
     try:
-        return write_alias(run_dir, flatten(identity(cfg.plain)))[0]
+        return write_alias(run_dir, flatten(identity(cfg.plain)), cfg.job.swept)[0]
     except (ConfigError, OSError) as error:
         log.warning("no readable alias for %s: %s", run_dir, error)
         return None
