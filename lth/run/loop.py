@@ -47,7 +47,7 @@ from lth.run.provenance import machine, provenance
 from lth.run.resume import restore_finished, resume_as_needed, resume_point
 from lth.run.rounds import Round, RoundSettings, RunError, dense_round, say, train_round
 from lth.run.signals import STOP, Interrupted
-from lth.run.transfer import start_mask
+from lth.run.transfer import mask_cost, start_mask, with_mask_cost
 from lth.state.artifacts import (
     CONFIG,
     holds_results,
@@ -239,6 +239,8 @@ def _rounds(r: Round, rows: list[dict], store: Path, ticket_dir: Path | None, re
             row = dense_round(r, resume_from)
         else:
             row = train_round(r, round_index, resume_from, spent)
+        if round_index == 0:  # it trains a mask found elsewhere (prune.mask_from): that search counts too
+            row = with_mask_cost(row, mask_cost(cfg))
         progress.end(row["test_acc"])
         rows.append(row)
         if is_rank_zero():
