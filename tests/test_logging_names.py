@@ -135,6 +135,11 @@ def test_a_swept_group_and_a_swept_value_name_the_job_even_at_the_default(make_c
     swept = (("seed", "3"), ("train.eval_batch_size", "10"))  # a run-only key names nothing
     assert run_label(conv.plain, swept) == "seed=3,model=conv2,dataset=synthetic"
     assert run_label(conv.plain, (("data_seed", "null"),)).startswith("data_seed=null,model=conv2,")
+    # the ticket a control job trains (prune.control null) is named by its own value, not the job's
+    control = typed(make_cfg("prune.control=random_prune", fast=False))
+    ticket = control.but(**{"prune.control": None})
+    assert run_label(control.plain, (("prune.control", "random_prune"),)) == "prune.control=random_prune"
+    assert run_label(ticket.plain, (("prune.control", "random_prune"),)) == "prune.control=null"
 
 
 class _Recorder:

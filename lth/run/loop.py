@@ -58,7 +58,7 @@ from lth.state.artifacts import (
     write_json,
     write_rounds,
 )
-from lth.state.labels import flatten, write_alias
+from lth.state.labels import flatten, swept_values, write_alias
 from lth.state.locks import run_lock
 from lth.state.reuse import reuse_finished
 from lth.state.store import CHECKPOINT, MACHINE, check_machine, dense_dir, finished, locked, resumable_rows
@@ -293,7 +293,7 @@ def write_run_alias(cfg: RunConfig, run_dir: Path) -> Path | None:
     """Link ``<parent>/by-label/<what this run sets apart from the default config>`` to the finished run folder;
     the link, or None where the file system refuses it (a readable name is a convenience, never a failure)."""
     try:
-        return write_alias(run_dir, flatten(identity(cfg.plain)), cfg.job.swept)[0]
+        return write_alias(run_dir, flatten(identity(cfg.plain)), swept_values(cfg.plain, cfg.job.swept))[0]
     except (ConfigError, OSError) as error:
         log.warning("no readable alias for %s: %s", run_dir, error)
         return None

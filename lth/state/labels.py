@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lth.config.identity import RUN_ONLY, copied_keys, default_identity, identity
-from lth.config.schema import CONF
+from lth.config.schema import CONF, lookup
 from lth.core.errors import ConfigError, MissingFileError
 
 ALIASES = "by-label"  # <parent>/by-label/<label> -> ../<run folder>
@@ -133,7 +133,18 @@ def write_alias(run_dir: Path, flat: dict[str, Any], swept: Sequence[tuple[str, 
     return link, target
 
 
+def swept_values(plain: Mapping[str, Any], swept: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """The swept keys (:attr:`lth.config.run.Job.swept`) with their values in the config ``plain``, which may be
+    derived from the job's (a control's ticket: ``prune.control`` null); a config group's option as the job chose
+    it."""
+    absent = object()
+    values = ((key, lookup(plain, key, absent), text) for key, text in swept)
+    return tuple(
+        (key, text if value is absent or isinstance(value, Mapping) else show(value)) for key, value, text in values
+    )
+
+
 def run_label(plain: Mapping[str, Any], swept: Sequence[tuple[str, str]] = ()) -> str:
     """The label of the run of config ``plain`` (a resolved config as plain data), one job of a sweep varying
     ``swept`` (:attr:`lth.config.run.Job.swept`)."""
-    return label(flatten(identity(plain)), swept)
+    return label(flatten(identity(plain)), swept_values(plain, swept))
