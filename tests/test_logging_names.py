@@ -101,9 +101,8 @@ def test_tensorboard_holds_the_identity_as_hparams_and_the_rounds_against_weight
     hparams = {key: getattr(value, value.WhichOneof("kind")) for key, value in session.hparams.items()}
     assert hparams["prune.rate"] == pytest.approx(0.2) and hparams["train.steps"] == f"{TOTAL}it"
     assert hparams["dataset.name"] == "synthetic" and "hardware.threads" not in hparams  # identity keys only
-    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    metrics = {info.name.tag for info in experiment.metric_infos}
-    assert {"rounds/test_acc", "rounds/weights_remaining", "rounds/train_flops"} <= metrics
+    assert "_hparams_/experiment" not in content  # TensorBoard gathers the sweep's keys from all its sessions
+    assert {"rounds/test_acc", "rounds/weights_remaining", "rounds/train_flops"} <= set(events.Tags()["scalars"])
     rows = read_rounds(run / "rounds.csv")
     for name in ("test_acc", "val_loss"):
         by_round = events.Scalars(f"rounds/{name}")

@@ -209,8 +209,8 @@ class TensorBoardRounds(FolderPerRound):
     remaining (TensorBoard's step, a whole number: in hundredths of a percent, 10000 the dense network).
 
     ``logs/rounds`` is also an HParams session (TensorBoard's HPARAMS tab): the run's identity keys
-    (``prune.rate``, ...) are its hyper-parameters and the ``rounds/<column>`` its metrics (each shown at the last
-    round logged), so the runs of a sweep (``tensorboard --logdir <sweep folder>``) can be filtered and compared by
+    (``prune.rate``, ...) are its hyper-parameters and its scalars (``rounds/<column>``, the last round logged) its
+    metrics, so the runs of a sweep (``tensorboard --logdir <sweep folder>``) can be filtered and compared by
     any key."""
 
     rounds_version = ROUNDS
@@ -218,7 +218,7 @@ class TensorBoardRounds(FolderPerRound):
     def __init__(self, spec: dict, log_dir: Path, params: Mapping[str, Any]) -> None:
         super().__init__(spec, log_dir, params)
         if self.rounds is not None and rank_zero_only.rank == 0:
-            write_hparams(self.rounds, self.params, [f"{ROUNDS}/{c}" for c in ROUND_COLUMNS if c != "round"])
+            write_hparams(self.rounds, self.params)
 
     def log_round(self, row: Mapping[str, Any], sparsity: Mapping[str, Any]) -> None:
         super().log_round(row, sparsity)
@@ -227,15 +227,17 @@ class TensorBoardRounds(FolderPerRound):
             self.rounds.log_metrics(round_metrics(row, BY_WEIGHTS_REMAINING), step=step)
 
 
-def write_hparams(logger: Logger, params: Mapping[str, Any], metrics: list[str]) -> None:
-    """Make ``logger``'s folder (a TensorBoard logger's) an HParams session: ``params`` its hyper-parameters,
-    ``metrics`` the scalar tags it shows for them. Unlike Lightning's ``log_hyperparams(params, metrics)``, which
-    logs the metrics' values too, this logs no value: the metrics are logged as they come."""
+def write_hparams(logger: Logger, params: Mapping[str, Any]) -> None:
+    """Make ``logger``'s folder (a TensorBoard logger's) an HParams session with hyper-parameters ``params``; its
+    scalars are the session's metrics. No experiment summary is written (Lightning's ``log_hyperparams`` writes one,
+    and logs its metrics' values): TensorBoard would take one run's as the whole sweep's and hide the keys other
+    runs have; without one it gathers every session's keys and scalars."""
     from torch.utils.tensorboard.summary import hparams
 
     writer = logger.experiment._get_file_writer()  # type: ignore[attr-defined]  # a TensorBoard SummaryWriter
-    for summary in hparams(dict(params), dict.fromkeys(metrics, 0.0)):
-        writer.add_summary(summary)
+    _, start, end = hparams(dict(params), {})
+    writer.add_summary(start)
+    writer.add_summary(end)
 
 
 class RunPerJob(LoggerKind):
