@@ -3,8 +3,7 @@
 Every job it describes (each job of a sweep) is composed as Hydra will compose it and validated, and Hydra's own
 errors (an unknown group option or key, a sweep without ``-m``) become one line ``error: <key>: <what is
 allowed>`` (:class:`~lth.core.errors.ConfigError`). Overrides of :data:`REPLACED_MAPPINGS` are rewritten so that
-``key=<mapping>`` replaces the mapping instead of merging into it, and those of :data:`SET_ANYWHERE` so that they
-set the key with or without ``+``, whichever model config is chosen.
+``key=<mapping>`` replaces the mapping instead of merging into it.
 """
 
 from __future__ import annotations
@@ -24,9 +23,6 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 # ``key=<mapping>`` replaces these mappings as a whole (Hydra would merge it into the old one and, the config
 # being closed to new keys, refuse every new pattern): the command line sets ``key=null`` then ``+key=<mapping>``
 REPLACED_MAPPINGS = ("prune.layer_rates",)
-# Keys every model takes, set alike with or without ``+`` (``++key=``): declared by every shipped model config, and
-# added to one of the user's own that lacks them
-SET_ANYWHERE = ("model.weights",)
 
 
 @dataclass(frozen=True)
@@ -59,7 +55,7 @@ def check_command_line(argv: list[str]) -> Command:
     parser = get_args_parser()
     parser.error = _raise_argument_error  # type: ignore[method-assign]  # one line, not argparse's usage
     args = parser.parse_args(argv)
-    rewritten = {text: replace_mapping(set_anywhere(text)) for text in args.overrides}
+    rewritten = {text: replace_mapping(text) for text in args.overrides}
     argv = [part for text in argv for part in rewritten.get(text, [text])]
     overrides = [part for text in args.overrides for part in rewritten[text]]
     trains = not (args.help or args.hydra_help or args.info or args.shell_completion or args.cfg)
@@ -69,14 +65,6 @@ def check_command_line(argv: list[str]) -> Command:
         multirun = args.multirun or "hydra.mode=MULTIRUN" in overrides
         check_jobs(overrides, multirun=multirun, config_name=args.config_name or "config")
     return Command(argv, checked)
-
-
-def set_anywhere(text: str) -> str:
-    """``model.weights=<file>`` or ``+model.weights=<file>`` -> ``++model.weights=<file>`` (:data:`SET_ANYWHERE`)."""
-    key, sep, value = text.partition("=")
-    if sep and key.lstrip("+") in SET_ANYWHERE and not key.startswith("++"):
-        return f"++{key.lstrip('+')}={value}"
-    return text
 
 
 def replace_mapping(text: str) -> list[str]:

@@ -391,7 +391,7 @@ DECLARED = (
         "path",
         "pre-trained weights: a local file or folder; the rewind point init is them (nothing is downloaded)",
         nullable=True,
-        optional=True,  # a model config of the user's own may lack it: model.weights= adds it there too
+        optional=True,  # a model config of the user's own may lack it (+model.weights= adds it), an old run's too
         allowed_text="null, or a local state_dict / .safetensors file or a save_pretrained folder",
         custom=_CHECKED_BY_TRANSFER,
         also="the output layer may differ (a new head keeps its initialisation)",
