@@ -77,7 +77,8 @@ def label(flat: dict[str, Any], swept: Sequence[tuple[str, str]] = ()) -> str:
 def _swept_parts(flat: dict[str, Any], swept: Sequence[tuple[str, str]]) -> tuple[list[str], set[str]]:
     """The label's parts naming the swept keys, and the identity keys they show: a key with its identity value, a
     group of :data:`GROUPS` by its option, a mapping by its keys; a key the identity leaves out at this value
-    (``data_seed=null``) or another group's option (``prune=oneshot``) as the override writes it."""
+    (``data_seed=null``) or another group's option (``prune=oneshot``) by the value ``swept`` gives it
+    (:func:`swept_values`)."""
     parts: list[str] = []
     shown: set[str] = set()
     for key, text in swept:
