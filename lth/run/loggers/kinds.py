@@ -172,20 +172,21 @@ class FolderPerRound(LoggerKind):
         self.log_dir = log_dir
         self.params = dict(params)
         self.rounds = self._made(self.rounds_version) if self.rounds_version else None
+        if self.rounds is not None:
+            self.rounds.log_hyperparams(self.params)
 
     @classmethod
     def build(cls, spec: dict, cfg: RunConfig, log_dir: Path) -> FolderPerRound:
         return cls(spec, log_dir, identity_params(cfg))
 
     def _made(self, version: str) -> Logger:
-        logger = hydra.utils.instantiate(self.spec, save_dir=str(self.log_dir), name="", version=version)
-        logger.log_hyperparams(self.params)
-        return logger
+        return hydra.utils.instantiate(self.spec, save_dir=str(self.log_dir), name="", version=version)
 
     def for_round(self, round_index: int, axis: IterationAxis, offset: int | None, resumed_at: int | None) -> Logger:
         logger = axis.attach(self._made(f"round_{round_index:02d}"))
         if resumed_at is not None and self.continues_step_log and rank_zero_only.rank == 0:
             continue_step_log(logger, axis.start + resumed_at + 1)
+        logger.log_hyperparams(self.params)  # after the step log is continued: it starts the logger's files
         return logger
 
     def log_round(self, row: Mapping[str, Any], sparsity: Mapping[str, Any]) -> None:
