@@ -141,6 +141,18 @@ def test_a_swept_group_and_a_swept_value_name_the_job_even_at_the_default(make_c
     assert run_label(ticket.plain, (("prune.control", "random_prune"),)) == "prune.control=null"
 
 
+def test_a_resumed_rounds_csv_log_keeps_its_rows_and_gets_the_hparams(tmp_path: Path) -> None:
+    from lth.run.loggers import CSVRounds
+
+    folder = tmp_path / "logs" / "round_00"
+    folder.mkdir(parents=True)
+    (folder / "metrics.csv").write_text("step,val_loss\n4,1.0\n8,0.5\n12,0.4\n")  # 12: after the checkpoint at 9
+    kind = CSVRounds({"_target_": "pytorch_lightning.loggers.CSVLogger"}, tmp_path / "logs", {"prune.rate": 0.2})
+    kind.for_round(0, IterationAxis(0), None, resumed_at=9)
+    assert (folder / "metrics.csv").read_text().split() == ["step,val_loss", "4,1.0", "8,0.5"]
+    assert (folder / "hparams.yaml").read_text() == "prune.rate: 0.2\n"
+
+
 class _Recorder:
     """Stands in for a wandb run: keeps what is logged."""
 
