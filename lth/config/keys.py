@@ -217,6 +217,14 @@ DECLARED = (
         also="in the identity by its content hash; prune.control null, random_prune or shuffle",
     ),
     Key(
+        "prune.mask_from_zeros",
+        "bool",
+        "read mask_from's weights (a ModelPruning checkpoint made permanent) as a mask: a zero is pruned, so is a "
+        "weight trained to exactly 0",
+        unnamed_at=False,
+        also="needs prune.mask_from",
+    ),
+    Key(
         "prune.mask_unmatched",
         "choice",
         "prunable tensors mask_from lacks or that do not fit: refuse (null) the run, or start them dense",

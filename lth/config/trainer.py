@@ -20,6 +20,12 @@ TRAINER_ARGS = tuple(
     "barebones plugins sync_batchnorm reload_dataloaders_every_n_epochs default_root_dir enable_autolog_hparams "
     "model_registry".split()
 )
+# Lightning callbacks a run refuses (by class name, subclasses too), each with why, in the line that refuses it
+REFUSED_CALLBACKS = {
+    "ModelCheckpoint": "every round writes round_XX/last.ckpt and its early-stop weights",
+    "ModelPruning": "the run prunes the weights itself (prune.*), and two pruners would mask the same weights; "
+    "to start from a ModelPruning checkpoint's mask: prune.mask_from=<file>",
+}
 HARDWARE_ARGS = ("accelerator", "strategy", "devices", "num_nodes", "precision", "plugins")  # set under hardware.
 # what the IMP loop sets itself: lengths, evaluation cadence, checkpoints, logging, data, and where it runs
 LOOP_OWNED = (
@@ -102,8 +108,6 @@ def check_trainer(cfg: DictConfig) -> None:
     for name, callback in (OmegaConf.select(cfg, "callbacks") or {}).items():
         if not isinstance(callback, DictConfig) or not isinstance(callback.get("_target_"), str):
             raise ConfigError(f"callbacks.{name}", "needs a _target_ (a Lightning callback class) and its arguments")
-        if callback._target_.rpartition(".")[2] == "ModelCheckpoint":
-            raise ConfigError(
-                f"callbacks.{name}",
-                "ModelCheckpoint is not allowed: every round writes round_XX/last.ckpt and its early-stop weights",
-            )
+        kind = callback._target_.rpartition(".")[2]
+        if kind in REFUSED_CALLBACKS:
+            raise ConfigError(f"callbacks.{name}", f"{kind} is not allowed: {REFUSED_CALLBACKS[kind]}")
