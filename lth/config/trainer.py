@@ -20,12 +20,6 @@ TRAINER_ARGS = tuple(
     "barebones plugins sync_batchnorm reload_dataloaders_every_n_epochs default_root_dir enable_autolog_hparams "
     "model_registry".split()
 )
-# Lightning callbacks a run refuses (by class name, subclasses too), each with why, in the line that refuses it
-REFUSED_CALLBACKS = {
-    "ModelCheckpoint": "every round writes round_XX/last.ckpt and its early-stop weights",
-    "ModelPruning": "the run prunes the weights itself (prune.*), and two pruners would mask the same weights; "
-    "to start from a ModelPruning checkpoint's mask: prune.mask_from=<file>",
-}
 HARDWARE_ARGS = ("accelerator", "strategy", "devices", "num_nodes", "precision", "plugins")  # set under hardware.
 # what the IMP loop sets itself: lengths, evaluation cadence, checkpoints, logging, data, and where it runs
 LOOP_OWNED = (
@@ -65,6 +59,14 @@ LOOP_KEYS = {  # where each owned argument is set instead
     "logger": "logger=",
     "callbacks": "callbacks.<name>",
     **{arg: f"hardware.{arg}" for arg in HARDWARE_ARGS},
+}
+# callbacks that change what a round is, refused under callbacks.<name> (by class, subclasses too)
+NOT_PER_ROUND = {
+    "pytorch_lightning.callbacks.ModelCheckpoint": "every round writes round_XX/last.ckpt and its early-stop weights",
+    "pytorch_lightning.callbacks.ModelPruning": (
+        "the run prunes the weights itself (prune.*), and two pruners would mask the same weights; to start from a "
+        "ModelPruning checkpoint's mask: prune.mask_from=<file>"
+    ),
 }
 _ADAM = tuple("lr betas eps weight_decay amsgrad foreach maximize capturable differentiable fused".split())
 _SGD = tuple("lr momentum dampening weight_decay nesterov maximize foreach differentiable fused".split())
@@ -109,5 +111,6 @@ def check_trainer(cfg: DictConfig) -> None:
         if not isinstance(callback, DictConfig) or not isinstance(callback.get("_target_"), str):
             raise ConfigError(f"callbacks.{name}", "needs a _target_ (a Lightning callback class) and its arguments")
         kind = callback._target_.rpartition(".")[2]
-        if kind in REFUSED_CALLBACKS:
-            raise ConfigError(f"callbacks.{name}", f"{kind} is not allowed: {REFUSED_CALLBACKS[kind]}")
+        for refused, why in NOT_PER_ROUND.items():
+            if kind == refused.rpartition(".")[2]:
+                raise ConfigError(f"callbacks.{name}", f"{kind} is not allowed: {why}")

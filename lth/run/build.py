@@ -26,7 +26,7 @@ from hydra.errors import InstantiationException
 from pytorch_lightning.callbacks import LearningRateMonitor
 
 from lth.config.run import RunConfig, thawed
-from lth.config.trainer import REFUSED_CALLBACKS
+from lth.config.trainer import NOT_PER_ROUND
 from lth.core.catalog import PRUNES_EVERY_ROUND
 from lth.core.errors import ConfigError, first_line
 from lth.core.seeds import stream
@@ -189,9 +189,9 @@ def build_callbacks(cfg: RunConfig) -> list[pl.Callback]:
             raise ConfigError(f"callbacks.{name}", f"cannot be built: {str(error).splitlines()[0]}") from None
         if not isinstance(callback, pl.Callback):
             raise ConfigError(f"callbacks.{name}", f"{type(callback).__name__} is not a Lightning Callback")
-        refused = [c.__name__ for c in type(callback).__mro__ if c.__name__ in REFUSED_CALLBACKS]
-        if refused:
-            raise ConfigError(f"callbacks.{name}", f"{refused[0]} is not allowed: {REFUSED_CALLBACKS[refused[0]]}")
+        for refused, why in NOT_PER_ROUND.items():  # validate() refuses these first; configs built in code get here
+            if isinstance(callback, hydra.utils.get_class(refused)):
+                raise ConfigError(f"callbacks.{name}", f"{type(callback).__name__} is not allowed: {why}")
         callbacks.append(callback)
     return callbacks
 
