@@ -230,4 +230,3 @@ def _composition_error(error: Exception, overrides: list[str], config_name: str)
     if cause is not None:
         return ConfigError(str(getattr(cause, "full_key", None) or key), _first_line(cause))
     return ConfigError(key, message)
-

@@ -127,13 +127,14 @@ def keys_page(overrides: list[str]) -> str:
 
 
 def _composed(overrides: list[str], wheres: list[str]) -> tuple[dict[str, DictConfig], Mapping[str, list[str]]]:
-    """The config of ``overrides`` and each of ``wheres`` (Hydra's node included, by ``where``), and each group's
-    options as Hydra has them (its launcher plugins included)."""
+    """The config of ``overrides`` (a sweep's: its first job's) and each of ``wheres`` (Hydra's node included, by
+    ``where``), and each group's options as Hydra has them (its launcher plugins included)."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from lth.config.command_line import CONF, compose_job
+    from lth.config.command_line import CONF, compose_job, jobs_of
 
+    overrides = jobs_of(overrides, multirun=True)[0].overrides if overrides else []  # a sweep: its first job
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="train"):
         configs = {where: compose_job([*overrides, *where.split()]) for where in wheres}
         loader = GlobalHydra.instance().config_loader()
