@@ -141,3 +141,15 @@ def test_a_run_off_a_terminal_prints_its_progress_lines(tmp_path: Path, monkeypa
         assert len(iterations) >= 2 and iterations == sorted(iterations) and iterations[-1] < 30
         result = next(i for i, line in enumerate(lines) if line.startswith(f"round {round_index}/1 | weights"))
         assert all(lines.index(m.group(0)) < result for m in status if m.group(1) == str(round_index))
+
+
+def _terminal_seen() -> bool:
+    return RoundProgress(1, stream=_Terminal()).terminal
+
+
+def test_jobs_side_by_side_write_lines_not_a_shared_live_line() -> None:
+    import multiprocessing
+
+    assert _terminal_seen()
+    with multiprocessing.get_context("fork").Pool(1) as pool:  # as joblib's workers run a sweep's jobs
+        assert pool.apply(_terminal_seen) is False

@@ -1,12 +1,13 @@
 """How far a run is and how long it has left, shown without flooding logs or slowing training (``train.progress``).
 
-On a terminal (stderr): a line as each round starts (round k/N, weights remaining, the last round's test accuracy,
-the time a round takes and the time left), then a live line during the round, rewritten at most
-:data:`REFRESH` times a second: iteration, rate, time left for the round and for the run. Off a terminal (a log
-file, a SLURM job): a line with the same facts through the ``lth`` logger at a steady cadence, a tenth of the
-round's estimated time apart but at least :data:`MIN_GAP` and at most :data:`MAX_GAP` seconds (:func:`line_gap`),
-so a round shorter than a minute adds none. Nothing is written on other iterations; each iteration costs a clock
-read and a few arithmetic operations.
+On a terminal (stderr, a process of its own rather than one of the jobs a parallel launcher runs side by side): a
+line as each round starts (round k/N, weights remaining, the last round's test accuracy, the time a round takes
+and the time left), then a live line during the round, rewritten at most :data:`REFRESH` times a second:
+iteration, rate, time left for the round and for the run. Otherwise (a log file, a SLURM job, a joblib job): a line
+with the same facts through the ``lth`` logger at a steady cadence, a tenth of the round's estimated time apart but
+at least :data:`MIN_GAP` and at most :data:`MAX_GAP` seconds (:func:`line_gap`), so a round shorter than a minute
+adds none. Nothing is written on other iterations; each iteration costs a clock read and a few arithmetic
+operations.
 
 Whatever ``train.progress`` says, a run that the first iterations on the CPU estimate at over :data:`LONG_RUN`
 seconds says so once, in one line with the estimate and what finishes sooner (:func:`long_run_line`).
@@ -15,6 +16,7 @@ seconds says so once, in one line with the estimate and what finishes sooner (:f
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import shutil
 import sys
 import time
@@ -133,7 +135,8 @@ class RoundProgress:
     def __init__(self, rounds: int, stream: TextIO | None = None, show: bool = True, speaks: bool = True) -> None:
         self.rounds = rounds
         self.stream = stream if stream is not None else sys.stderr
-        self.terminal = self.stream.isatty()
+        # a job that a parallel launcher (joblib) started shares the terminal with the others: it writes lines
+        self.terminal = self.stream.isatty() and multiprocessing.parent_process() is None
         self.show, self.speaks = show, speaks
         self.enabled = self.terminal and show and speaks
         self.durations: list[float] = []
