@@ -154,7 +154,8 @@ def _fit(r: Round, round_index: int, resumed: Resumed | None) -> tuple[pl.Traine
     if r.progress is not None:
         later = later_round_steps(r.ticket.rewind, r.ticket.iterations_per_epoch, r.settings.total)
         display = r.progress.display(round_index, start, steps, (r.cfg.prune.rounds - round_index) * later)
-        callbacks += [display] if display else []
+        if display is not None:
+            callbacks.insert(1, display)  # SafeStop stays last
     trainer = build_trainer(r.cfg, r.run_dir, Span(steps, r.settings.eval_every, start), callbacks, step_log)
     try:
         trainer.fit(r.module, datamodule=r.data, ckpt_path=str(resumed.path) if resumed else None)
