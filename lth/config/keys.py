@@ -60,7 +60,13 @@ DECLARED = (
         "train.save_weights", "bool", "keep each round's weights at the early-stop point (early_stop.pt)", run_only=True
     ),
     Key("train.eval_batch_size", "int >= 1", "batch size of validation and test", run_only=True),
-    Key("train.progress", "bool", "Lightning's progress bar for each round", nullable=True, run_only=True),
+    Key(
+        "train.progress",
+        "bool",
+        "each round's iteration, rate and time left: a live line on a terminal, else a line per tenth of a round "
+        "(1 to 5 minutes apart)",
+        run_only=True,
+    ),
     Key(
         "train.checkpoint_every",
         "step",
