@@ -1,14 +1,12 @@
 """One name per logged value, on the iteration axis of ``rounds.csv``: the step logs (CSV, TensorBoard, W&B) of a
 round hold ``final_test_acc`` and ``test_acc`` once each, with the values of ``rounds.csv``; every step metric is
 logged at its iteration on the README's axis (a round rewound to k logs from k + 1, an evaluation after iteration
-i at i); a resumed run continues its W&B run; ``python train.py --help`` shows the key table."""
+i at i); a resumed run continues its W&B run."""
 
 from __future__ import annotations
 
 import csv
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 from lth.run.loggers import WANDB_ID, IterationAxis, RoundsWandbLogger
 from lth.state.artifacts import read_rounds
 from lth.state.labels import run_label
-from tests.conftest import FAST, REPO, run_folders, run_main, typed
+from tests.conftest import FAST, run_folders, run_main, typed
 
 TOTAL, EVAL_EVERY, REWIND = 20, 4, 6
 SETUP = [
@@ -219,19 +217,3 @@ def test_a_resumed_run_continues_its_wandb_run(make_cfg, tmp_path: Path, offline
     for part in parts:
         (record,) = part.glob("run-*.wandb")
         assert record.name == f"run-{run_id}.wandb"
-
-
-def test_help_shows_the_key_table_without_importing_torch(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", str(REPO / "train.py"), "--help"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "| key | default | allowed | run-only | what it does |" in done.stdout
-    assert "| `train.eval_every` | `100it` |" in done.stdout and "| `prune.rewind` |" in done.stdout
-    assert "== Config ==" in done.stdout  # Hydra's help follows
-    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
-    assert "torch" not in imported

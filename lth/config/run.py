@@ -99,6 +99,7 @@ class Prune:
     extra: tuple[str, ...]
     rewind: str | Step
     mask_from: str | None
+    mask_from_zeros: bool
     mask_unmatched: str | None
     control: Entry | None
     method: Entry
@@ -133,6 +134,7 @@ class Prune:
             extra=tuple(p["extra"] or ()),
             rewind=rewind if rewind in REWIND_WORDS else Step.parse(rewind, key="prune.rewind"),
             mask_from=p["mask_from"],
+            mask_from_zeros=bool(p["mask_from_zeros"]),
             mask_unmatched=p["mask_unmatched"],
             control=None if p["control"] is None else CONTROLS.entry(p["control"]),
             method=METHODS.entry(p["method"]),
@@ -338,6 +340,7 @@ ADDED_KEYS: dict[str, Any] = {
     "prune.rewind": "init",
     "prune.mask_from": None,
     "prune.mask_unmatched": None,
+    "prune.mask_from_zeros": False,
     "prune.control": None,
     "prune.method": "magnitude",
     "prune.early_bird": {"window": 5, "epsilon": 0.1, "distance": "all"},

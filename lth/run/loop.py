@@ -209,7 +209,8 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir / CONFIG, cfg)
         write_json(run_dir / MACHINE, trained_on)
-    r = Round(cfg, module, ticket, data, run_dir, settings, build_loggers(cfg, run_dir))
+    progress = RoundProgress(cfg.prune.rounds, show=cfg.train.progress, speaks=is_rank_zero())
+    r = Round(cfg, module, ticket, data, run_dir, settings, build_loggers(cfg, run_dir), progress)
     try:
         _rounds(r, rows, store, ticket_dir, resumed=cfg.resume and not restarted)
     except BaseException:
@@ -224,8 +225,7 @@ def _rounds(r: Round, rows: list[dict], store: Path, ticket_dir: Path | None, re
     cfg, first_round = r.cfg, len(rows)
     if cfg.resume and first_round > cfg.prune.rounds:
         say(f"resume: all rounds in {r.run_dir} are finished; its summary is written")
-    progress = RoundProgress(cfg.prune.rounds)
-    progress.enabled &= is_rank_zero()
+    progress = r.progress or RoundProgress(cfg.prune.rounds, show=False)
     apply_control = r.ticket.control_fn(cfg.prune.control.name) if cfg.prune.control else None
     for round_index in range(first_round, cfg.prune.rounds + 1):
         resume_from = resume_point(

@@ -32,7 +32,10 @@ def start_mask(cfg: RunConfig, params: dict[str, Any]) -> Any:
     if spec is None:
         return None
     file = mask_file(spec)
-    source = mask_from_state(read_state(file, key="prune.mask_from", fold=False), source="prune.mask_from")
+    zeros = cfg.prune.mask_from_zeros  # a state_dict of weights: the other tensors (biases, norms) are left out
+    hint = "" if zeros else "; prune.mask_from_zeros=true reads weights whose zeros are the mask (ModelPruning's)"
+    state = read_state(file, key="prune.mask_from", fold=False)
+    source = mask_from_state(state, source="prune.mask_from", zeros=zeros, hint=hint)
     if source and not any(n.startswith("model.") for n in source):  # another tool names the bare network's tensors
         source = Mask({f"model.{n}": m for n, m in source.items()})
     fits = {n for n, p in params.items() if n in source and source[n].shape == p.shape}
@@ -41,7 +44,7 @@ def start_mask(cfg: RunConfig, params: dict[str, Any]) -> Any:
     ]
     absent = [n for n in params if n not in source]
     unknown = [n for n in source if n not in params]
-    if unfit or absent or unknown:
+    if unfit or absent or (unknown and not zeros):
         named = "; ".join(
             f"{what}: {', '.join(names[:4])}{', ...' if len(names) > 4 else ''}"
             for what, names in (
