@@ -96,3 +96,27 @@ def test_a_2_4_ticket_exports_the_masked_dense_model_and_says_why_on_this_machin
     state = torch.load(run / "export" / "round_01" / "model.pt")
     assert ((state["layers.0.weight"].reshape(300, -1, 4) != 0).sum(-1) <= 2).all()
     assert report["onnx"]["max_abs_diff"] < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("granularity", ["channel", "2:4"])
+def test_a_structured_run_started_from_a_weight_mask_says_what_the_export_did_with_it(
+    granularity: str, make_cfg, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    weight = Path(train(make_cfg("prune.rounds=1"), run_dir=tmp_path / "weight")["run_dir"])
+    cfg = make_cfg(f"prune.granularity={granularity}", f"prune.mask_from={weight / 'round_01' / 'mask.pt'}")
+    cfg.prune.rounds = 0
+    run = Path(train(cfg, run_dir=tmp_path / "run")["run_dir"])
+    assert cli([str(run), "--round", "0", "--out", str(tmp_path / "out"), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "export.json").read_text())
+    (line,) = [line for line in out.splitlines() if line.startswith("structure: ")]
+    assert line == f"structure: {report['structure']}"
+    source = f"round 0 started from prune.mask_from={weight / 'round_01' / 'mask.pt'}"
+    if granularity == "channel":
+        assert report["structure"].startswith("not channel throughout: ")
+        assert f"weights are pruned inside the channels it keeps; {source}; shrunk.pt2 removes whole channels" in line
+    else:
+        assert report["structure"].startswith("not 2:4 throughout: ")
+        assert f"groups of 4 weights keep more than 2; {source}; the 2:4 kernels are not used for it" in line
+        assert report["semi_structured"].startswith("not used: the mask is not 2:4 (")
