@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn
@@ -134,7 +135,7 @@ def check_request(request: dict[str, Any], partition: Partition) -> None:
     if gpus > partition.gpus:
         has = f"{partition.gpus} GPUs a node" if partition.gpus else "no GPUs"
         raise ConfigError(
-            "hardware.accelerator", f"{gpus} GPUs a node; {where} has {has}: use hardware=cpu or a GPU partition"
+            "hardware.accelerator", f"{gpus} GPU(s) a node; {where} has {has}: use hardware=cpu or a GPU partition"
         )
     if memory is not None and float(memory) * 1024 > partition.memory_mb:
         raise ConfigError("hydra.launcher.mem_gb", f"got {memory}; the nodes of {where} have {partition.memory_mb} MB")
@@ -145,6 +146,26 @@ def check_request(request: dict[str, Any], partition: Partition) -> None:
 
 def _hardware_overrides(overrides: list[str]) -> list[str]:
     return sorted(o for o in overrides if o.lstrip("+~").partition("=")[0].split(".")[0] == "hardware")
+
+
+def unmake_sweep_folder(sweep_dir: Path, output_dir: Path) -> None:
+    """Remove the sweep folder that Hydra made for a refused sweep (it holds ``multirun.yaml`` alone), and the
+    folders above it that it alone was in, up to ``output_dir``; a folder holding anything else stays."""
+    try:
+        if [p.name for p in sweep_dir.iterdir()] != ["multirun.yaml"]:
+            return
+        (sweep_dir / "multirun.yaml").unlink()
+        sweep_dir.rmdir()
+    except OSError:
+        return
+    output_dir = output_dir.resolve()
+    for folder in sweep_dir.resolve().parents:
+        if output_dir not in folder.parents:
+            break
+        try:
+            folder.rmdir()
+        except OSError:  # not empty
+            break
 
 
 def continue_sweep(sweep_dir: str) -> str:
@@ -213,6 +234,7 @@ class SlurmLauncher(PluginLauncher):
             request = derive_request(self.params, self.config.hardware, partition)
             check_request(request, partition)
         except ConfigError as error:
+            unmake_sweep_folder(Path(str(self.config.hydra.sweep.dir)), Path(str(self.config.paths.output_dir)))
             print(f"error: {error}", file=sys.stderr, flush=True)
             sys.exit(BAD_CONFIG)
         self.params = request
