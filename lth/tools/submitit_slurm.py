@@ -197,23 +197,24 @@ def _last_line(job: Any) -> str:
     return ours[-1] if ours else ""
 
 
-def wait_for(jobs: list[Any], queued: Any = _queued, poll_s: float = POLL_S, grace_s: float = GRACE_S) -> list[Any]:
-    """Wait until every job has its result or is gone from SLURM's queue without one; the jobs gone."""
+def wait_for(jobs: list[Any]) -> list[Any]:
+    """Wait until every job has its result or is gone from SLURM's queue without one (for :data:`GRACE_S`); the
+    jobs gone."""
     waiting, gone_since, died = list(jobs), {}, []
     while waiting:
-        held = queued()
+        held = _queued()
         now = time.monotonic()
         for job in list(waiting):
             if _has_result(job):
                 waiting.remove(job)
             elif held is not None and job.job_id not in held:
-                if now - gone_since.setdefault(job.job_id, now) >= grace_s:
+                if now - gone_since.setdefault(job.job_id, now) >= GRACE_S:
                     waiting.remove(job)
                     died.append(job)
             else:
                 gone_since.pop(job.job_id, None)
         if waiting:
-            time.sleep(poll_s)
+            time.sleep(POLL_S)
     return died
 
 
