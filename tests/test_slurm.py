@@ -130,8 +130,16 @@ def test_submitit_refuses_a_requeue_after_a_time_out_and_the_stop_line_says_so(t
 
 # -- a real cluster ---------------------------------------------------------------------------------------------
 
-# 3 rounds of 150 iterations, a checkpoint every 20: long enough to stop mid-round; one torch thread (1 CPU a task)
-RUN = [*FAST, "train.steps=150it", "train.checkpoint_every=20it", "hardware.threads=1", "logger=csv"]
+# 3 rounds of 150 iterations, a checkpoint every 20: long enough to stop mid-round; one torch thread (1 CPU a task);
+# batches of 4, so that a round is within one epoch (250 batches): a stop on an epoch's last batch is another matter
+RUN = [
+    *FAST,
+    "train.steps=150it",
+    "train.batch_size=4",
+    "train.checkpoint_every=20it",
+    "hardware.threads=1",
+    "logger=csv",
+]
 SWEEP = [*SLURM, *RUN, "prune.rate=0.1,0.2"]
 
 
@@ -274,7 +282,7 @@ def test_scontrol_requeue_and_usr2_mid_round_resume_bit_for_bit(
 def test_a_time_limit_and_a_cancelled_job_end_the_sweep_in_one_line(cluster: Cluster, tmp_path: Path) -> None:
     """A 1-minute limit: submitit's USR2 comes (signal_delay_s before the limit) and counts as a time-out with no
     requeue left, which the job says; the other job is cancelled. Without sacct submitit would wait forever."""
-    limit = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=40", "train.steps=1000000it"]
+    limit = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30", "train.steps=1000000it"]
     cancelled: list[str] = []
 
     def cancel() -> None:
@@ -284,7 +292,7 @@ def test_a_time_limit_and_a_cancelled_job_end_the_sweep_in_one_line(cluster: Clu
                 cancelled.append(jobs[-1])
                 cluster.run("scancel", jobs[-1])
 
-    run = [*FAST, "hardware.threads=1", "train.checkpoint_every=200it", *limit, "seed=0,1"]
+    run = [*FAST, "hardware.threads=1", "train.checkpoint_every=20it", *limit, "seed=0,1"]
     result = submit(cluster, *SLURM, *run, cwd=tmp_path, deadline=170, during=cancel)
     assert result.returncode == 1, result.stderr[-3000:]
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("error: ")]

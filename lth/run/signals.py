@@ -239,9 +239,9 @@ def submitit_refusal(handler: Any, now: float | None = None) -> str | None:
     if ran < min(0.8 * limit * 60, limit * 60 - 600) or left >= 1:
         return None
     return (
-        f"submitit counts it as a time-out (after {ran / 60:.1f} of the job's {limit:g} min: from "
-        f"min(0.8 x limit, limit - 10 min)) and does not requeue the job: no time-out left of "
-        f"hydra.launcher.max_num_timeout"
+        f"submitit counts it as a time-out ({ran / 60:.1f} min into the job's {limit:g}-min limit; one is any "
+        f"signal after min(0.8 x limit, limit - 10 min)) and does not requeue the job: no requeue after a time-out "
+        f"is left (hydra.launcher.max_num_timeout)"
     )
 
 

@@ -183,6 +183,11 @@ def _queued() -> set[str] | None:
     return set(out.stdout.split()) if out.returncode == 0 else None
 
 
+def _index(job: Any) -> int:
+    """The job's place in its array (``12_3``: 3), 0 for a job that is not an array's."""
+    return int(job.job_id.rpartition("_")[2]) if "_" in job.job_id else 0
+
+
 def _has_result(job: Any) -> bool:
     return all(job.task(k).paths.result_pickle.exists() for k in range(job.num_tasks))
 
@@ -261,8 +266,8 @@ class SlurmLauncher(PluginLauncher):
         assert self.config is not None
         common = set.intersection(*(set(o) for o in job_overrides))
         parts = []
-        for job in died:
-            number = int(job.job_id.rpartition("_")[2]) if "_" in job.job_id else 0
+        for job in sorted(died, key=_index):
+            number = _index(job)
             swept = " ".join(o for o in job_overrides[number] if o not in common) if number < len(job_overrides) else ""
             why = _last_line(job).partition("; continue with: ")[0]
             why = why or f"cancelled, timed out or its node failed (log: {job.task(0).paths.stderr})"
