@@ -50,12 +50,24 @@ def fake_slurm(folder: Path, sinfo: str = SINFO) -> Path:
 
 
 @pytest.fixture
-def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The fakes on ``PATH``, the launcher's waits shortened, and a deadline: a sweep still waiting after 60 s
+    (for jobs that no scheduler holds) fails the test instead of hanging it."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError("the sweep still waits after 60 s")
+
     submitted = fake_slurm(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{subprocess_env()['PATH']}")
     monkeypatch.setattr("lth.tools.submitit_slurm.GRACE_S", 0.5)
     monkeypatch.setattr("lth.tools.submitit_slurm.POLL_S", 0.1)
-    return submitted
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(60)
+    try:
+        yield submitted
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.parametrize(

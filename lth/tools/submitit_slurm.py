@@ -26,13 +26,14 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as PluginLauncher
-from omegaconf import DictConfig
+from omegaconf import OmegaConf
 
 from lth.core.errors import ConfigError
 
@@ -106,15 +107,16 @@ def read_partition(name: str | None) -> Partition:
     )
 
 
-def derive_request(params: dict[str, Any], hardware: DictConfig, partition: Partition) -> dict[str, Any]:
-    """The launcher's parameters with ``gpus_per_node`` and ``cpus_per_task`` taken from ``hardware`` where null."""
+def derive_request(params: dict[str, Any], hardware: Mapping[str, Any], partition: Partition) -> dict[str, Any]:
+    """The launcher's parameters with ``gpus_per_node`` and ``cpus_per_task`` taken from ``hardware`` (the
+    ``hardware`` keys) where null."""
     request = dict(params)
-    accelerator, devices = str(hardware.accelerator), int(hardware.devices)
+    accelerator, devices = str(hardware["accelerator"]), int(hardware["devices"])
     if request.get("gpus_per_node") is None and request.get("gres") is None:
         gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and partition.gpus > 0)
         request["gpus_per_node"] = devices if gpu else None
     if request.get("cpus_per_task") is None and hardware.get("threads") is not None:
-        request["cpus_per_task"] = int(hardware.threads)
+        request["cpus_per_task"] = int(hardware["threads"])
     return request
 
 
@@ -237,7 +239,8 @@ class SlurmLauncher(PluginLauncher):
                     "differs between the jobs of one SLURM sweep (one request serves all); run a sweep per hardware",
                 )
             partition = read_partition(self.params.get("partition"))
-            request = derive_request(self.params, self.config.hardware, partition)
+            hardware = OmegaConf.to_container(self.config.hardware, resolve=True)
+            request = derive_request(self.params, hardware, partition)  # type: ignore[arg-type]
             check_request(request, partition)
         except ConfigError as error:
             unmake_sweep_folder(Path(str(self.config.hydra.sweep.dir)), Path(str(self.config.paths.output_dir)))
