@@ -126,7 +126,7 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        shutil.rmtree(self.root / "munge", ignore_errors=True)
+        shutil.rmtree((self.root / "munge").resolve(), ignore_errors=True)  # munged's folder in /tmp
 
 
 def _munge(root: Path) -> tuple[list[str], Path]:

@@ -77,10 +77,8 @@ def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         (["hardware=ddp_cpu", "hardware.devices=2", "hardware.threads=2"], "hardware.threads"),  # 2 tasks x 2
         (["hardware.accelerator=gpu", "hardware.devices=1"], "hardware.accelerator"),  # no GPUs in the partition
         (["hydra.launcher.partition=gpu"], "hydra.launcher.partition"),
-        (["hydra.launcher.mem_gb=4"], "hydra.launcher.mem_gb"),
-        (["hardware.num_nodes=2"], "hardware.num_nodes"),
     ],
-    ids=["cpus", "ddp-cpus", "gpus", "partition", "memory", "nodes"],
+    ids=["cpus", "ddp-cpus", "gpus", "partition"],
 )
 def test_a_request_the_partition_can_never_satisfy_is_one_line_before_anything_is_submitted(
     tmp_path: Path, fakes: Path, overrides: list[str], key: str

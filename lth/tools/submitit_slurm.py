@@ -20,7 +20,6 @@ the partition before anything is submitted, and a sweep that ends when a job die
 
 from __future__ import annotations
 
-import logging
 import re
 import shlex
 import subprocess
@@ -36,8 +35,6 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import OmegaConf
 
 from lth.core.errors import ConfigError
-
-log = logging.getLogger("lth")
 
 BAD_CONFIG, DIED = 2, 1  # train.py's exit code of a refused config; a sweep with a job that ended without a result
 GRACE_S = 10.0  # a job gone from squeue may still be writing its result file (a slow shared file system)
@@ -100,7 +97,7 @@ def read_partition(name: str | None) -> Partition:
     return Partition(
         name=name,
         nodes=len(nodes),
-        cpus=max(int(row[1]) for row in nodes),
+        cpus=max(int(row[1].rstrip("+")) for row in nodes),
         gpus=max(_gpus(row[2]) for row in nodes),
         memory_mb=max(int(row[3].rstrip("+")) for row in nodes),
         max_minutes=_minutes(nodes[0][4]),
