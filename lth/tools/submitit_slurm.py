@@ -38,7 +38,8 @@ from lth.core.errors import ConfigError
 
 BAD_CONFIG, DIED = 2, 1  # train.py's exit code of a refused config; a sweep with a job that ended without a result
 GRACE_S = 10.0  # a job gone from squeue may still be writing its result file (a slow shared file system)
-POLL_S = 2.0
+POLL_S = 2.0  # how often the result files are looked at
+SQUEUE_MAX_S = 60.0  # the longest time between two questions to squeue
 
 
 @dataclass(frozen=True)
@@ -174,9 +175,10 @@ def continue_sweep(sweep_dir: str) -> str:
 
 
 def _queued() -> set[str] | None:
-    """The ids of the jobs SLURM holds (array tasks as ``12_3``), or None if ``squeue`` did not answer."""
+    """The ids of this user's jobs that SLURM holds (array tasks as ``12_3``), or None if ``squeue`` did not
+    answer."""
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
         return None
     return set(out.stdout.split()) if out.returncode == 0 else None
@@ -203,20 +205,25 @@ def _last_line(job: Any) -> str:
 
 def wait_for(jobs: list[Any]) -> list[Any]:
     """Wait until every job has its result or is gone from SLURM's queue without one (for :data:`GRACE_S`); the
-    jobs gone."""
-    waiting, gone_since, died = list(jobs), {}, []
+    jobs gone. The result files are looked at every :data:`POLL_S`, ``squeue`` asked every eighth of the time
+    waited so far (between :data:`POLL_S` and :data:`SQUEUE_MAX_S`), and at every look while a job is missing."""
+    waiting, gone, died = list(jobs), {}, []
+    started = asked = time.monotonic()
+    held = _queued()
     while waiting:
-        held = _queued()
         now = time.monotonic()
+        if held is None or gone or now - asked >= min(SQUEUE_MAX_S, max(POLL_S, (now - started) / 8)):
+            held, asked = _queued(), now
         for job in list(waiting):
             if _has_result(job):
                 waiting.remove(job)
             elif held is not None and job.job_id not in held:
-                if now - gone_since.setdefault(job.job_id, now) >= GRACE_S:
+                if now - gone.setdefault(job.job_id, now) >= GRACE_S:
                     waiting.remove(job)
                     died.append(job)
+                    del gone[job.job_id]
             else:
-                gone_since.pop(job.job_id, None)
+                gone.pop(job.job_id, None)
         if waiting:
             time.sleep(POLL_S)
     return died
