@@ -77,8 +77,9 @@ def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         (["hardware=ddp_cpu", "hardware.devices=2", "hardware.threads=2"], "hardware.threads"),  # 2 tasks x 2
         (["hardware.accelerator=gpu", "hardware.devices=1"], "hardware.accelerator"),  # no GPUs in the partition
         (["hydra.launcher.partition=gpu"], "hydra.launcher.partition"),
+        (["hardware.threads=1,2"], "hardware"),  # one request (an array) for all the jobs of a sweep
     ],
-    ids=["cpus", "ddp-cpus", "gpus", "partition"],
+    ids=["cpus", "ddp-cpus", "gpus", "partition", "swept"],
 )
 def test_a_request_the_partition_can_never_satisfy_is_one_line_before_anything_is_submitted(
     tmp_path: Path, fakes: Path, overrides: list[str], key: str
@@ -242,6 +243,17 @@ def test_a_cpu_sweep_on_slurm_shares_round_0(reference: tuple[Path, subprocess.C
     (script,) = {p.read_text() for p in (sweep / ".submitit").rglob("*_submission.sh")}
     assert "#SBATCH --cpus-per-task=1" in script and "gpu" not in script
     assert (sweep / "rounds.csv").is_file() and (sweep / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_the_cluster_refuses_8_cpus_a_task_on_its_2_cpu_node_before_submitting(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    result = submit(cluster, *SLURM, *FAST, "hardware.threads=8", "seed=0,1", cwd=tmp_path, deadline=60)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: hardware.threads: 1 task(s) a node x 8 CPUs") and "partition debug have 2" in line
+    assert cluster.jobs() == {} and not (tmp_path / "sweep").exists()
 
 
 @pytest.mark.slow
