@@ -25,7 +25,11 @@ On SLURM a job that is stopped in order to be requeued continues by itself: the 
 ``SUBMITIT_PREEMPT_SIGNAL``, USR2 by default, under ``hydra/launcher=slurm``; SIGUSR1, Lightning's, for a job started
 with ``sbatch --signal=USR1@90``) stops the run the same way, then submitit's handler (or ``scontrol requeue``)
 requeues the job, and a requeued job (``SLURM_RESTART_COUNT`` > 0) resumes its run folder without ``resume=true``
-(:func:`requeued`). Lightning's own auto-requeue is turned off (:func:`slurm_plugins`): it would save
+(:func:`requeued`). submitit does not always requeue: it counts the signal as a time-out once the job has run
+min(0.8 x limit, limit - 10 min) (from its first second when ``timeout_min`` <= 10) and then requeues only while
+``max_num_timeout`` time-outs are left; :func:`submitit_refusal` tells beforehand, with submitit's own numbers, and
+the run then says that the job is not requeued and how to continue it instead of handing over to submitit.
+Lightning's own auto-requeue is turned off (:func:`slurm_plugins`): it would save
 ``hpc_ckpt_*.ckpt`` into the run folder and load it into every later fit of the job, whatever its round.
 """
 
@@ -38,6 +42,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -81,11 +86,13 @@ class Interrupted(BaseException):
         text = "" if self.round_index is None else f" in round {self.round_index}"
         return text if self.iteration is None else f"{text} at iteration {self.iteration}"
 
-    def line(self, command: str, requeue: bool = False) -> str:
-        """The one line printed when the run stops: what stopped it, where, and the command that continues it."""
+    def line(self, command: str, requeue: bool = False, refusal: str | None = None) -> str:
+        """The one line printed when the run stops: what stopped it, where, and the command that continues it (or,
+        ``requeue``, that the SLURM job is requeued; ``refusal``: why it will not be)."""
         if requeue:
             return f"stopped by {self.name}{self.where()}; requeueing the SLURM job, which then continues by itself"
-        return f"stopped by {self.name}{self.where()}; continue with: {command}"
+        why = f"; {refusal}" if refusal else ""
+        return f"stopped by {self.name}{self.where()}{why}; continue with: {command}"
 
     def __str__(self) -> str:
         return f"stopped by {self.name}{self.where()}"
@@ -183,10 +190,17 @@ class StopSignals:
                     for signum, handler in self.previous.items():
                         signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
+    def refusal(self, stop: Interrupted) -> str | None:
+        """Why submitit will not requeue this job after ``stop``, its requeue signal (None: it will, or not under
+        submitit)."""
+        if stop.signum != requeue_signal() or os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+            return None
+        return submitit_refusal(self.previous.get(stop.signum))
+
     def requeue(self, stop: Interrupted, rank_zero: bool) -> bool:
         """Requeue this SLURM job if ``stop`` came from its requeue signal: submitit's handler does it (and exits)
         under submitit, ``scontrol requeue`` otherwise. Whether the job is being requeued."""
-        if stop.signum != requeue_signal():
+        if stop.signum != requeue_signal() or self.refusal(stop):
             return False
         handler = self.previous.get(stop.signum)
         if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and callable(handler):
@@ -205,6 +219,30 @@ class StopSignals:
 
 
 STOP = StopSignals()
+
+
+def submitit_refusal(handler: Any, now: float | None = None) -> str | None:
+    """Why submitit's requeue ``handler`` (its ``SignalHandler.checkpoint_and_try_requeue``) would not requeue
+    the job now, by submitit's own accounting, or None (it would; or the handler is not submitit's).
+
+    submitit takes the signal for a time-out once the job has run min(0.8 x limit, limit - 10 min) since it
+    started, and then requeues only while time-outs are left of ``max_num_timeout`` (one used per time-out); a
+    signal before that is a pre-emption, always requeued.
+    """
+    owner = getattr(handler, "__self__", None)
+    delayed = getattr(owner, "_delayed", None)
+    started = getattr(owner, "_start_time", None)
+    limit, left = getattr(delayed, "_timeout_min", None), getattr(delayed, "_timeout_countdown", None)
+    if not isinstance(started, int | float) or not isinstance(limit, int | float) or not isinstance(left, int):
+        return None
+    ran = (time.time() if now is None else now) - started
+    if ran < min(0.8 * limit * 60, limit * 60 - 600) or left >= 1:
+        return None
+    return (
+        f"submitit counts it as a time-out ({ran / 60:.1f} min into the job's {limit:g}-min limit; one is any "
+        f"signal after min(0.8 x limit, limit - 10 min)) and does not requeue the job: no requeue after a time-out "
+        f"is left (hydra.launcher.max_num_timeout)"
+    )
 
 
 class SafeStop(pl.Callback):
@@ -274,10 +312,11 @@ def continue_command(stop: Interrupted, job: Job) -> str:
 def exit_stopped(stop: Interrupted, job: Job, rank_zero: bool) -> NoReturn:
     """Print the one line of a stopped run (rank 0), requeue it when SLURM asked for that, and exit with
     :attr:`Interrupted.exit_code`. ``job``: what Hydra knew of the job, the command line as typed included."""
-    requeue = stop.signum == requeue_signal()
+    refusal = STOP.refusal(stop)
+    requeue = stop.signum == requeue_signal() and refusal is None
     command = continue_command(stop, job)
     if rank_zero:
-        print(stop.line(command, requeue=requeue), file=sys.stderr, flush=True)
+        print(stop.line(command, requeue=requeue, refusal=refusal), file=sys.stderr, flush=True)
     if requeue and not STOP.requeue(stop, rank_zero) and rank_zero:
         print(f"the job was not requeued; continue with: {command}", file=sys.stderr, flush=True)
     sys.exit(stop.exit_code)
