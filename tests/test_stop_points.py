@@ -2,9 +2,10 @@
 command its stop gives (``resume=true``) ends with the uninterrupted run's ``rounds.csv``, masks, early-stop weights
 and step logs, bit for bit.
 
-One small run is stopped at every iteration of a window that holds a batch before an evaluation (3, 6), an epoch's
-last batch (4) and a checkpoint (6; a SIGKILL at 7 resumes from it): 4 batches an epoch, an evaluation every 3
-iterations (mid-epoch), a validation split of 200 images evaluated in batches of 64. Each stop is a fork of this
+One small run is stopped at every iteration of a window (3 to 6) that holds an epoch's last batch (3), a batch
+before an evaluation and a checkpoint (4; a SIGKILL at 5 resumes from that checkpoint) and both at once (6): 3
+batches an epoch, an evaluation every 2 iterations (at 4 mid-epoch), a checkpoint every 4, a validation split of 200
+images evaluated in batches of 64. Each stop is a fork of this
 process (Lightning imported once) that sends itself the signal while it trains the window's iteration; the
 uninterrupted reference and the resumed runs run in this process, through ``train.py``'s entry point.
 """
@@ -26,17 +27,17 @@ from tests.conftest import run_folders, run_main
 RUN = [
     "dataset=synthetic",
     "train.steps=12it",
-    "train.batch_size=250",  # 1000 training images: 4 batches an epoch
-    "train.eval_every=3it",
+    "train.batch_size=334",  # 1000 training images: 3 batches an epoch
+    "train.eval_every=2it",
     "train.eval_batch_size=64",  # 200 validation images: 4 evaluation batches
-    "train.checkpoint_every=6it",
+    "train.checkpoint_every=4it",
     "prune.rounds=1",
     "train.share_dense=false",
     "logger=csv",
     "hardware.threads=1",
     "paths.output_dir=out",
 ]
-WINDOW = range(3, 8)  # iterations of round 0 at which the signal arrives
+WINDOW = range(3, 7)  # iterations of round 0 at which the signal arrives
 STOP_LINE = r"stopped by SIGTERM in round 0 at iteration {k}; continue with: (python train\.py .* resume=true)"
 
 
