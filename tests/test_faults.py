@@ -153,6 +153,31 @@ def test_a_bad_checkpoint_of_a_finished_round_keeps_every_finished_round(
     ), line
 
 
+def test_an_interrupted_round_whose_checkpoint_is_another_models_restarts_from_its_start(
+    make_cfg, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Round 1 interrupted, its last.ckpt replaced by another model's: one line, and round 1 trains from the end
+    of round 0 to the uninterrupted run's numbers (the failed load leaves nothing of the other model behind)."""
+    cfg = ("prune.rounds=1", "train.share_dense=false")
+    full = train(make_cfg(*cfg), run_dir=tmp_path / "run")
+    train(make_cfg("prune.rounds=0", "train.share_dense=false"), run_dir=tmp_path / "round0")
+    train(make_cfg("prune.rounds=0", "model.hidden=[50]"), run_dir=tmp_path / "other")
+    (tmp_path / "run" / "summary.json").unlink()
+    write_rounds(tmp_path / "run" / "rounds.csv", full["rounds"][:1])  # round 1 interrupted, round 0's end kept
+    for run, name in (("round0", "round_00"), ("other", "round_01")):
+        source = tmp_path / run / "round_00" / "last.ckpt"
+        (tmp_path / "run" / name / "last.ckpt").write_bytes(source.read_bytes())
+    capsys.readouterr()
+    resumed = train(make_cfg(*cfg, "resume=true"), run_dir=tmp_path / "run")
+    assert comparable(resumed["rounds"]) == comparable(full["rounds"])
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("resume:")]
+    assert re.fullmatch(
+        r"resume: \S+round_01/last\.ckpt: does not fit this model: .*; round 1 restarts from its start \(the end of "
+        r"round 0\)",
+        line,
+    ), line
+
+
 def test_a_bad_checkpoint_that_alone_holds_the_trained_weights_is_one_line_saying_what_keeps_the_rounds(
     make_cfg, tmp_path: Path
 ) -> None:

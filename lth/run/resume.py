@@ -56,8 +56,13 @@ def restore_finished(
             return rows, False
         except ConfigError as error:  # another model's
             problem = str(error)
-    if shared(lambda: unusable(round_dir(run_dir, n) / CHECKPOINT)) is None:
-        return rows, False  # resume_point restores round n from its checkpoint
+    following = round_dir(run_dir, n) / CHECKPOINT
+    if shared(lambda: unusable(following)) is None:
+        try:
+            restore(module, [ticket], following)  # resume_point continues round n from it
+            return rows, False
+        except ConfigError:  # another model's: resume_point says so
+            pass
     again = n if shared(lambda: (round_dir(run_dir, n) / "mask.pt").is_file()) else n - 1
     if again == 0 or not rewind_entry(ticket.rewind).has(REWINDS_WEIGHTS):
         if n == 1:
@@ -112,12 +117,16 @@ def resume_point(
             say(f"resume: no checkpoint of round {round_index} in {run_dir}; round {round_index} restarts from {start}")
         return None
     problem = shared(lambda: unusable(stored_name(partial, store)))
+    if problem is None:
+        try:
+            trained = restore(module, [ticket], partial)
+        except ConfigError as error:  # another model's (module and ticket are left as they were)
+            problem = str(error)
     if problem is not None:
         say(f"resume: {problem}; round {round_index} restarts from {start}")
         if is_rank_zero():
             partial.unlink(missing_ok=True)
         return None
-    trained = restore(module, [ticket], partial)
     say(
         f"resume: round {round_index} continues from its checkpoint at iteration "
         f"{ticket.start_iteration() + trained} ({partial})"
