@@ -140,6 +140,8 @@ BAD_INPUT = [
     ("prune.mask_from={tmp}/images@3", "prune.mask_from", ""),  # a folder without rounds
     ("prune.mask_from={tmp}/a_file", "prune.mask_from", SUB),  # not a mask file
     ("prune.mask_unmatched=maybe", "prune.mask_unmatched", ""),
+    ("prune.mask_from_zeros=true", "prune.mask_from_zeros", ""),  # reads the file of prune.mask_from: none
+    ("prune.mask_from_zeros=maybe", "prune.mask_from_zeros", ""),
     ("prune.mask_from={tmp}/a_file prune.method=snip prune.rounds=1 prune.target_sparsity=0.5", "prune.mask_from", ""),
 ]
 

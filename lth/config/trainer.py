@@ -60,6 +60,14 @@ LOOP_KEYS = {  # where each owned argument is set instead
     "callbacks": "callbacks.<name>",
     **{arg: f"hardware.{arg}" for arg in HARDWARE_ARGS},
 }
+# callbacks that change what a round is, refused under callbacks.<name> (by class, subclasses too)
+NOT_PER_ROUND = {
+    "pytorch_lightning.callbacks.ModelCheckpoint": "every round writes round_XX/last.ckpt and its early-stop weights",
+    "pytorch_lightning.callbacks.ModelPruning": (
+        "the run prunes the weights itself (prune.*), and two pruners would mask the same weights; to start from a "
+        "ModelPruning checkpoint's mask: prune.mask_from=<file>"
+    ),
+}
 _ADAM = tuple("lr betas eps weight_decay amsgrad foreach maximize capturable differentiable fused".split())
 _SGD = tuple("lr momentum dampening weight_decay nesterov maximize foreach differentiable fused".split())
 OPTIMIZER_KEYS = {  # the keyword arguments of each optimiser class (torch 2.2 to 2.14)
@@ -102,8 +110,7 @@ def check_trainer(cfg: DictConfig) -> None:
     for name, callback in (OmegaConf.select(cfg, "callbacks") or {}).items():
         if not isinstance(callback, DictConfig) or not isinstance(callback.get("_target_"), str):
             raise ConfigError(f"callbacks.{name}", "needs a _target_ (a Lightning callback class) and its arguments")
-        if callback._target_.rpartition(".")[2] == "ModelCheckpoint":
-            raise ConfigError(
-                f"callbacks.{name}",
-                "ModelCheckpoint is not allowed: every round writes round_XX/last.ckpt and its early-stop weights",
-            )
+        kind = callback._target_.rpartition(".")[2]
+        for refused, why in NOT_PER_ROUND.items():
+            if kind == refused.rpartition(".")[2]:
+                raise ConfigError(f"callbacks.{name}", f"{kind} is not allowed: {why}")

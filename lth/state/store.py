@@ -132,7 +132,7 @@ def restore(module: torch.nn.Module, callbacks: list, path: Path) -> int:
     return int(checkpoint.get("global_step", 0))
 
 
-ROUND0_PRUNE_KEYS = ("rewind", "include", "exclude", "extra", "mask_from", "mask_unmatched")  # rewind point, mask
+ROUND0_PRUNE_KEYS = ("rewind", "include", "exclude", "extra", "mask_from", "mask_from_zeros", "mask_unmatched")  # mask
 # an early-bird round 0 stops where the masks it computes (of this sparsity, scope and criterion) stop changing
 EARLY_BIRD_ROUND0_KEYS = ("method", "target_sparsity", "scope", "early_bird")
 
