@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,14 @@ def stopped_at(iteration: int, signum: int, cwd: Path) -> tuple[int, str]:
             code = result.returncode
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    deadline = time.monotonic() + 120
+    while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"the run to stop at iteration {iteration} did not end within 120 s")
+        time.sleep(0.02)
+    status = waited[1]
     err = cwd / "stopped.err"
     return os.waitstatus_to_exitcode(status), err.read_text() if err.is_file() else ""
 
