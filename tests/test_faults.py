@@ -118,16 +118,21 @@ def test_train_py_reports_divergence_in_one_line_and_keeps_the_run(tmp_path: Pat
 
 
 @pytest.mark.parametrize(
-    ("damage", "rewind", "started"),
-    [("cut short", "init", True), ("another model's", "10it", True), ("cut short", "init", False)],
-    ids=["cut-short", "another-model-rewind-10it", "cut-short-round-2-not-started"],
+    ("damage", "rewind", "round_2"),
+    [
+        ("cut short", "init", "started"),
+        ("another model's", "10it", "started"),
+        ("cut short", "init", "not started"),
+        ("cut short", "init", "checkpointed"),
+    ],
+    ids=["cut-short", "another-model-rewind-10it", "round-2-not-started", "round-2-checkpointed"],
 )
 def test_a_bad_checkpoint_of_a_finished_round_keeps_every_finished_round(
-    make_cfg, tmp_path: Path, capsys: pytest.CaptureFixture, damage: str, rewind: str, started: bool
+    make_cfg, tmp_path: Path, capsys: pytest.CaptureFixture, damage: str, rewind: str, round_2: str
 ) -> None:
     """Rounds 0-1 finished, round 2 started (its mask written, no checkpoint yet) and round 1's last.ckpt lost: under
     a weight rewind round 2 restarts from rewind.pt and its mask (not started yet: round 1 trains again from its
-    own), and the run ends as the uninterrupted one."""
+    own; checkpointed: round 2 continues from its checkpoint), and the run ends as the uninterrupted one."""
     cfg = ("prune.rounds=2", f"prune.rewind={rewind}", "train.share_dense=false")
     full = train(make_cfg(*cfg), run_dir=tmp_path / "run")
     (tmp_path / "run" / "summary.json").unlink()
@@ -138,14 +143,18 @@ def test_a_bad_checkpoint_of_a_finished_round_keeps_every_finished_round(
     else:
         train(make_cfg("prune.rounds=0", "model.hidden=[50]"), run_dir=tmp_path / "other")
         ckpt.write_bytes((tmp_path / "other" / "round_00" / "last.ckpt").read_bytes())
-    later.unlink()
-    if not started:
+    if round_2 != "checkpointed":
+        later.unlink()
+    if round_2 == "not started":
         (tmp_path / "run" / "round_02" / "mask.pt").unlink()
     capsys.readouterr()
     resumed = train(make_cfg(*cfg, "resume=true"), run_dir=tmp_path / "run")
     assert comparable(resumed["rounds"]) == comparable(full["rounds"])
     (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("resume:")]
-    again, kept = ("2", "rounds 0-1 are kept") if started else ("1", "round 0 is kept")
+    if round_2 == "checkpointed":
+        assert line == f"resume: round 2 continues from its checkpoint at iteration 30 ({later})"
+        return
+    again, kept = ("2", "rounds 0-1 are kept") if round_2 == "started" else ("1", "round 0 is kept")
     assert re.fullmatch(
         rf"resume: \S+round_01/last\.ckpt: (unreadable checkpoint|does not fit this model).*; round {again} restarts "
         rf"from the rewind point \(rewind\.pt\) under its mask \(\S+round_0{again}/mask\.pt\); {kept}",
