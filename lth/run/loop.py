@@ -200,10 +200,9 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
     shared(lambda: check_machine(run_dir, trained_on))
     data, module, ticket, settings = _build(cfg, trained_on)
     store = dense_dir(cfg, run_dir, trained_on)  # where round 0 is kept for the runs that share it
-    restarted = False  # round 0 restarts as its checkpoint is unusable (said already)
+    restarted = False  # the first round to train starts where restore_finished put it (said already)
     if rows and len(rows) <= cfg.prune.rounds:  # the end of the last finished round: trained weights, masks, rewind
-        kept = restore_finished(module, ticket, run_dir, rows, store)
-        restarted, rows = len(kept) < len(rows), kept
+        rows, restarted = restore_finished(module, ticket, run_dir, rows, store)
     ticket_dir = ensure_ticket(cfg, run_dir) if cfg.prune.control else None
     if is_rank_zero():
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -256,6 +255,8 @@ def _start_round(
     """Set the masks round ``round_index`` trains with and rewind: the control's draw from its ticket's mask, a
     mask scored at initialisation, or the next round of pruning (round 0: the masks it starts with)."""
     cfg, module, ticket = r.cfg, r.module, r.ticket
+    if round_index and ticket.round_index == round_index:  # started already (lth.run.resume.restore_finished)
+        return
     if round_index and apply_control is not None:
         control = cfg.prune.control
         if control.has(CHANGES_INITIALISATION) and ticket.round_index == 0:

@@ -122,9 +122,10 @@ def _callbacks(r: Round, round_index: int, where: Path, start: int) -> tuple[lis
     """The callbacks of a round's fit, and those whose results the round reads: ``early_stop``, ``clock``,
     ``bird`` (an early-bird draw in round 0, else None)."""
     early_stop, clock = EarlyStopPoint("val_loss", start=start), RoundClock()
+    cadence = EvaluationCadence(start, r.settings.eval_every, r.settings.total)
     callbacks = [
         r.ticket,
-        EvaluationCadence(start, r.settings.eval_every, r.settings.total),
+        cadence,
         early_stop,
         RandomState(),
         clock,
@@ -135,7 +136,7 @@ def _callbacks(r: Round, round_index: int, where: Path, start: int) -> tuple[lis
         callbacks.insert(callbacks.index(clock), bird)
     if r.settings.rank_report:
         callbacks.append(RankReport(r.run_dir / "ranks", r.ticket))
-    callbacks.append(SafeStop(round_index, start))  # last: it stops the fit once the others are done
+    callbacks.append(SafeStop(round_index, start, cadence.due))  # last: it stops the fit once the others are done
     return callbacks, {"early_stop": early_stop, "clock": clock, "bird": bird}
 
 

@@ -16,10 +16,14 @@ once (the last checkpoint written stays).
 Lightning stops a fit on SIGTERM itself: its handler sets ``trainer.received_sigterm``, its loops raise
 ``SIGTERMException`` when they next look, and callbacks see it in ``on_exception``. lth builds on that: during the
 training loop of a fit, :class:`SafeStop` puts lth's handler back in place of Lightning's (which would stop inside
-an evaluation pass, and under DDP broadcasts from inside the signal handler) and sets ``received_sigterm`` after a
-batch, agreed by all DDP ranks (``strategy.reduce_boolean_decision``), so every rank stops after the same batch;
-Lightning then raises ``SIGTERMException`` after that batch's evaluation, ``RoundCheckpoint.on_exception`` writes
-the checkpoint, and :meth:`StopSignals.installed` turns the exception into :class:`Interrupted`.
+an evaluation pass, and under DDP broadcasts from inside the signal handler) and stops the fit after a batch,
+agreed by all DDP ranks (``strategy.reduce_boolean_decision``), so every rank stops after the same batch. After a
+batch that is not evaluated it sets ``received_sigterm`` and Lightning raises ``SIGTERMException`` after the batch;
+after one that is evaluated SafeStop raises it once the evaluation has ended (Lightning's evaluation loop would
+raise after its first batch, and the evaluation would be lost), where ``train.checkpoint_every`` checkpoints are
+written. ``RoundCheckpoint.on_exception`` writes the checkpoint (after an epoch's last batch, as of the next
+epoch's start: see :mod:`lth.state.checkpoints`) and :meth:`StopSignals.installed` turns the exception into
+:class:`Interrupted`. At the fit's last batch the round ends first: its checkpoint, then :class:`Interrupted`.
 
 On SLURM a job that is stopped in order to be requeued continues by itself: the requeue signal (submitit's
 ``SUBMITIT_PREEMPT_SIGNAL``, USR2 by default, under ``hydra/launcher=slurm``; SIGUSR1, Lightning's, for a job started
@@ -43,7 +47,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any, NoReturn
@@ -248,15 +252,22 @@ def submitit_refusal(handler: Any, now: float | None = None) -> str | None:
 class SafeStop(pl.Callback):
     """Stops the training loop of a fit after a batch when a stop signal came (see the module doc).
 
-    ``round_index`` and ``start`` (where the fit starts on the iteration axis) name the point reached.
+    ``round_index`` and ``start`` (where the fit starts on the iteration axis) name the point reached; ``due`` (the
+    round's :meth:`~lth.lightning.tracking.EvaluationCadence.due`) says which iterations are evaluated. A stop at a
+    batch that is evaluated stops once that evaluation has ended, where a ``train.checkpoint_every`` checkpoint is
+    written (Lightning would stop it after its first batch), so the round's checkpoint holds that evaluation and
+    the resumed fit goes on after it; at the fit's last batch it stops after the round's checkpoint.
     """
 
-    def __init__(self, round_index: int, start: int = 0, stop: StopSignals = STOP) -> None:
-        self.round_index, self.start, self.stop = round_index, start, stop
+    def __init__(
+        self, round_index: int, start: int = 0, due: Callable[[int], bool] | None = None, stop: StopSignals = STOP
+    ) -> None:
+        self.round_index, self.start, self.due, self.stop = round_index, start, due, stop
         self._stepped = 0  # the optimiser step after the last batch seen
+        self._after_evaluation = False  # a stop agreed at a batch that is evaluated: taken when that ends
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._stepped = trainer.global_step
+        self._stepped, self._after_evaluation = trainer.global_step, False
         self.stop.round_index, self.stop.iteration = self.round_index, self.start + trainer.global_step
         self.stop.fitting = True
         self.stop.take_over()
@@ -267,11 +278,21 @@ class SafeStop(pl.Callback):
         stepped = trainer.global_step != self._stepped  # not inside a group of accumulated gradients (not saved)
         self._stepped = trainer.global_step
         self.stop.iteration = self.start + trainer.global_step
-        if stepped and trainer.strategy.reduce_boolean_decision(self.stop.signum is not None, all=False):
-            # what Lightning's SIGTERM handler sets: its loop raises SIGTERMException after this batch's evaluation
+        if not (stepped and trainer.strategy.reduce_boolean_decision(self.stop.signum is not None, all=False)):
+            return
+        if self.stop.signum is None:  # another rank received it
+            self.stop.signum = signal.SIGTERM
+        if 0 < trainer.max_steps <= trainer.global_step:  # the fit's last batch: on_train_end stops
+            return
+        if self.due is not None and self.due(self.stop.iteration):
+            self._after_evaluation = True
+        else:  # what Lightning's SIGTERM handler sets: its loop raises SIGTERMException after this batch
             trainer._signal_connector.received_sigterm = True
-            if self.stop.signum is None:  # another rank received it
-                self.stop.signum = signal.SIGTERM
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._after_evaluation:  # the others have seen the evaluation (SafeStop comes after them)
+            self._after_evaluation = False
+            raise SIGTERMException
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # the round's checkpoint is written (RoundCheckpoint comes first): a signal of the last batch stops here
