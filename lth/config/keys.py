@@ -89,6 +89,14 @@ DECLARED = (
         nullable=True,
         run_only=True,
     ),
+    Key(
+        "train.engine",
+        "choice",
+        "what trains the run: lightning (a Trainer per round) or stacked (many runs as one vmapped network; "
+        "hydra/launcher=stacked)",
+        choices=("lightning", "stacked"),
+        unnamed_at="lightning",
+    ),
     # -- prune ------------------------------------------------------------------------------------------------
     Key("prune.rate", "number (0, 1)", "fraction of the surviving prunable weights removed per round"),
     Key(

@@ -59,6 +59,7 @@ class Train:
     checkpoint_every: Step | None
     compile: bool
     share_dense: bool
+    engine: str
 
     @classmethod
     def of(cls, t: Mapping[str, Any]) -> Train:
@@ -73,6 +74,7 @@ class Train:
             checkpoint_every=_step(t["checkpoint_every"]),
             compile=bool(t["compile"]),
             share_dense=t["share_dense"] is not False,  # null: the default, shared
+            engine=str(t["engine"]),
         )
 
 
@@ -331,6 +333,7 @@ ADDED_KEYS: dict[str, Any] = {
     "train.checkpoint_every": None,
     "train.compile": False,
     "train.share_dense": True,
+    "train.engine": "lightning",
     "prune.target_sparsity": None,
     "prune.scope": "global",
     "prune.layer_rates": {},

@@ -106,12 +106,16 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None) -> dict:
     A finished run is not trained again; with ``resume=true`` an interrupted one continues where it stopped: its
     interrupted round from its checkpoint or, without a usable one, from its start (saying so in one line).
     A run of the same experiment finished elsewhere under ``paths.output_dir`` is linked, not trained
-    (:mod:`lth.state.reuse`). Rank 0 holds the folder's lock throughout: another process on it raises
+    (:mod:`lth.state.reuse`). ``train.engine=stacked`` trains it as a stack of one (:mod:`lth.run.stack`). Rank 0 holds the folder's lock throughout: another process on it raises
     :class:`~lth.state.locks.BusyError`. SIGTERM and SIGINT raise :class:`~lth.run.signals.Interrupted` once the
     round's checkpoint is written (:mod:`lth.run.signals`).
     """
     quiet_lightning()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    if cfg.train.engine == "stacked":  # a stack of one (hydra/launcher=stacked stacks a sweep's jobs)
+        from lth.run.stack import train_stack  # it builds on this module
+
+        return train_stack([cfg], [run_dir], size=1)[0]
     start_ranks(cfg)
     with STOP.installed(), ExitStack() as hold:
         # one process per run folder: rank 0 holds its lock for the whole run, a second one is refused (BusyError)
@@ -147,7 +151,7 @@ def _remove_unused(run_dir: Path, parents: list[Path]) -> None:
             break
 
 
-def _done_before(cfg: RunConfig, run_dir: Path) -> dict | None:
+def done_before(cfg: RunConfig, run_dir: Path) -> dict | None:
     """The summary of this run when it is finished already, here or elsewhere (then linked here); else None."""
     done = shared(lambda: finished(run_dir))
     if done is not None:
@@ -163,7 +167,7 @@ def _done_before(cfg: RunConfig, run_dir: Path) -> dict | None:
     return reused
 
 
-def _build(cfg: RunConfig, trained_on: dict) -> tuple[ImageData, Classifier, LotteryTicket, RoundSettings]:
+def build_run(cfg: RunConfig, trained_on: dict) -> tuple[ImageData, Classifier, LotteryTicket, RoundSettings]:
     """The data, the network, its pruning callback (with the mask round 0 starts from) and the round settings."""
     pl.seed_everything(cfg.seed, verbose=False)
     data = build_data(cfg)
@@ -189,7 +193,7 @@ def _build(cfg: RunConfig, trained_on: dict) -> tuple[ImageData, Classifier, Lot
 
 def _train(cfg: RunConfig, run_dir: Path) -> dict:
     """:func:`train` in ``run_dir``, whose lock this process holds (rank 0)."""
-    earlier = _done_before(cfg, run_dir)
+    earlier = done_before(cfg, run_dir)
     if earlier is not None:
         return earlier
     cfg = resume_as_needed(cfg, run_dir)
@@ -198,7 +202,7 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
         torch.set_num_threads(cfg.hardware.threads)
     trained_on = machine(cfg.hardware.accelerator)
     shared(lambda: check_machine(run_dir, trained_on))
-    data, module, ticket, settings = _build(cfg, trained_on)
+    data, module, ticket, settings = build_run(cfg, trained_on)
     store = dense_dir(cfg, run_dir, trained_on)  # where round 0 is kept for the runs that share it
     restarted = False  # the first round to train starts where restore_finished put it (said already)
     if rows and len(rows) <= cfg.prune.rounds:  # the end of the last finished round: trained weights, masks, rewind
@@ -216,7 +220,7 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
         r.loggers.finish(exit_code=1)
         raise
     r.loggers.finish()
-    return _finish(r, rows)
+    return finish_run(r, rows)
 
 
 def _rounds(r: Round, rows: list[dict], store: Path, ticket_dir: Path | None, resumed: bool) -> None:
@@ -231,7 +235,7 @@ def _rounds(r: Round, rows: list[dict], store: Path, ticket_dir: Path | None, re
             r.module, r.ticket, r.run_dir, round_index, store, resumed and round_index == first_round
         )
         if resume_from is None:  # else module and ticket are where the interrupted round stopped
-            _start_round(r, round_index, rows, ticket_dir, apply_control)
+            start_round(r, round_index, rows, ticket_dir, apply_control)
         progress.start(round_index, r.ticket.mask.weights_remaining())
         spent = spent_before(cfg, round_index, rows, ticket_dir)
         if round_index == 0 and cfg.train.share_dense:
@@ -249,7 +253,7 @@ def _rounds(r: Round, rows: list[dict], store: Path, ticket_dir: Path | None, re
                 (round_dir(r.run_dir, round_index - 1) / CHECKPOINT).unlink(missing_ok=True)
 
 
-def _start_round(
+def start_round(
     r: Round, round_index: int, rows: list[dict], ticket_dir: Path | None, apply_control: ControlFn | None
 ) -> None:
     """Set the masks round ``round_index`` trains with and rewind: the control's draw from its ticket's mask, a
@@ -273,7 +277,7 @@ def _start_round(
         ticket.apply_mask(module)
 
 
-def _finish(r: Round, rows: list[dict]) -> dict:
+def finish_run(r: Round, rows: list[dict]) -> dict:
     """Write the run's summary, tidy its folder, name it, print its table; return the summary."""
     summary = {
         "run_id": run_id(r.cfg.plain),

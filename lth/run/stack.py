@@ -1,0 +1,274 @@
+"""``train.engine=stacked``: the runs of a sweep that share a network's shapes and a round's length trained as the
+members of one stack (:mod:`lth.run.stacked`), each writing the ordinary run folder of its job.
+
+Jobs that differ only in :data:`MEMBER_KEYS` (seed, data order, control, how much and how each round prunes) share
+a stack; any other difference puts them in another stack (:func:`stack_key`). Each member has its own parameters,
+masks, data order, optimiser state, early-stop point and evaluations; rounds go in lockstep (a member resumed
+further waits for the others), and a control member takes its ticket's mask of the same round from the ticket's
+folder, as a plain control run does (a ticket not in the sweep is trained as a member too). Round starts, rows,
+masks, costs, summaries and resuming are the plain loop's (:mod:`lth.run.loop`). A stack keeps no checkpoint
+within a round: a killed stack resumes (``resume=true``) every member at the start of its interrupted round, from
+the checkpoint written at the end of the round before. The engine is part of the run's identity: its numbers differ
+from the Lightning loop's in the last bits (batched kernels), so the two never share a folder.
+
+What does not stack yet is refused in one line naming its key (:func:`check_stackable`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lth.config.identity import identity, run_id
+from lth.config.run import RunConfig
+from lth.core.catalog import PRUNES_EVERY_ROUND, REWINDS_WEIGHTS, rewind_entry
+from lth.core.errors import ConfigError
+from lth.run.build import build_loggers, build_model, quiet_lightning
+from lth.run.loop import build_run, done_before, finish_run, hold_run_folder, start_round
+from lth.run.methods import Cost, spent_before
+from lth.run.provenance import machine
+from lth.run.resume import resume_as_needed, restore_finished
+from lth.run.rounds import Round, RunError, say
+from lth.run.stacked import ELEMENTWISE, Member, Span, accuracies_on_test, fit_stack
+from lth.run.transfer import mask_cost, with_mask_cost
+from lth.state.artifacts import CONFIG, round_dir, save_tensors, write_config, write_json, write_rounds
+from lth.state.store import CHECKPOINT, MACHINE, check_machine, dense_dir, resumable_rows
+
+# what members of one stack may differ in: nothing of it changes the network's shapes or a round's length
+MEMBER_KEYS = (
+    "seed",
+    "data_seed",
+    "resume",
+    "prune.control",
+    "prune.rate",
+    "prune.scope",
+    "prune.layer_rates",
+    "prune.target_sparsity",
+    "prune.rounds",
+    "prune.method",
+)
+ENGINES = ("lightning", "stacked")
+
+
+def check_stackable(cfg: RunConfig) -> None:
+    """Refuse, in one line naming the key, what the stacked engine does not train yet."""
+    p, hw = cfg.prune, cfg.hardware
+    refusals = {
+        "hardware.devices": (hw.devices not in (1, "1") or hw.num_nodes != 1, "a stack trains on one device (no DDP)"),
+        "hardware.precision": (str(hw.precision) not in ("32", "32-true"), "a stack trains in 32-true only"),
+        "hardware.rank_report": (hw.rank_report, "a stack writes no rank reports"),
+        "prune.method": (not p.method.has(PRUNES_EVERY_ROUND), "a stack prunes with magnitude or lamp only"),
+        "prune.granularity": (str(p.granularity) != "weight", "a stack prunes single weights only"),
+        "prune.rewind": (not rewind_entry(p.rewind).has(REWINDS_WEIGHTS), "a stack rewinds to init or a Step only"),
+        "prune.mask_from": (p.mask_from is not None, "a stack starts from dense masks only"),
+        "train.compile": (cfg.train.compile, "a stack is not compiled"),
+        "train.checkpoint_every": (cfg.train.checkpoint_every is not None, "a stack checkpoints at round ends only"),
+        "dataset.loader": (cfg.dataset.loader != "memory", "a stack draws batches with the memory loader only"),
+        "dataset.augment": (bool(cfg.dataset.augment), "a stack does not augment"),
+        "trainer": (
+            any(v is not None for k, v in cfg.trainer.items() if not k.startswith("_")),
+            "a stack takes no Lightning Trainer arguments (gradient clipping, accumulation, ...)",
+        ),
+        "callbacks": (bool(cfg.callbacks), "a stack takes no Lightning callbacks"),
+        "optim.optimizer": (
+            cfg.optim.optimizer.get("_target_") not in ELEMENTWISE,
+            f"a stack steps elementwise optimisers only ({', '.join(ELEMENTWISE)})",
+        ),
+    }
+    for key, (refused, why) in refusals.items():
+        if refused:
+            raise ConfigError(key, f"not supported by train.engine=stacked yet: {why}")
+    network = build_model(cfg)
+    if any(True for _ in network.buffers()) or any(isinstance(m, torch.nn.Dropout) for m in network.modules()):
+        raise ConfigError("model", f"{cfg.model_name} has buffers or dropout, which train.engine=stacked does not stack")
+
+
+def stack_key(cfg: RunConfig) -> str:
+    """What members of one stack share: the identity less :data:`MEMBER_KEYS`, and the device it trains on."""
+    ident = identity(cfg.plain)
+    for key in MEMBER_KEYS:
+        *parents, leaf = key.split(".")
+        node = ident
+        for parent in parents:
+            node = node.get(parent) or {}
+        node.pop(leaf, None)
+    ident["device"] = [cfg.hardware.accelerator, cfg.hardware.threads]
+    return json.dumps(ident, sort_keys=True, default=str)
+
+
+def stacks(cfgs: Sequence[RunConfig], size: int) -> list[list[int]]:
+    """The indices of ``cfgs`` in stacks of at most ``size`` members: jobs of one :func:`stack_key`, in order."""
+    groups: dict[str, list[int]] = {}
+    for index, cfg in enumerate(cfgs):
+        groups.setdefault(stack_key(cfg), []).append(index)
+    return [g[lo : lo + size] for g in groups.values() for lo in range(0, len(g), size)]
+
+
+@dataclass
+class Job:
+    """One member's run: its config and folder, its round settings (None: finished already, ``summary`` holds it),
+    the rows finished so far, and its ticket's folder (a control's)."""
+
+    cfg: RunConfig
+    run_dir: Path
+    r: Round | None
+    rows: list[dict] = field(default_factory=list)
+    ticket_dir: Path | None = None
+    summary: dict | None = None
+
+    @property
+    def next_round(self) -> int:
+        return len(self.rows)
+
+
+def with_tickets(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path]) -> tuple[list[RunConfig], list[Path]]:
+    """``cfgs`` and their folders with the ticket of every control added where the jobs lack it (beside the
+    control's folder, as a plain control run trains it), tickets first."""
+    pairs = list(zip(cfgs, [Path(d) for d in run_dirs], strict=True))
+    have = {d.resolve() for _, d in pairs}
+    for cfg, run_dir in list(pairs):
+        if cfg.prune.control is not None:
+            ticket_cfg = cfg.but(**{"prune.control": None})
+            ticket_dir = run_dir.parent / run_id(ticket_cfg.plain)
+            if ticket_dir.resolve() not in have:
+                pairs.append((ticket_cfg, ticket_dir))
+                have.add(ticket_dir.resolve())
+    pairs.sort(key=lambda pair: pair[0].prune.control is not None)
+    return [c for c, _ in pairs], [d for _, d in pairs]
+
+
+def train_stack(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], size: int) -> list[dict]:
+    """Train the runs ``cfgs`` (in ``run_dirs``) in stacks of at most ``size`` members; return their summaries in
+    the order given (as :func:`lth.run.loop.train` returns one). Every config is checked before anything is
+    written; each member's folder is locked for the whole stack."""
+    quiet_lightning()
+    for cfg in cfgs:
+        check_stackable(cfg)
+    all_cfgs, all_dirs = with_tickets(cfgs, run_dirs)
+    with ExitStack() as hold:
+        for run_dir in all_dirs:
+            hold_run_folder(hold, run_dir)
+        jobs = [_prepare(cfg, run_dir) for cfg, run_dir in zip(all_cfgs, all_dirs, strict=True)]
+        for group in stacks([j.cfg for j in jobs], size):
+            _train_group([jobs[i] for i in group])
+        by_dir = {j.run_dir.resolve(): j.summary for j in jobs}
+    return [by_dir[Path(d).resolve()] for d in run_dirs]
+
+
+def _prepare(cfg: RunConfig, run_dir: Path) -> Job:
+    """A member's run as the plain loop starts it: finished already, or built and at the start of its next round."""
+    done = done_before(cfg, run_dir)
+    if done is not None:
+        return Job(cfg, run_dir, None, summary=done)
+    cfg = resume_as_needed(cfg, run_dir)
+    rows = resumable_rows(cfg, run_dir)
+    if cfg.hardware.threads:
+        torch.set_num_threads(cfg.hardware.threads)
+    trained_on = machine(cfg.hardware.accelerator)
+    check_machine(run_dir, trained_on)
+    data, module, ticket, settings = build_run(cfg, trained_on)
+    if rows and len(rows) <= cfg.prune.rounds:  # the interrupted round restarts from its start
+        interrupted = round_dir(run_dir, len(rows)) / CHECKPOINT
+        if interrupted.is_file():
+            interrupted.unlink()
+        say(f"resume: round {len(rows)} of {run_dir} restarts from its start (a stack keeps no mid-round checkpoint)")
+        rows, _ = restore_finished(module, ticket, run_dir, rows, dense_dir(cfg, run_dir, trained_on))
+    ticket_dir = run_dir.parent / run_id(cfg.but(**{"prune.control": None}).plain) if cfg.prune.control else None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir / CONFIG, cfg)
+    write_json(run_dir / MACHINE, trained_on)
+    r = Round(cfg, module, ticket, data, run_dir, settings, build_loggers(cfg, run_dir), None)
+    return Job(cfg, run_dir, r, list(rows), ticket_dir)
+
+
+def device_of(cfg: RunConfig) -> torch.device:
+    """Where a stack of ``cfg`` trains: the GPU for ``gpu``/``cuda`` (and ``auto`` where there is one), else the CPU."""
+    gpu = cfg.hardware.accelerator in ("gpu", "cuda") or (
+        cfg.hardware.accelerator == "auto" and torch.cuda.is_available()
+    )
+    return torch.device("cuda" if gpu else "cpu")
+
+
+def _train_group(jobs: list[Job]) -> None:
+    """Train one stack's members round after round in lockstep; write each member's rows, files and summary."""
+    live = [j for j in jobs if j.summary is None]
+    try:
+        while True:
+            waiting = [j for j in live if j.next_round <= j.r.cfg.prune.rounds]
+            if not waiting:
+                break
+            round_index = min(j.next_round for j in waiting)
+            _round([j for j in waiting if j.next_round == round_index], round_index)
+    except BaseException:
+        for j in live:
+            j.r.loggers.finish(exit_code=1)
+        raise
+    for j in live:
+        j.r.loggers.finish()
+        j.summary = finish_run(j.r, j.rows)
+
+
+def _round(jobs: list[Job], round_index: int) -> None:
+    """Start round ``round_index`` of ``jobs`` (tickets first: a control reads its ticket's mask), fit them as one
+    stack, write each member's row."""
+    for j in jobs:
+        r = j.r
+        control = r.ticket.control_fn(r.cfg.prune.control.name) if r.cfg.prune.control else None
+        start_round(r, round_index, j.rows, j.ticket_dir, control)
+        where = round_dir(r.run_dir, round_index)
+        save_tensors(where / "mask.pt", dict(r.ticket.mask))
+        write_json(where / "sparsity.json", r.ticket.mask.report())
+    first = jobs[0].r
+    steps = [j.r.ticket.steps_this_round(j.r.settings.total, j.r.settings.iterations_per_epoch) for j in jobs][0]
+    span = Span(steps, first.ticket.start_iteration(), first.settings.eval_every, first.settings.total)
+    members = [Member(j.r.cfg, j.r.module, j.r.ticket, j.r.data, j.r.run_dir) for j in jobs]
+    device = device_of(first.cfg)
+    try:
+        watches, seconds = fit_stack(members, span, device)
+    except FloatingPointError as error:
+        raise RunError(f"round {round_index}: {error}; resume=true restarts the round from its start") from None
+    if round_index == 0:
+        for j in jobs:
+            j.r.ticket.round0_steps = span.steps
+    finals = [{k: v.detach().clone() for k, v in j.r.module.state_dict().items()} for j in jobs]
+    final_acc = accuracies_on_test(members, finals, device)
+    test_acc = accuracies_on_test(members, [w.state for w in watches], device)
+    for j, watch, final, early in zip(jobs, watches, final_acc, test_acc, strict=True):
+        _end_round(j, round_index, span, (watch, final, early, seconds))
+
+
+def _end_round(j: Job, round_index: int, span: Span, result: tuple) -> None:
+    """Write one member's round: its files, its row in ``rounds.csv``, its round-end checkpoint."""
+    watch, final_test_acc, test_acc, seconds = result
+    r, where = j.r, round_dir(j.r.run_dir, round_index)
+    if r.settings.save_weights:
+        save_tensors(where / "early_stop.pt", watch.state)
+    if round_index == 0 and r.ticket.rewind_state is not None:
+        save_tensors(r.run_dir / "rewind.pt", r.ticket.rewind_state)
+    spent = spent_before(r.cfg, round_index, j.rows, j.ticket_dir) if round_index else Cost()
+    row = {
+        "round": round_index,
+        "weights_remaining": r.ticket.mask.weights_remaining(),
+        "early_stop_iteration": watch.iteration,
+        "val_loss": watch.metrics["val_loss"],
+        "val_acc": watch.metrics["val_acc"],
+        "test_acc": test_acc,
+        "final_test_acc": final_test_acc,
+        "train_seconds": round(seconds, 3),
+        **spent.plus(span.steps, r.settings.flops, r.ticket.mask).columns(),
+    }
+    if round_index == 0:
+        row = with_mask_cost(row, mask_cost(r.cfg))
+    state = {k: v.detach().clone() for k, v in r.module.state_dict().items()}
+    checkpoint = {"state_dict": state, "callbacks": {r.ticket.state_key: r.ticket.state_dict()}, "global_step": span.steps}
+    save_tensors(where / CHECKPOINT, checkpoint)
+    j.rows.append(row)
+    write_rounds(r.run_dir / "rounds.csv", j.rows)
+    r.loggers.log_round(row, r.ticket.mask.report())
+    if round_index:
+        (round_dir(r.run_dir, round_index - 1) / CHECKPOINT).unlink(missing_ok=True)

@@ -1,0 +1,226 @@
+"""One round of many runs at once: the members of a stack trained as one vmapped network (``train.engine=stacked``).
+
+Each member is a run's own network, masks and data: :func:`fit_stack` stacks the members' parameters
+(``torch.func.stack_module_state``), runs ``functional_call`` under ``vmap`` on a stack of the members' own batches
+(each member draws its batches from its own seed's order), and takes one optimiser step over the stacked tensors.
+The optimisers allowed (:data:`ELEMENTWISE`) update every element from its own gradient and state, so a member's
+numbers do not depend on which other members share its stack; its loss is the mean over its own batch and the
+stack's loss is the sum of the members' losses (a member's gradient is its own loss's). Every member evaluates its
+own validation split at the cadence of the plain loop and keeps its own early-stop point (lowest validation loss).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state, vmap
+
+from lth.config.run import RunConfig, thawed
+from lth.core.catalog import FROM_INITIALISATION, rewind_entry
+from lth.core.steps import Step
+from lth.data import ImageData
+from lth.data.loader import TensorBatches
+from lth.lightning.callback import LotteryTicket
+from lth.lightning.module import Classifier
+from lth.lightning.tracking import EvaluationCadence
+
+ELEMENTWISE = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW")  # per-element updates: members independent
+
+
+@dataclass
+class Member:
+    """One run of a stack: its config, network (with optimiser settings and schedule), pruning state and data."""
+
+    cfg: RunConfig
+    module: Classifier
+    ticket: LotteryTicket
+    data: ImageData
+    run_dir: Path
+
+
+@dataclass
+class Watch:
+    """What a member's fit found: its early-stop point (lowest validation loss) and the iterations trained."""
+
+    iteration: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    state: dict[str, torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class Span:
+    """A round of the stack on the iteration axis: ``steps`` iterations from ``start``, evaluated every
+    ``eval_every`` iterations and at ``total`` (round 0's length)."""
+
+    steps: int
+    start: int
+    eval_every: int
+    total: int
+
+
+class Stack:
+    """The members' networks as one vmapped function of stacked parameters (on ``device``)."""
+
+    def __init__(self, members: Sequence[Member], device: torch.device) -> None:
+        self.members, self.device = list(members), device
+        models = [m.module.model for m in self.members]
+        params, _ = stack_module_state(models)
+        self.params = {k: v.detach().to(device).requires_grad_(True) for k, v in params.items()}
+        base = copy.deepcopy(models[0]).to("meta")
+
+        def call(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+            return functional_call(base, p, (x,))
+
+        self.forward = vmap(call)
+        self.masks = {}
+        for name in self.params:
+            entries = [m.ticket.mask.get(f"model.{name}") if m.ticket.mask is not None else None for m in members]
+            if any(e is not None for e in entries):
+                dense = torch.ones_like(self.params[name][0], dtype=torch.bool)
+                self.masks[name] = torch.stack([dense if e is None else e.to(device) for e in entries]).to(
+                    self.params[name].dtype
+                )
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        """Zero every member's pruned weights (after each step, as the plain loop's callback does)."""
+        for name, mask in self.masks.items():
+            self.params[name].mul_(mask)
+
+    @torch.no_grad()
+    def unstack(self) -> None:
+        """Copy each member's slice of the stacked parameters into its own network."""
+        for k, member in enumerate(self.members):
+            for name, p in member.module.model.named_parameters():
+                p.copy_(self.params[name][k].to(p.device))
+
+    def member_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Member ``k``'s weights as its module's state dict (``model.<name>``), detached copies."""
+        return {f"model.{name}": p[k].detach().clone().cpu() for name, p in self.params.items()}
+
+    @torch.no_grad()
+    def evaluate(self, split: str, params: dict[str, torch.Tensor] | None = None) -> list[tuple[float, float]]:
+        """Every member's (loss, accuracy) on its own ``split``: the mean over the split's samples."""
+        params = self.params if params is None else params
+        splits = [m.data.splits[split] for m in self.members]
+        size, batch = len(splits[0][1]), self.members[0].cfg.train.eval_batch_size
+        loss_sum = torch.zeros(len(self.members), dtype=torch.float64, device=self.device)
+        correct = torch.zeros(len(self.members), dtype=torch.int64, device=self.device)
+        for lo in range(0, size, batch):
+            x = torch.stack([s[0][lo : lo + batch] for s in splits]).to(self.device)
+            y = torch.stack([s[1][lo : lo + batch] for s in splits]).to(self.device)
+            logits = self.forward(params, x)
+            losses = vmap(lambda z, t: F.cross_entropy(z, t, reduction="sum"))(logits, y)
+            loss_sum += losses.double()
+            correct += (logits.argmax(-1) == y).sum(-1)
+        return [(float(s) / size, int(c) / size) for s, c in zip(loss_sum.tolist(), correct.tolist(), strict=True)]
+
+
+def member_batches(member: Member, start: int) -> TensorBatches:
+    """The member's training batches from iteration ``start`` of its data order (as the plain loop draws them)."""
+    data = member.data
+    x, y = data.splits["train"]
+    batches = TensorBatches(x, y, data.batch_size, shuffle=True, seed=data.seed, augment=data.augment)
+    if start:
+        epoch, step = divmod(start, len(batches))
+        batches.load_state_dict({"epoch": epoch, "batch": step})
+    return batches
+
+
+class Draws:
+    """Every member's next batch, stacked, each member cycling through its own epochs."""
+
+    def __init__(self, members: Sequence[Member], start: int, device: torch.device) -> None:
+        self.batches = [member_batches(m, start) for m in members]
+        self.iters = [iter(b) for b in self.batches]
+        self.device = device
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for k, batches in enumerate(self.batches):
+            try:
+                x, y = next(self.iters[k])
+            except StopIteration:  # a new epoch: iter() starts the epoch after the last one begun
+                self.iters[k] = iter(batches)
+                x, y = next(self.iters[k])
+            xs.append(x)
+            ys.append(y)
+        return torch.stack(xs).to(self.device), torch.stack(ys).to(self.device)
+
+
+def _optimiser(stack: Stack) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The members' optimiser over the stacked parameters and its schedule, fast-forwarded to the round's offset."""
+    first = stack.members[0]
+    optimizer = hydra.utils.instantiate(thawed(first.cfg.optim.optimizer))(list(stack.params.values()))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, first.module.lr_factor)
+    for _ in range(first.ticket.schedule_offset()):
+        optimizer.step()  # no gradients: nothing moves, the schedule advances as the plain loop's does
+        scheduler.step()
+    return optimizer, scheduler
+
+
+def _watch(stack: Stack, watches: list[Watch], iteration: int) -> None:
+    """Evaluate every member; keep the early-stop point of those whose validation loss is a new lowest."""
+    for k, (loss, acc) in enumerate(stack.evaluate("val")):
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"{stack.members[k].run_dir}: val_loss is {loss} at iteration {iteration}")
+        if watches[k].state is None or loss < watches[k].metrics["val_loss"]:
+            watches[k] = Watch(iteration, {"val_loss": loss, "val_acc": acc}, stack.member_state(k))
+
+
+def fit_stack(members: Sequence[Member], span: Span, device: torch.device) -> tuple[list[Watch], float]:
+    """Train every member ``span.steps`` iterations from its current (masked) weights, in lockstep; leave each
+    member's module at its last weights and return each member's early-stop point, and the seconds it took.
+
+    In round 0 a rewind to a Step records the members' weights at that iteration (``ticket.rewind_state``).
+    """
+    started = time.perf_counter()
+    for m in members:
+        m.ticket.apply_mask(m.module)
+        at_start = rewind_entry(m.ticket.rewind).has(FROM_INITIALISATION) or m.ticket.rewind == Step()
+        if m.ticket.round_index == 0 and at_start and m.ticket.rewind_state is None:  # as the plain loop records it
+            m.ticket.rewind_state = {k: v.detach().clone() for k, v in m.module.state_dict().items()}
+    stack = Stack(members, device)
+    optimizer, scheduler = _optimiser(stack)
+    draws, cadence = Draws(members, span.start, device), EvaluationCadence(span.start, span.eval_every, span.total)
+    watches = [Watch() for _ in members]
+    rewind_at = _rewind_iteration(members[0])
+    for trained in range(1, span.steps + 1):
+        x, y = draws.next()
+        logits = stack.forward(stack.params, x)
+        loss = vmap(F.cross_entropy)(logits, y).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        stack.apply_masks()
+        if rewind_at is not None and trained >= rewind_at and members[0].ticket.rewind_state is None:
+            for k, m in enumerate(members):
+                m.ticket.rewind_state = stack.member_state(k)
+        if cadence.due(span.start + trained):
+            _watch(stack, watches, span.start + trained)
+    stack.unstack()
+    return watches, time.perf_counter() - started
+
+
+def _rewind_iteration(member: Member) -> int | None:
+    """The round-0 iteration where a rewind to a Step records its weights (None: not this round, or recorded)."""
+    ticket = member.ticket
+    if ticket.round_index != 0 or ticket.rewind_state is not None or not isinstance(ticket.rewind, Step):
+        return None
+    return ticket.rewind.to_iterations(ticket.iterations_per_epoch or 0)
+
+
+def accuracies_on_test(members: Sequence[Member], states: Sequence[dict[str, torch.Tensor]], device: torch.device) -> list:
+    """Every member's test accuracy with the weights of its ``states`` entry (``model.<name>`` state dicts)."""
+    stack = Stack(members, device)
+    params = {name: torch.stack([s[f"model.{name}"] for s in states]).to(device) for name in stack.params}
+    return [acc for _, acc in stack.evaluate("test", params)]

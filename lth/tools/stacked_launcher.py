@@ -1,0 +1,109 @@
+"""``hydra/launcher=stacked``: a sweep's jobs trained in this process as the members of stacked networks
+(``train.engine=stacked``, :mod:`lth.run.stack`), ``hydra.launcher.size`` members a stack at most.
+
+Every job is composed as Hydra composes it, with ``train.engine=stacked`` added; what does not stack is refused in
+one line naming the key (exit 2) before any job folder is made. Then each job gets its folder through Hydra's
+``run_job`` (its ``.hydra/`` record and ``train.log``, as under the basic launcher), the jobs that can share a
+stack are trained together, and each job's return value is its sparsest round's test accuracy, as ``train.py``'s.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+from lth.config.entry import load_run, plain_config
+from lth.config.run import RunConfig
+from lth.core.errors import ConfigError
+from lth.run.rounds import RunError
+from lth.run.stack import check_stackable, train_stack
+from lth.state.artifacts import remove_run_folder
+from lth.state.locks import BUSY, BusyError
+from lth.tools.submitit_slurm import BAD_CONFIG, unmake_sweep_folder
+
+DIVERGED = 3  # train.py's exit code of a diverged round
+ENGINE = "train.engine=stacked"
+
+
+class StackedLauncher(Launcher):
+    """Trains a sweep's jobs as stacks of at most ``size`` members, in this process."""
+
+    def __init__(self, size: int = 32) -> None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            print(f"error: hydra.launcher.size: got {size!r}; allowed: an integer >= 1", file=sys.stderr)
+            sys.exit(BAD_CONFIG)
+        self.size = size
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        assert self.config is not None and self.hydra_context is not None
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        output_dir = Path(str(self.config.paths.output_dir))
+        try:
+            composed = [self._compose(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
+        except ConfigError as error:
+            unmake_sweep_folder(Path(str(self.config.hydra.sweep.dir)), output_dir)
+            _fail(f"error: {error}", BAD_CONFIG)
+        returns = [self._job_folder(c) for c in composed]
+        runs = [r.return_value for r in returns]
+        try:
+            summaries = train_stack(runs, [Path(str(r.job.output_dir)) for r in runs], self.size)
+        except (ConfigError, RunError, BusyError) as error:
+            for run in runs:
+                remove_run_folder(Path(str(run.job.output_dir)), output_dir)
+            code = BAD_CONFIG if isinstance(error, ConfigError) else DIVERGED if isinstance(error, RunError) else BUSY
+            _fail(f"error: {error}", code)
+        for ret, summary in zip(returns, summaries, strict=True):
+            ret.return_value = summary["rounds"][-1]["test_acc"]
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return returns
+
+    def _compose(self, overrides: list[str], index: int) -> DictConfig:
+        """The job's config with ``train.engine=stacked``, refused in one line if it does not stack."""
+        assert self.config is not None and self.hydra_context is not None
+        for override in overrides:
+            key, _, value = override.lstrip("+~").partition("=")
+            if key == "train.engine" and value != "stacked":
+                raise ConfigError("train.engine", f"got {value}; hydra/launcher=stacked trains with stacked")
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, [*overrides, ENGINE])
+        with open_dict(config):
+            config.hydra.job.id = index
+            config.hydra.job.num = index
+        check_stackable(RunConfig.of(plain_config(config)))
+        return config
+
+    def _job_folder(self, config: DictConfig) -> JobReturn:
+        """Make the job's folder as Hydra does for any job; its return value is the job's typed config."""
+        assert self.hydra_context is not None
+        ret = run_job(
+            hydra_context=self.hydra_context,
+            task_function=_typed,
+            config=config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+        if ret.status != JobStatus.COMPLETED:
+            _fail(f"error: {ret._return_value}", BAD_CONFIG)
+        return ret
+
+
+def _typed(cfg: DictConfig) -> Any:
+    """A job's config validated and typed (with what Hydra knows of the job: its folder, its swept keys)."""
+    return load_run(cfg)
+
+
+def _fail(line: str, code: int) -> None:
+    print(line, file=sys.stderr, flush=True)
+    sys.exit(code)
