@@ -1,5 +1,5 @@
 """``python train.py [overrides]``: the command line checked before Hydra makes a folder (lth.config.command_line),
-each job's config validated and typed once (lth.config.entry.load_run), then trained (lth.run.loop.train).
+each job's config validated and typed once (lth.config.entry.load_run), then trained (lth.run.engine.train).
 Exit codes: 2 a bad config, 3 a diverged round, 4 a full disk, 75 a run folder in use, 143/130 SIGTERM/SIGINT."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main(cfg: DictConfig) -> float:
     except ConfigError as error:
         fail(f"error: {error}", BAD_CONFIG, process_rank() == 0, (job_dir, str(cfg.paths.output_dir)))
     from lth.run.distributed import is_rank_zero
-    from lth.run.loop import RunError, train
+    from lth.run.engine import RunError, train
     from lth.run.signals import Interrupted, exit_stopped
 
     try:

@@ -116,9 +116,9 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 
 def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict:
     """The run as ``train.py`` makes it, in this process: the composed config validated and typed once
-    (:func:`lth.config.entry.load_run`), then :func:`lth.run.loop.train`."""
+    (:func:`lth.config.entry.load_run`), then :func:`lth.run.engine.train`."""
     from lth.config.entry import load_run
-    from lth.run.loop import train as run
+    from lth.run.engine import train as run
 
     return run(load_run(cfg), run_dir=run_dir)
 

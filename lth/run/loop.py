@@ -106,16 +106,16 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None) -> dict:
     A finished run is not trained again; with ``resume=true`` an interrupted one continues where it stopped: its
     interrupted round from its checkpoint or, without a usable one, from its start (saying so in one line).
     A run of the same experiment finished elsewhere under ``paths.output_dir`` is linked, not trained
-    (:mod:`lth.state.reuse`). ``train.engine=stacked`` trains it as a stack of one (:mod:`lth.run.stack`). Rank 0 holds the folder's lock throughout: another process on it raises
+    (:mod:`lth.state.reuse`). It trains with the Lightning engine (``train.engine=lightning``; the stacked one
+    is :mod:`lth.run.stack`, both reached through :func:`lth.run.engine.train`). Rank 0 holds the folder's lock
+    throughout: another process on it raises
     :class:`~lth.state.locks.BusyError`. SIGTERM and SIGINT raise :class:`~lth.run.signals.Interrupted` once the
     round's checkpoint is written (:mod:`lth.run.signals`).
     """
     quiet_lightning()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    if cfg.train.engine == "stacked":  # a stack of one (hydra/launcher=stacked stacks a sweep's jobs)
-        from lth.run.stack import train_stack  # it builds on this module
-
-        return train_stack([cfg], [run_dir], size=1)[0]
+    if cfg.train.engine != "lightning":  # lth.run.engine.train sends it to its engine
+        raise ConfigError("train.engine", f"{cfg.train.engine} runs are trained by lth.run.engine.train, not here")
     start_ranks(cfg)
     with STOP.installed(), ExitStack() as hold:
         # one process per run folder: rank 0 holds its lock for the whole run, a second one is refused (BusyError)

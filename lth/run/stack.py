@@ -32,7 +32,7 @@ from lth.run.build import build_loggers, build_model, quiet_lightning
 from lth.run.loop import build_run, done_before, finish_run, hold_run_folder, start_round
 from lth.run.methods import Cost, spent_before
 from lth.run.provenance import machine
-from lth.run.resume import resume_as_needed, restore_finished
+from lth.run.resume import restore_finished, resume_as_needed
 from lth.run.rounds import Round, RunError, say
 from lth.run.stacked import ELEMENTWISE, Member, Span, accuracies_on_test, fit_stack
 from lth.run.transfer import mask_cost, with_mask_cost
@@ -85,7 +85,7 @@ def check_stackable(cfg: RunConfig) -> None:
             raise ConfigError(key, f"not supported by train.engine=stacked yet: {why}")
     network = build_model(cfg)
     if any(True for _ in network.buffers()) or any(isinstance(m, torch.nn.Dropout) for m in network.modules()):
-        raise ConfigError("model", f"{cfg.model_name} has buffers or dropout, which train.engine=stacked does not stack")
+        raise ConfigError("model", f"{cfg.model_name} has buffers or dropout: train.engine=stacked stacks neither yet")
 
 
 def stack_key(cfg: RunConfig) -> str:
@@ -265,7 +265,8 @@ def _end_round(j: Job, round_index: int, span: Span, result: tuple) -> None:
     if round_index == 0:
         row = with_mask_cost(row, mask_cost(r.cfg))
     state = {k: v.detach().clone() for k, v in r.module.state_dict().items()}
-    checkpoint = {"state_dict": state, "callbacks": {r.ticket.state_key: r.ticket.state_dict()}, "global_step": span.steps}
+    ticket_state = {r.ticket.state_key: r.ticket.state_dict()}
+    checkpoint = {"state_dict": state, "callbacks": ticket_state, "global_step": span.steps}
     save_tensors(where / CHECKPOINT, checkpoint)
     j.rows.append(row)
     write_rounds(r.run_dir / "rounds.csv", j.rows)

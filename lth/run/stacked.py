@@ -219,7 +219,9 @@ def _rewind_iteration(member: Member) -> int | None:
     return ticket.rewind.to_iterations(ticket.iterations_per_epoch or 0)
 
 
-def accuracies_on_test(members: Sequence[Member], states: Sequence[dict[str, torch.Tensor]], device: torch.device) -> list:
+def accuracies_on_test(
+    members: Sequence[Member], states: Sequence[dict[str, torch.Tensor]], device: torch.device
+) -> list[float]:
     """Every member's test accuracy with the weights of its ``states`` entry (``model.<name>`` state dicts)."""
     stack = Stack(members, device)
     params = {name: torch.stack([s[f"model.{name}"] for s in states]).to(device) for name in stack.params}

@@ -17,7 +17,7 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import read_write
 
 from lth.config.entry import load_run, plain_config
 from lth.config.run import RunConfig
@@ -40,10 +40,10 @@ class StackedLauncher(Launcher):
             print(f"error: hydra.launcher.size: got {size!r}; allowed: an integer >= 1", file=sys.stderr)
             sys.exit(BAD_CONFIG)
         self.size = size
-        self.config: DictConfig | None = None
+        self.config: Any = None
         self.hydra_context: HydraContext | None = None
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: Any) -> None:
         self.config, self.hydra_context = config, hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
@@ -70,7 +70,7 @@ class StackedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return returns
 
-    def _compose(self, overrides: list[str], index: int) -> DictConfig:
+    def _compose(self, overrides: list[str], index: int) -> Any:
         """The job's config with ``train.engine=stacked``, refused in one line if it does not stack."""
         assert self.config is not None and self.hydra_context is not None
         for override in overrides:
@@ -78,13 +78,13 @@ class StackedLauncher(Launcher):
             if key == "train.engine" and value != "stacked":
                 raise ConfigError("train.engine", f"got {value}; hydra/launcher=stacked trains with stacked")
         config = self.hydra_context.config_loader.load_sweep_config(self.config, [*overrides, ENGINE])
-        with open_dict(config):
+        with read_write(config.hydra):
             config.hydra.job.id = index
             config.hydra.job.num = index
         check_stackable(RunConfig.of(plain_config(config)))
         return config
 
-    def _job_folder(self, config: DictConfig) -> JobReturn:
+    def _job_folder(self, config: Any) -> JobReturn:
         """Make the job's folder as Hydra does for any job; its return value is the job's typed config."""
         assert self.hydra_context is not None
         ret = run_job(
@@ -99,7 +99,7 @@ class StackedLauncher(Launcher):
         return ret
 
 
-def _typed(cfg: DictConfig) -> Any:
+def _typed(cfg: Any) -> Any:
     """A job's config validated and typed (with what Hydra knows of the job: its folder, its swept keys)."""
     return load_run(cfg)
 
