@@ -1,0 +1,119 @@
+"""The stacked engine (``train.engine=stacked``, ``hydra/launcher=stacked``): members are independent of their stack,
+a stacked sweep writes ordinary run folders, a killed stack resumes exactly, what does not stack is refused."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from lth.config.identity import identity, run_id
+from lth.config.run import migrate
+from lth.state.artifacts import ROUND_COLUMNS, read_rounds
+from tests.conftest import FAST, run_folders, run_main, typed
+
+STACKED = ["-m", "hydra/launcher=stacked"]
+
+
+def test_a_member_s_outputs_and_gradients_do_not_depend_on_its_stack() -> None:
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from lth.models.lenet import LeNet300100
+
+    torch.manual_seed(0)
+    nets = [LeNet300100(in_channels=1, image_size=28, num_classes=10) for _ in range(5)]
+    x = torch.randn(5, 60, 1, 28, 28)
+    y = torch.randint(0, 10, (5, 60))
+
+    def grads(members: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        params, _ = stack_module_state([nets[k] for k in members])
+        base = nets[0]
+        logits = vmap(lambda p, xb: functional_call(base, p, (xb,)))(params, x[members])
+        vmap(torch.nn.functional.cross_entropy)(logits, y[members]).sum().backward()
+        return logits.detach(), {k: v.grad for k, v in params.items()}
+
+    alone_logits, alone = grads([3])
+    stack_logits, stacked = grads([0, 1, 2, 3, 4])
+    assert torch.equal(alone_logits[0], stack_logits[3])
+    for name, grad in alone.items():
+        assert torch.equal(grad[0], stacked[name][3]), name
+
+
+def test_the_engine_names_the_run_and_old_run_ids_stand(make_cfg) -> None:
+    plain = typed(make_cfg()).plain
+    stacked = typed(make_cfg("train.engine=stacked")).plain
+    assert "engine" not in identity(plain)["train"]
+    assert identity(stacked)["train"]["engine"] == "stacked"
+    assert run_id(stacked) != run_id(plain)
+    old = {**plain, "train": {k: v for k, v in plain["train"].items() if k != "engine"}}  # written before the key
+    assert run_id(migrate(old)) == run_id(plain)
+
+
+@pytest.mark.parametrize(
+    ("args", "key"),
+    [
+        (
+            [STACKED[1], "prune.method=early_bird", "prune.target_sparsity=0.5", "prune.rounds=1", "seed=0,1"],
+            "prune.method",
+        ),
+        ([STACKED[1], "prune.rewind=lr", "seed=0,1"], "prune.rewind"),
+        ([STACKED[1], "prune.granularity=channel", "seed=0,1"], "prune.granularity"),
+        ([STACKED[1], "train.engine=lightning", "seed=0,1"], "train.engine"),
+        (["train.engine=stacked", "+trainer.gradient_clip_val=1.0"], "trainer"),
+    ],
+)
+def test_what_does_not_stack_is_one_line_and_nothing_is_written(tmp_path: Path, args: list[str], key: str) -> None:
+    out = tmp_path / "outputs"
+    sweep = ["-m"] if STACKED[1] in args else []
+    done = run_main(*sweep, *FAST, f"paths.output_dir={out}", *args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {key}:"), done.stderr
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*")), list(out.rglob("*"))
+
+
+def _files(run_dir: Path) -> dict[str, bytes]:
+    """What a run folder's results are: rounds.csv without its timings, and every mask, weights and rewind file."""
+    rows = [{k: v for k, v in row.items() if k != "train_seconds"} for row in read_rounds(run_dir / "rounds.csv")]
+    found = {"rounds": repr(rows).encode()}
+    for path in sorted(run_dir.rglob("*.pt")):
+        found[str(path.relative_to(run_dir))] = path.read_bytes()
+    return found
+
+
+@pytest.mark.slow
+def test_members_alone_and_in_a_stack_and_a_killed_stack_resumed_write_the_same_run_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lth.run.stack as stack
+
+    sweep = [*FAST, "train.steps=20it", "seed=0,1", "prune.control=null,reinit,random_prune"]
+    out = tmp_path / "outputs"
+    alone = run_main(*STACKED, *sweep, "hydra.launcher.size=1", f"paths.output_dir={out}",
+                     f"hydra.sweep.dir={tmp_path / 'alone'}", cwd=tmp_path)  # fmt: skip
+    assert alone.returncode == 0, alone.stderr
+    fit, calls = stack.fit_stack, []
+
+    def killed_in_round_1(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed in round 1")
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(stack, "fit_stack", killed_in_round_1)
+    together = [*STACKED, *sweep, f"paths.output_dir={out}", f"hydra.sweep.dir={tmp_path / 'together'}"]
+    assert run_main(*together, cwd=tmp_path).returncode != 0
+    assert all(len(read_rounds(d / "rounds.csv")) == 1 for d in run_folders(tmp_path / "together"))
+    monkeypatch.setattr(stack, "fit_stack", fit)
+    resumed = run_main(*together, "resume=true", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.count("restarts from its start") == 6
+    folders = run_folders(tmp_path / "alone")
+    assert len(folders) == 6
+    for folder in folders:
+        with open(folder / "rounds.csv") as f:
+            assert tuple(next(csv.reader(f))) == ROUND_COLUMNS  # the plain run's columns
+        assert (folder / "summary.json").is_file() and (folder / "round_02" / "mask.pt").is_file()
+        assert _files(folder) == _files(tmp_path / "together" / folder.name), folder.name
