@@ -23,13 +23,18 @@ Also measured: (e) one prune-and-rewind (``LotteryTicket.advance``, global 20%) 
 one-step round 0; (f) whole IMP rounds run by :func:`lth.run.loop.train_round` with the default config on MNIST-shaped
 generated data (55K training / 5K validation / 10K test images, validation every 100 iterations, evaluation batch
 1000, CSV logger), split into training steps and everything else, against (d) for the same steps and mask;
-(g) ``python train.py --help`` and ``python train.py prune.rate=2`` (a bad value, refused). The tables are printed,
-the numbers written to ``--json``, and the tables into the results section of docs/performance.md with
+(g) ``python train.py --help`` and ``python train.py prune.rate=2`` (a bad value, refused); (h) with ``--stacked N
+[N ...]``: the per-member time of a LeNet-300-100 round (round 0, ``--stacked-steps`` iterations on generated
+MNIST-shaped data, one evaluation) for N runs trained as one stack (``train.engine=stacked``), as N stacks of one,
+and as N separate Lightning runs, side by side (:func:`lth.tools.stack_timing.compare`, with its member-independence
+check), written to its own section of docs/performance.md (``--stacked-only``: that section alone). The tables are
+printed, the numbers written to ``--json``, and the tables into the results section of docs/performance.md with
 ``--write-docs`` (``--out FILE``: into that file instead). A bad argument is one line on stderr, exit code 2, and
 nothing written.
 
 Usage: python scripts/benchmark.py [--model lenet300] [--batch-size 60] [--steps 500] [--warmup 100]
-       [--threads 1 2] [--repeats 7] [--round-steps 1000] [--compile] [--json PATH] [--write-docs | --out FILE]
+       [--threads 1 2] [--repeats 7] [--round-steps 1000] [--compile] [--stacked N [N ...]] [--stacked-steps 200]
+       [--stacked-only] [--json PATH] [--write-docs | --out FILE]
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ import torch.nn.functional as F
 from pytorch_lightning.callbacks import ModelPruning
 
 from lth.config.run import RunConfig
+from lth.core.errors import ConfigError
 from lth.core.masks import Mask, prunable_parameters, prune
 from lth.data import TensorBatches
 from lth.lightning.callback import LotteryTicket
@@ -430,6 +436,36 @@ def bad_value_seconds(repeats: int) -> list[float]:
     return times
 
 
+# -- (h): members of a stack against separate runs --------------------------------------------------
+
+
+STACKED_START, STACKED_END = "<!-- benchmark-stacked:start -->", "<!-- benchmark-stacked:end -->"
+
+
+def stacked_section(args: argparse.Namespace, command: str) -> str:
+    """(h): per-member round time of stacks of each ``--stacked`` size against as many separate runs, as Markdown."""
+    from lth.tools.stack_timing import compare, table
+
+    before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [
+            compare("lenet300", n, args.stacked_steps, "cpu", Path(tmp) / str(n), lightning_max=max(args.stacked))
+            for n in args.stacked
+        ]
+    return "\n".join(
+        [
+            f"`{command}`",
+            "",
+            f"CPU ({platform.processor() or platform.machine()}), {os.cpu_count()} cores, {torch.get_num_threads()} "
+            f"torch thread(s), torch {torch.__version__}. Load averages before: {loads(before)}; after: "
+            f"{loads(os.getloadavg())}. LeNet-300-100, round 0 of {args.stacked_steps} iterations (batch 60, one "
+            "evaluation), generated MNIST-shaped data; the three ways run one after another in one process.",
+            "",
+            table(rows),
+        ]
+    )
+
+
 # -- report --------------------------------------------------------------------------------------------
 
 
@@ -623,6 +659,11 @@ def parser() -> ArgumentParser:
         help="runs of train.py --help and a bad value; 0: none (default: 3)",
     )
     parser.add_argument("--compile", action="store_true", help="also (b) with the network compiled (torch.compile)")
+    parser.add_argument(
+        "--stacked", type=integer(1), nargs="+", default=[], help="(h): stack sizes to time (default: none)"
+    )
+    parser.add_argument("--stacked-steps", type=integer(2), default=200, help="(h): iterations of a round (200)")
+    parser.add_argument("--stacked-only", action="store_true", help="only (h) (needs --stacked)")
     parser.add_argument("--json", type=output_file, help="write every number here")
     docs_or_file(parser, DOC, "the tables")
     return parser
@@ -634,6 +675,13 @@ def main(argv: list[str] | None = None) -> None:
     with ``--write-docs`` or to ``--out``, and the numbers to ``--json``. Bad input is one line, exit code 2."""
     args = parser().parse_args(argv)
     command = command_line("benchmark", argv)
+    if args.stacked_only and not args.stacked:
+        raise ConfigError("--stacked-only", "needs --stacked N [N ...]")
+    if args.stacked:
+        torch.set_num_threads(args.threads[0])
+        print_and_write(stacked_section(args, command), args, DOC, STACKED_START, STACKED_END)
+        if args.stacked_only:
+            return
 
     from lth.run.build import quiet_lightning
 

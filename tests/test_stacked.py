@@ -117,3 +117,28 @@ def test_members_alone_and_in_a_stack_and_a_killed_stack_resumed_write_the_same_
             assert tuple(next(csv.reader(f))) == ROUND_COLUMNS  # the plain run's columns
         assert (folder / "summary.json").is_file() and (folder / "round_02" / "mask.pt").is_file()
         assert _files(folder) == _files(tmp_path / "together" / folder.name), folder.name
+
+
+@pytest.mark.slow
+def test_gpu_check_cpu_form_and_the_benchmark_s_stacked_section_time_stacks_against_separate_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tests.test_scripts import script
+
+    threads = torch.get_num_threads()
+    try:
+        script("gpu_check")(["--cpu", "--steps", "2", "--out", str(tmp_path / "gpu.md")])
+        script("benchmark")(
+            ["--stacked", "2", "--stacked-steps", "2", "--stacked-only", "--out", str(tmp_path / "b.md")]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    capsys.readouterr()
+    gpu = (tmp_path / "gpu.md").read_text()
+    assert "| lenet300 | 2 | 2 |" in gpu and "| conv2 | 2 |" in gpu  # rounds through the engine; steps of both models
+    engine_rows = gpu.split("**Training steps")[0]
+    assert engine_rows.count("| lenet300 |") == 2 and "| NO |" not in engine_rows  # members independent
+    bench = (tmp_path / "b.md").read_text()
+    assert bench.startswith("<!-- benchmark-stacked:start -->\n`python scripts/benchmark.py --stacked 1")
+    (row,) = [line for line in bench.splitlines() if line.startswith("| lenet300 | 1 |")]
+    assert row.endswith("| yes |") and row.count("x |") == 2  # stacks of one and Lightning runs, side by side

@@ -86,6 +86,12 @@ def check_stackable(cfg: RunConfig) -> None:
     network = build_model(cfg)
     if any(True for _ in network.buffers()) or any(isinstance(m, torch.nn.Dropout) for m in network.modules()):
         raise ConfigError("model", f"{cfg.model_name} has buffers or dropout: train.engine=stacked stacks neither yet")
+    if any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in network.modules()):  # vmap: grouped convolutions
+        raise ConfigError(
+            "model",
+            f"{cfg.model_name} has convolutions, whose stacked (grouped) kernels change a member's numbers with the "
+            "stack's size; train.engine=stacked trains fully connected networks only yet",
+        )
 
 
 def stack_key(cfg: RunConfig) -> str:
