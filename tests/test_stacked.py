@@ -51,6 +51,18 @@ def test_the_engine_names_the_run_and_old_run_ids_stand(make_cfg) -> None:
     assert run_id(migrate(old)) == run_id(plain)
 
 
+def test_each_engine_trains_only_its_own_runs(make_cfg, tmp_path: Path) -> None:
+    from lth.core.errors import ConfigError
+    from lth.run.loop import train as lightning_train
+    from lth.run.stack import train_stack
+
+    with pytest.raises(ConfigError, match="^train.engine: got lightning"):
+        train_stack([typed(make_cfg())], [tmp_path / "run"], 1)
+    with pytest.raises(ConfigError, match="^train.engine: stacked runs are trained by lth.run.engine.train"):
+        lightning_train(typed(make_cfg("train.engine=stacked")), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "key"),
     [
@@ -129,7 +141,7 @@ def test_gpu_check_cpu_form_and_the_benchmark_s_stacked_section_time_stacks_agai
     try:
         script("gpu_check")(["--cpu", "--steps", "2", "--out", str(tmp_path / "gpu.md")])
         script("benchmark")(
-            ["--stacked", "2", "--stacked-steps", "2", "--stacked-only", "--out", str(tmp_path / "b.md")]
+            ["--stacked", "1", "--stacked-steps", "2", "--stacked-only", "--out", str(tmp_path / "b.md")]
         )
     finally:
         torch.set_num_threads(threads)

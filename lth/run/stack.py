@@ -57,6 +57,8 @@ ENGINES = ("lightning", "stacked")
 
 def check_stackable(cfg: RunConfig) -> None:
     """Refuse, in one line naming the key, what the stacked engine does not train yet."""
+    if cfg.train.engine != "stacked":  # its results would be filed under another engine's run id
+        raise ConfigError("train.engine", f"got {cfg.train.engine}; a stack trains train.engine=stacked runs only")
     p, hw = cfg.prune, cfg.hardware
     refusals = {
         "hardware.devices": (hw.devices not in (1, "1") or hw.num_nodes != 1, "a stack trains on one device (no DDP)"),

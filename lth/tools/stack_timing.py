@@ -39,8 +39,8 @@ SHAPES = {  # generated data of the shape the model is trained on in the papers
 
 
 def run_configs(model: str, members: int, steps: int, accelerator: str, out: Path) -> list[RunConfig]:
-    """``members`` runs of ``model`` (seeds 0..n-1) on generated data of its shape: round 0 only, ``steps``
-    iterations evaluated once at the end, no logger, outputs under ``out``."""
+    """``members`` runs of ``model`` (seeds 0..n-1) on generated data of its shape, ``train.engine=stacked``: round 0
+    only, ``steps`` iterations evaluated once at the end, no logger, outputs under ``out``."""
     from hydra import compose, initialize_config_dir
 
     from lth.config.entry import load_run
@@ -54,6 +54,7 @@ def run_configs(model: str, members: int, steps: int, accelerator: str, out: Pat
                     "config",
                     overrides=[
                         f"model={model}",
+                        "train.engine=stacked",
                         *SHAPES[model],
                         f"train.steps={steps}it",
                         f"train.eval_every={steps}it",
