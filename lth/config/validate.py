@@ -1,6 +1,7 @@
 """The composed config, checked once before anything is written: :func:`validate` checks every key a user sets
-(each key's own type, range or choices from :mod:`lth.config.schema`, and what one key cannot say alone), without
-importing torch. The entry point then builds the typed :class:`lth.config.run.RunConfig` from it.
+(each key's own type, range or choices from :mod:`lth.config.schema`, and what one key cannot say alone), then
+the classes it names (:mod:`lth.config.targets`, which imports torch and Lightning: a bad value is refused first).
+The entry point then builds the typed :class:`lth.config.run.RunConfig` from it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lth.config.hardware import check_values
 from lth.config.identity import class_folders  # noqa: F401 - dataset=image_folder's resolver, re-exported
-from lth.config.key import group_options
+from lth.config.key import CONF, group_options
 from lth.config.lengths import check_lengths
 from lth.config.run import Optim, Train
 from lth.config.schema import (  # noqa: F401 - the names repeated for validation, re-exported
@@ -37,10 +38,12 @@ from lth.config.schema import (  # noqa: F401 - the names repeated for validatio
     parse_step,
     run_only_keys,
 )
+from lth.config.targets import check_targets
 from lth.config.trainer import (  # noqa: F401 - re-exported
     LOOP_OWNED,
     OPTIMIZER_KEYS,
     TRAINER_ARGS,
+    check_loggers,
     check_optimizer,
     check_trainer,
 )
@@ -201,6 +204,46 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _preset_holds(group: str, option: str) -> set[str]:
+    """The options that preset ``option`` of ``group`` stands for: itself, those of its defaults list (logger=many:
+    csv, tensorboard, wandb), or none for an empty preset (logger=none)."""
+    file = CONF / group / f"{option}.yaml"
+    content = OmegaConf.load(file) if file.is_file() else OmegaConf.create({option: {}})
+    defaults = content.get("defaults") if isinstance(content, DictConfig) else None
+    if defaults is not None:
+        return set().union(*(_preset_holds(group, str(d)) for d in defaults if isinstance(d, str)))
+    return {option} if content else set()
+
+
+def check_group_lists(overrides: list[str]) -> None:
+    """A config group given a list (``logger=[csv,tensorboard]``): a flat, non-empty list of its options, each
+    standing for loggers (or other presets) that no other one in it stands for; an empty preset (``none``) only alone.
+    Checked before Hydra composes the job (a nested list is a traceback inside Hydra)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(overrides):
+        group, value = override.key_or_group, override.value()
+        if not isinstance(value, list) or not (CONF / group).is_dir():
+            continue
+        leaves = [o for o in group_options(group) if _preset_holds(group, o) == {o}]
+        example = f"{group}=[{leaves[0]},{leaves[-1]}]" if leaves else f"{group}=[a,b]"
+        if not value or not all(isinstance(v, str) for v in value):
+            alone = f", or {group}=none" if (CONF / group / "none.yaml").is_file() else ""
+            raise ConfigError(
+                group, f"got {override.input_line}; allowed: a list of its options, e.g. {example}{alone}"
+            )
+        seen: dict[str, str] = {}
+        for option in value:
+            holds = _preset_holds(group, option)
+            if not holds and len(value) > 1:
+                raise ConfigError(group, f"{option} in a list of several; allowed: {group}={option} alone, or a list")
+            twice = next((o for o in sorted(holds) if o in seen), None)
+            if twice is not None:
+                where = "" if twice == option and seen[twice] == option else f" ({seen[twice]} and {option} hold it)"
+                raise ConfigError(group, f"{twice} twice in {override.input_line}{where}; name each one once")
+            seen.update(dict.fromkeys(holds, option))
+
+
 def new_key_allowed(cfg: DictConfig, key: str) -> bool:
     """Whether ``+key=value`` may add ``key``, which no config group defines (see :data:`OPEN_KEYS`)."""
     if any(fnmatch.fnmatchcase(key, pattern) for pattern in OPEN_KEYS):
@@ -233,7 +276,8 @@ def unknown_key(cfg: DictConfig, key: str) -> ConfigError:
 
 
 def validate(cfg: DictConfig, machine: bool = True) -> None:
-    """Check every user-set key up front, without importing torch; raise :class:`ConfigError` naming the first bad key.
+    """Check every user-set key up front; raise :class:`ConfigError` naming the first bad key. Torch and Lightning
+    are imported only by the last check, of the classes the config names (:func:`lth.config.targets.check_targets`).
 
     ``machine``: also check what this machine must have (the GPUs asked for); off where the jobs run elsewhere
     (a SLURM sweep is validated on the machine that submits it).
@@ -287,8 +331,10 @@ def validate(cfg: DictConfig, machine: bool = True) -> None:
     check_optimizer(cfg)
     check_steps(cfg, _iterations_per_epoch(cfg, train_size, cfg.train.batch_size))
     check(cfg, "logger")
+    check_loggers(cfg)
     check_trainer(cfg)
     check_transfer(cfg)  # model.weights, prune.mask_from
+    check_targets(cfg)  # last: it imports the classes named (torch, Lightning)
 
 
 def check_method(cfg: DictConfig, target: float | None, rewind: str | Step, granularity: Granularity) -> None:
