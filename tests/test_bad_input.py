@@ -17,6 +17,8 @@ import typing
 from pathlib import Path
 
 import pytest
+import torch
+from pytorch_lightning.callbacks import EarlyStopping
 
 import train as train_script
 from lth.config import command_line
@@ -141,13 +143,60 @@ BAD_INPUT = [
     ("prune.mask_from={tmp}/a_file", "prune.mask_from", SUB),  # not a mask file
     ("prune.mask_unmatched=maybe", "prune.mask_unmatched", ""),
     ("prune.mask_from={tmp}/a_file prune.method=snip prune.rounds=1 prune.target_sparsity=0.5", "prune.mask_from", ""),
+    ("prune.mask_from={tmp}/masks/none_kept.pt", "prune.mask_from", SUB),  # every weight pruned
+    ("prune.mask_from={tmp}/masks/other_model.pt prune.mask_unmatched=dense", "prune.mask_from", SUB),  # fits nothing
+    ("prune.mask_unmatched=dense", "prune.mask_unmatched", SUB),  # without prune.mask_from
+    ("prune.method=snip prune.rounds=1 prune.target_sparsity=0.5 prune.score_batches=18", "prune.score_batches", SUB),
+    # the doors that take any Python object: Trainer arguments (by Lightning's annotations), callbacks, _target_
+    ("+trainer.benchmark=maybe", "trainer.benchmark", SUB),
+    ("+trainer.profiler=nonsense", "trainer.profiler", SUB),
+    ("+trainer.detect_anomaly=abc", "trainer.detect_anomaly", SUB),
+    ("+trainer.inference_mode=abc", "trainer.inference_mode", SUB),
+    ("+trainer.sync_batchnorm=abc", "trainer.sync_batchnorm", SUB),
+    ("+trainer.gradient_clip_algorithm=value +trainer.model_registry=[1]", "trainer.model_registry", SUB),
+    ("+callbacks.x._target_=pytorch_lightning.callbacks.EarlyStopping +callbacks.x.monitor=nope", "callbacks.x", SUB),
+    (
+        "+callbacks.y._target_=pytorch_lightning.callbacks.EarlyStopping +callbacks.y.monitor=val_loss",
+        "callbacks.y",
+        "",
+    ),
+    ("+callbacks.x._target_=tests.test_bad_input.EarlyBirdStop", "callbacks.x", SUB),  # a subclass of EarlyStopping
+    ("+callbacks.x._target_=torch.nn.Linear", "callbacks.x._target_", SUB),  # not a callback
+    ("+callbacks.x._target_=no.such.Callback", "callbacks.x._target_", SUB),
+    ("+callbacks.x._target_=pytorch_lightning.callbacks.Timer +callbacks.x.nope=1", "callbacks.x.nope", SUB),
+    ("logger=[[csv]]", "logger", SUB),
+    ("logger=[csv,csv]", "logger", SUB),
+    ("logger=[many,csv]", "logger", SUB),
+    ("logger=[]", "logger", SUB),
+    ("logger=[csv,none]", "logger", SUB),
+    ("logger=csv +logger.csv.foo=1", "logger.csv.foo", SUB),
+    ("logger=csv +logger.tensorboard.name=x", "logger.tensorboard", SUB),
+    ("logger=csv logger.csv._target_=foo.Bar", "logger.csv._target_", SUB),
+    ("optim.optimizer._target_=foo.Bar", "optim.optimizer._target_", SUB),
+    ("optim.optimizer._target_=torch.nn.Linear", "optim.optimizer._target_", SUB),
+    ("trainer._target_=foo.Bar", "trainer._target_", SUB),
+    ("trainer._target_=torch.nn.Linear", "trainer._target_", SUB),
+    ("model=custom", "model", SUB),  # without model._target_
+    ("dataset.source._target_=lth.data.sources.nothing", "dataset.source._target_", SUB),
 ]
+
+
+class EarlyBirdStop(EarlyStopping):
+    """A callback of the user's own that ends rounds early: refused as EarlyStopping is."""
+
+    def __init__(self) -> None:
+        super().__init__(monitor="val_loss")
 
 
 @pytest.fixture
 def places(tmp_path: Path) -> Path:
     """The folders and files that rows refer to: a file, a read-only folder, image class folders without images."""
     (tmp_path / "a_file").write_text("not a folder\n")
+    (tmp_path / "masks").mkdir()
+    shapes = {"model.layers.0.weight": (300, 784), "model.layers.1.weight": (100, 300), "model.out.weight": (10, 100)}
+    none_kept = {n: torch.zeros(shape, dtype=torch.bool) for n, shape in shapes.items()}
+    torch.save(none_kept, tmp_path / "masks/none_kept.pt")
+    torch.save({"model.conv.weight": torch.ones(3, 3, dtype=torch.bool)}, tmp_path / "masks/other_model.pt")
     (tmp_path / "read_only").mkdir()
     (tmp_path / "read_only").chmod(0o555)
     for split in ("train", "test"):

@@ -76,22 +76,21 @@ def _imported(key: str, node: DictConfig, base: str | None) -> Any:
     from hydra._internal.utils import _locate  # hydra.utils.get_object's own, without its log line
 
     kind = f"a subclass of {base}" if base else "an importable class or function (package.module.Name)"
+    named = key if key == "model" else f"{key}._target_"  # the model's errors name model, as building it does
     if OmegaConf.is_missing(node, "_target_"):
-        raise ConfigError(f"{key}._target_", f"is not set; allowed: {kind}")
+        raise ConfigError(named, f"{key}._target_ is not set; allowed: {kind}")
     target = node._target_
     if not isinstance(target, str) or not target.strip():
-        raise ConfigError(f"{key}._target_", f"got {target!r}; allowed: {kind}")
+        raise ConfigError(named, f"{key}._target_ is {target!r}; allowed: {kind}")
     try:
         built = _locate(target)
     except Exception as error:  # noqa: BLE001 - whatever importing the user's module raises, in one line
-        cause = error.__cause__ or error
-        raise ConfigError(
-            f"{key}._target_", f"cannot import {target!r} ({first_line(cause)}); allowed: {kind}"
-        ) from None
+        why = first_line(error.__cause__ or error)
+        raise ConfigError(named, f"cannot import {target!r} ({why}); allowed: {kind}") from None
     if not callable(built):
-        raise ConfigError(f"{key}._target_", f"{target!r} is not a class or function; allowed: {kind}")
+        raise ConfigError(named, f"{target!r} is not a class or function; allowed: {kind}")
     if base is not None and not (inspect.isclass(built) and issubclass(built, _locate(base))):
-        raise ConfigError(f"{key}._target_", f"{target!r} is not {kind}")
+        raise ConfigError(named, f"{target!r} is not {kind}")
     return built
 
 

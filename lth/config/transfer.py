@@ -99,6 +99,10 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError("prune.mask_unmatched", f"got {unmatched!r}; allowed: null (refuse), refuse, dense")
     spec = OmegaConf.select(cfg, "prune.mask_from")
     if spec is None:
+        if unmatched == "dense":
+            raise ConfigError(
+                "prune.mask_unmatched", "dense says how a prune.mask_from mask is completed; set prune.mask_from"
+            )
         return
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError("prune.mask_from", f"got {spec!r}; allowed: a run folder[@round], a round folder or a file")

@@ -328,6 +328,7 @@ def validate(cfg: DictConfig, machine: bool = True) -> None:
     # training and data
     check(cfg, "train")
     train_size = _dataset(cfg)
+    check_score_batches(cfg, train_size)
     check_optimizer(cfg)
     check_steps(cfg, _iterations_per_epoch(cfg, train_size, cfg.train.batch_size))
     check(cfg, "logger")
@@ -335,6 +336,21 @@ def validate(cfg: DictConfig, machine: bool = True) -> None:
     check_trainer(cfg)
     check_transfer(cfg)  # model.weights, prune.mask_from
     check_targets(cfg)  # last: it imports the classes named (torch, Lightning)
+
+
+def check_score_batches(cfg: DictConfig, train_size: int | None) -> None:
+    """``prune.score_batches``, where the method reads it: at most the training batches of one epoch (the scores
+    sum over one pass of the training split); a larger number would silently be fewer."""
+    method = catalog.METHODS.entry(OmegaConf.select(cfg, "prune.method"))
+    wanted, batch = OmegaConf.select(cfg, "prune.score_batches"), cfg.train.batch_size
+    if train_size is None or not method.has(catalog.NEEDS_SCORE_BATCHES) or not isinstance(wanted, int):
+        return
+    if wanted > _ceil(train_size, batch):
+        raise ConfigError(
+            "prune.score_batches",
+            f"got {wanted}; allowed: at most {_ceil(train_size, batch)}, the training batches of one epoch "
+            f"({train_size} images in batches of train.batch_size={batch})",
+        )
 
 
 def check_method(cfg: DictConfig, target: float | None, rewind: str | Step, granularity: Granularity) -> None:

@@ -23,9 +23,10 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor
 
 from lth.config.run import RunConfig, thawed
+from lth.config.trainer import NOT_PER_ROUND
 from lth.core.catalog import PRUNES_EVERY_ROUND
 from lth.core.errors import ConfigError, first_line
 from lth.core.seeds import stream
@@ -188,11 +189,9 @@ def build_callbacks(cfg: RunConfig) -> list[pl.Callback]:
             raise ConfigError(f"callbacks.{name}", f"cannot be built: {str(error).splitlines()[0]}") from None
         if not isinstance(callback, pl.Callback):
             raise ConfigError(f"callbacks.{name}", f"{type(callback).__name__} is not a Lightning Callback")
-        if isinstance(callback, ModelCheckpoint):
-            raise ConfigError(
-                f"callbacks.{name}",
-                "ModelCheckpoint is not allowed: every round writes round_XX/last.ckpt and its early-stop weights",
-            )
+        for refused, why in NOT_PER_ROUND.items():  # validate() refuses these first; configs built in code get here
+            if isinstance(callback, hydra.utils.get_class(refused)):
+                raise ConfigError(f"callbacks.{name}", f"{type(callback).__name__} is not allowed: {why}")
         callbacks.append(callback)
     return callbacks
 

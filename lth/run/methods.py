@@ -82,6 +82,11 @@ def score_batches(cfg: RunConfig, data: ImageData) -> list[tuple[torch.Tensor, t
     validation or test), without augmentation, in an order of their own (stream ``scores``)."""
     x, y = data.splits["train"]
     batches = TensorBatches(x.cpu(), y.cpu(), cfg.train.batch_size, shuffle=True, seed=stream(cfg.seed, "scores"))
+    if cfg.prune.score_batches > len(batches):  # validate() refuses it first where the split's size is known
+        raise ConfigError(
+            "prune.score_batches",
+            f"got {cfg.prune.score_batches}; allowed: at most {len(batches)}, the training batches of one epoch",
+        )
     return [batch for _, batch in zip(range(cfg.prune.score_batches), batches, strict=False)]
 
 
