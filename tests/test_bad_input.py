@@ -310,6 +310,11 @@ def test_keys_that_may_be_added_are_accepted(tmp_path: Path) -> None:
         ["optim=sgd", "optim.optimizer.nesterov=true"],
         ["prune.target_sparsity=0.5"],
         ["hardware.devices=auto", "hardware.precision=bf16-mixed", "hardware.threads=1"],
+        ["+trainer.profiler=simple", "+trainer.benchmark=true", "+trainer.detect_anomaly=false"],
+        ["logger=[csv,tensorboard]", "+logger.tensorboard.name=x"],
+        ["+callbacks.t._target_=pytorch_lightning.callbacks.Timer", "+callbacks.t.duration=null"],
+        ["model.hidden=[]"],  # no hidden layer: a linear classifier
+        ["hardware=cpu", "hardware.devices=3"],  # 3 CPU processes under DDP, as hardware=ddp_cpu
     ):
         assert command_line.check_command_line([*FAST, f"paths.output_dir={tmp_path}", *extra]).checked
     assert not (tmp_path / "runs").exists()
@@ -394,6 +399,39 @@ def test_the_names_repeated_for_validation_match_their_modules() -> None:
     for target, keys in OPTIMIZER_KEYS.items():
         signature = set(inspect.signature(eval(target, {"torch": torch})).parameters) - {"params"}
         assert signature <= set(keys), target  # a key torch added is missing here
+
+
+def test_the_trainer_choices_are_lightnings() -> None:
+    import pytorch_lightning as pl
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    from lth.config.trainer import TRAINER_CHOICES
+
+    with pytest.raises(MisconfigurationException) as error:
+        pl.Trainer(profiler="nonsense", logger=False)
+    assert str(list(TRAINER_CHOICES["profiler"])) in str(error.value)
+
+
+def test_values_are_checked_against_the_annotation_alone() -> None:
+    """Any argument of any class: the annotation says what is allowed (the Trainer's are one use of it)."""
+    from typing import Literal
+
+    from lth.config.targets import conforms, describe
+
+    hint = bool | Literal["warn"] | None
+    assert [conforms(v, hint) for v in (True, "warn", None, "maybe", 1)] == [True, True, True, False, False]
+    assert describe(hint) == "true, false, warn or null"
+    assert conforms(2, float) and not conforms(True, int) and not conforms(2.5, int)
+    assert conforms([1, 2], list[int] | None) and not conforms("ab", dict[str, int])
+    assert conforms({"_target_": "pkg.Profiler"}, pl_profiler_hint()) and not conforms(3, pl_profiler_hint())
+
+
+def pl_profiler_hint() -> object:
+    import typing
+
+    import pytorch_lightning as pl
+
+    return typing.get_type_hints(pl.Trainer.__init__)["profiler"]
 
 
 def test_validation_of_a_config_object_needs_no_hydra_run(make_cfg) -> None:
