@@ -52,7 +52,10 @@ def check_targets(cfg: DictConfig) -> None:
     """Refuse, in one line naming the key, a ``_target_`` that is missing or cannot be imported, a class of the
     wrong kind for its place, an argument it does not take, and a Trainer argument of the wrong type or value."""
     for key, node in nodes_with_target(cfg):
-        place = next((p for p in PLACES if fnmatch.fnmatchcase(key, p[0])), (key, None, False))
+        depth = key.count(".")  # callbacks.* is a callback, not an object among its arguments
+        place = next(
+            (p for p in PLACES if fnmatch.fnmatchcase(key, p[0]) and p[0].count(".") == depth), (key, None, False)
+        )
         built = _imported(key, node, place[1])
         if place[2]:
             _check_arguments(key, node, built)

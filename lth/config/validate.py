@@ -331,7 +331,6 @@ def validate(cfg: DictConfig, machine: bool = True) -> None:
     check_score_batches(cfg, train_size)
     check_optimizer(cfg)
     check_steps(cfg, _iterations_per_epoch(cfg, train_size, cfg.train.batch_size))
-    check(cfg, "logger")
     check_loggers(cfg)
     check_trainer(cfg)
     check_transfer(cfg)  # model.weights, prune.mask_from
