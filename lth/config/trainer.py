@@ -117,9 +117,9 @@ def check_trainer(cfg: DictConfig) -> None:
 
 
 def check_loggers(cfg: DictConfig) -> None:
-    """``logger``: its keys as the schema says, and each ``logger.<name>`` one of the loggers chosen (``logger=csv``, ``logger=[csv,tensorboard]``): a node that
-    ``+logger.<name>.<key>=`` made for a logger not chosen holds none of its preset's keys and would be built
-    without them."""
+    """``logger``: its keys as the schema says, and each ``logger.<name>`` one of the loggers chosen (``logger=csv``,
+    ``logger=[csv,tensorboard]``): a node that ``+logger.<name>.<key>=`` made for a logger not chosen holds none of
+    its preset's keys and would be built without them."""
     check(cfg, "logger")
     loggers = OmegaConf.select(cfg, "logger")
     if not isinstance(loggers, DictConfig):
