@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -167,3 +168,105 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_file(make_cfg, tmp_
     with pytest.raises(ConfigError, match=r"round_00/last\.ckpt: does not fit this model: ") as error:
         restore(module, [build_ticket(typed(other))], tmp_path / "run" / "round_00" / "last.ckpt")
     assert "\n" not in str(error.value)
+
+
+# -- damaged files of a run folder that is run again or resumed: repaired, or one line saying what to do -------
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run through train.py, its folder's files as written (each test damages a copy)."""
+    out = tmp_path_factory.mktemp("finished")
+    result = run_main(*FAST, "paths.output_dir=out", cwd=out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def copy_of(finished_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the finished run's output folder under ``tmp_path``; its run folder."""
+    import shutil
+
+    shutil.copytree(finished_run / "out", tmp_path / "out")
+    (run_dir,) = run_folders(tmp_path / "out" / "runs")
+    return tmp_path, run_dir
+
+
+def cut(path: Path, fraction: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+def test_a_finished_run_with_half_its_rounds_csv_is_repaired_from_its_summary(finished_run, tmp_path) -> None:
+    cwd, run_dir = copy_of(finished_run, tmp_path)
+    whole = (run_dir / "rounds.csv").read_text()
+    cut(run_dir / "rounds.csv")
+    result = run_main(*FAST, "paths.output_dir=out", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    assert "already finished" in result.stdout and "written again from" in result.stderr + result.stdout
+    assert (run_dir / "rounds.csv").read_text() == whole
+    assert (run_dir / "rounds.csv.damaged").is_file()  # nothing written is lost
+
+
+@pytest.mark.parametrize("damage", ["cut", "garbage"])
+def test_an_unreadable_summary_is_written_again_by_resume(finished_run, tmp_path, damage) -> None:
+    cwd, run_dir = copy_of(finished_run, tmp_path)
+    summary = run_dir / "summary.json"
+    cut(summary) if damage == "cut" else summary.write_text("{{{ not json")
+    again = run_main(*FAST, "paths.output_dir=out", cwd=cwd)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    (line,) = again.stderr.strip().splitlines()
+    assert line.startswith("error: resume: ") and "pass resume=true to write its summary" in line
+    resumed = run_main(*FAST, "paths.output_dir=out", "resume=true", cwd=cwd)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(json.loads(summary.read_text())["rounds"]) == 3
+
+
+def test_a_torn_rounds_csv_of_an_unfinished_run_keeps_its_whole_rounds(make_cfg, tmp_path, monkeypatch) -> None:
+    """A run stopped in round 2 (rounds 0-1 finished) whose rounds.csv then ends in a torn row: the same command
+    says that resume=true keeps rounds 0-1, and resume=true does, to the numbers of an uninterrupted run."""
+    import lth.run.loop
+
+    overrides = ("prune.rounds=2", "train.share_dense=false")
+    reference = train(make_cfg(*overrides), run_dir=tmp_path / "reference")["rounds"]
+    real = lth.run.loop.train_round
+
+    def stopped_in_round_2(r, round_index, *rest):
+        if round_index == 2:
+            raise KeyboardInterrupt  # stands for a kill: past every except Exception
+        return real(r, round_index, *rest)
+
+    monkeypatch.setattr(lth.run.loop, "train_round", stopped_in_round_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_cfg(*overrides), run_dir=tmp_path / "run")
+    monkeypatch.undo()
+    path = tmp_path / "run" / "rounds.csv"
+    path.write_text(path.read_text() + "2,0.64,3")  # a torn row
+    with pytest.raises(ConfigError, match=r"^resume: .*pass resume=true to keep the rounds 0-1 it holds whole \("):
+        train(make_cfg(*overrides), run_dir=tmp_path / "run")
+    resumed = train(make_cfg(*overrides, "resume=true"), run_dir=tmp_path / "run")
+    assert comparable(resumed["rounds"]) == comparable(reference)
+    assert (tmp_path / "run" / "rounds.csv.damaged").read_text().endswith("2,0.64,3")
+
+
+@pytest.mark.parametrize("damage", [b"a: [unclosed", b""])
+def test_an_unreadable_config_yaml_is_written_again_where_the_folder_is_the_configs(
+    finished_run, tmp_path, damage
+) -> None:
+    cwd, run_dir = copy_of(finished_run, tmp_path)
+    (run_dir / "summary.json").unlink()
+    (run_dir / "config.yaml").write_bytes(damage)
+    resumed = run_main(*FAST, "paths.output_dir=out", "resume=true", cwd=cwd)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "config.yaml" in resumed.stderr + resumed.stdout and "Traceback" not in resumed.stderr
+    assert "prune" in (run_dir / "config.yaml").read_text()
+
+
+def test_an_unreadable_config_yaml_in_a_folder_named_by_hand_says_what_to_do(make_cfg, tmp_path) -> None:
+    train(make_cfg("prune.rounds=1", "train.share_dense=false"), run_dir=tmp_path / "run")
+    (tmp_path / "run" / "summary.json").unlink()
+    (tmp_path / "run" / "config.yaml").write_text("{{{")
+    with pytest.raises(ConfigError, match=r"^resume: .*config.yaml: cannot be read .*delete .*config.yaml and pass"):
+        train(make_cfg("prune.rounds=1", "train.share_dense=false", "resume=true"), run_dir=tmp_path / "run")
+    (tmp_path / "run" / "config.yaml").unlink()
+    done = train(make_cfg("prune.rounds=1", "train.share_dense=false", "resume=true"), run_dir=tmp_path / "run")
+    assert len(done["rounds"]) == 2
