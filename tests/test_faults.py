@@ -173,6 +173,10 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_file(make_cfg, tmp_
 # -- damaged files of a run folder that is run again or resumed: repaired, or one line saying what to do -------
 
 
+class Killed(BaseException):
+    """Stands for a SIGKILL at a chosen point (raised past every ``except Exception``)."""
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run through train.py, its folder's files as written (each test damages a copy)."""
@@ -232,11 +236,11 @@ def test_a_torn_rounds_csv_of_an_unfinished_run_keeps_its_whole_rounds(make_cfg,
 
     def stopped_in_round_2(r, round_index, *rest):
         if round_index == 2:
-            raise KeyboardInterrupt  # stands for a kill: past every except Exception
+            raise Killed
         return real(r, round_index, *rest)
 
     monkeypatch.setattr(lth.run.loop, "train_round", stopped_in_round_2)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         train(make_cfg(*overrides), run_dir=tmp_path / "run")
     monkeypatch.undo()
     path = tmp_path / "run" / "rounds.csv"
@@ -270,3 +274,61 @@ def test_an_unreadable_config_yaml_in_a_folder_named_by_hand_says_what_to_do(mak
     (tmp_path / "run" / "config.yaml").unlink()
     done = train(make_cfg("prune.rounds=1", "train.share_dense=false", "resume=true"), run_dir=tmp_path / "run")
     assert len(done["rounds"]) == 2
+
+
+# -- errors that a rerun or resume=true would repeat: named where they come from, with the way that works -------
+
+
+def test_weights_holding_nan_are_refused_naming_model_weights(tmp_path: Path) -> None:
+    from lth.models import LeNet300100
+
+    state = LeNet300100(1, 28, 10).state_dict()
+    state["layers.1.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    result = run_main(*FAST, "paths.output_dir=out", f"+model.weights={tmp_path / 'nan.pt'}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: model.weights: ") and "layers.1.weight holds NaN" in line
+    assert run_folders(tmp_path / "out" / "runs") == []  # refused before anything is written: no resume to offer
+
+
+def test_an_early_bird_drawn_before_the_rewind_step_is_not_offered_a_resume_that_repeats_it(tmp_path: Path) -> None:
+    early = ["prune.early_bird.window=2", "prune.early_bird.epsilon=0.99", "train.eval_every=2it", "logger=none"]
+    args = ["dataset=synthetic", "train.steps=40it", *early, "prune.rounds=1", "prune.target_sparsity=0.8"]
+    args += ["prune.method=early_bird", "prune.rewind=10it", "paths.output_dir=out"]
+    first = run_main(*args, cwd=tmp_path)
+    assert first.returncode == 2
+    (line,) = first.stderr.strip().splitlines()
+    assert line.startswith("error: prune.rewind: 10it is past the end of round 0")
+    for attempt in ([], ["resume=true"]):
+        again = run_main(*args, *attempt, cwd=tmp_path)
+        assert again.returncode == 2 and again.stderr.strip().splitlines() == [line]  # not "pass resume=true"
+    (run,) = run_folders(tmp_path / "out" / "runs")
+    assert len(read_rounds(run / "rounds.csv")) == 1  # round 0 is kept
+
+
+def test_a_mask_changed_between_a_kill_and_resume_names_the_interrupted_run(
+    make_cfg, tmp_path: Path, monkeypatch
+) -> None:
+    """The run's id holds the mask's content: resume=true after the file changed finds another, empty folder."""
+    import lth.run.loop
+
+    train(make_cfg("prune.rounds=1", "train.share_dense=false"), run_dir=tmp_path / "source")
+    mask = tmp_path / "mask.pt"
+    mask.write_bytes((tmp_path / "source" / "round_01" / "mask.pt").read_bytes())
+    args = [*FAST, f"paths.output_dir={tmp_path / 'out'}", f"prune.mask_from={mask}", "train.share_dense=false"]
+
+    def killed(r, round_index, *rest):
+        raise Killed
+
+    monkeypatch.setattr(lth.run.loop, "train_round", killed)
+    with pytest.raises(Killed):
+        train(make_cfg(*args[len(FAST) :]))  # make_cfg's overrides are FAST's and these
+    monkeypatch.undo()
+    (interrupted,) = [p for p in (tmp_path / "out" / "runs").iterdir() if (p / "config.yaml").is_file()]
+    mask.write_bytes((tmp_path / "source" / "round_00" / "mask.pt").read_bytes())  # another mask under the name
+    resumed = run_main(*args, "resume=true", cwd=tmp_path)
+    assert resumed.returncode == 2
+    (line,) = resumed.stderr.strip().splitlines()
+    assert line.startswith("error: prune.mask_from: nothing to resume in ") and "the mask file changed" in line
+    assert str(interrupted) in line

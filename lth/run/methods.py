@@ -47,6 +47,7 @@ from lth.lightning.earlybird import EarlyBird
 from lth.lightning.module import Classifier
 from lth.run.build import build_model
 from lth.state.artifacts import COST_COLUMNS, read_rounds
+from lth.state.store import rewind_not_reached
 
 
 def method(cfg: RunConfig) -> Entry:
@@ -70,11 +71,7 @@ def early_bird(cfg: RunConfig, ticket: LotteryTicket) -> EarlyBird | None:
 def check_rewind_reached(cfg: RunConfig, ticket: LotteryTicket, round0: dict) -> None:
     """Refuse, in one line, a rewind Step that round 0 did not reach (an early-bird ticket drawn before it)."""
     if ticket.rewind_state is None and isinstance(ticket.rewind, Step):
-        raise ConfigError(
-            "prune.rewind",
-            f"{cfg.prune.rewind} is past the end of round 0, where the early-bird ticket was drawn (iteration "
-            f"{round0.get('train_iterations')}); allowed: init or an earlier Step",
-        )
+        raise rewind_not_reached(cfg, round0.get("train_iterations"))
 
 
 def score_batches(cfg: RunConfig, data: ImageData) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -28,6 +28,7 @@ from lth.config.identity import folder_name, identity, run_id
 from lth.config.run import RunConfig
 from lth.core.catalog import DRAWN_DURING_TRAINING, METHODS
 from lth.core.errors import ConfigError
+from lth.core.steps import Step
 from lth.state.artifacts import (
     CONFIG,
     holds_results,
@@ -102,6 +103,8 @@ def resumable_rows(cfg: RunConfig, run_dir: Path) -> list[dict]:
     """
     resume = cfg.resume
     started = holds_results(run_dir)
+    if started:
+        check_rewind_reached(cfg, run_dir)
     if not resume:
         if started:
             plan = resume_plan(run_dir, cfg.prune.rounds)
@@ -110,7 +113,7 @@ def resumable_rows(cfg: RunConfig, run_dir: Path) -> list[dict]:
             )
         return []
     if not started:
-        raise ConfigError("resume", f"nothing to resume in {run_dir}: it holds no run (leave out resume=true)")
+        raise _nothing_to_resume(cfg, run_dir)
     _check_stored_config(cfg, run_dir)
     path = run_dir / "rounds.csv"
     rows, problem = readable_rounds(path) if path.is_file() else ([], None)
@@ -124,6 +127,64 @@ def resumable_rows(cfg: RunConfig, run_dir: Path) -> list[dict]:
             path.name,
         )
     return rows
+
+
+def rewind_not_reached(cfg: RunConfig, drawn: Any) -> ConfigError:
+    """The error of a rewind Step that round 0 did not reach: it ended first, where its early-bird ticket was drawn
+    (iteration ``drawn``). No later round can start, whatever is resumed: a new run is the way on."""
+    return ConfigError(
+        "prune.rewind",
+        f"{cfg.prune.rewind} is past the end of round 0, where the early-bird ticket was drawn (iteration {drawn}); "
+        "allowed: init or an earlier Step",
+    )
+
+
+def check_rewind_reached(cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse again, rather than offer ``resume=true`` (which would fail the same way), a run whose round 0 is
+    finished without its rewind point: a ticket drawn during training (early-bird) before the rewind Step."""
+    path = run_dir / "rounds.csv"
+    if not (cfg.prune.method.has(DRAWN_DURING_TRAINING) and isinstance(cfg.prune.rewind, Step) and path.is_file()):
+        return
+    rows = readable_rounds(path)[0]
+    if rows and len(rows) <= cfg.prune.rounds and not (run_dir / "rewind.pt").is_file():
+        raise rewind_not_reached(cfg, rows[0].get("train_iterations"))
+
+
+def _nothing_to_resume(cfg: RunConfig, run_dir: Path) -> ConfigError:
+    """The error of ``resume=true`` in a folder that holds no run, naming the run beside it that this config
+    started, if there is one: one of the same identity under another id (the ``prune.mask_from`` file, which the id
+    hashes, changed since), or one that differs at a single key."""
+    nothing = f"nothing to resume in {run_dir}: it holds no run"
+    now = _leaves(identity(cfg.plain))
+    for other in sorted(run_dir.parent.glob(f"*/{CONFIG}")) if run_dir.parent.is_dir() else ():
+        try:
+            before = _leaves(identity(read_plain(other)))
+        except ConfigError:
+            continue
+        differ = [key for key in set(before) | set(now) if before.get(key) != now.get(key)]
+        if other.parent == run_dir or len(differ) > 1:
+            continue
+        if (not differ and cfg.prune.mask_from is not None) or differ == ["prune.mask_from"]:
+            return ConfigError(
+                "prune.mask_from",
+                f"{nothing}: the mask file changed since {other.parent} was started from it (the run id holds its "
+                "content); put that mask back and pass resume=true again to continue that run",
+            )
+        if differ:
+            key = differ[0]
+            return ConfigError(
+                "resume",
+                f"{nothing}; {other.parent} holds a run of this config but for {key} ({before.get(key)!r} there, "
+                f"{now.get(key)!r} here): set it so to continue that one",
+            )
+    return ConfigError("resume", f"{nothing} (leave out resume=true)")
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``tree`` (an identity) flattened to dotted keys."""
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    return {k: v for key, value in tree.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
 
 
 def _check_stored_config(cfg: RunConfig, run_dir: Path) -> None:
