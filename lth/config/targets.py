@@ -11,8 +11,10 @@ later, in :mod:`lth.run.build`; what is checked here is what would otherwise be 
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import fnmatch
 import inspect
+import logging
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -51,6 +53,27 @@ def nodes_with_target(node: Any, key: str = "") -> Iterator[tuple[str, DictConfi
 def check_targets(cfg: DictConfig) -> None:
     """Refuse, in one line naming the key, a ``_target_`` that is missing or cannot be imported, a class of the
     wrong kind for its place, an argument it does not take, and a Trainer argument of the wrong type or value."""
+    with _root_handled():
+        _check_targets(cfg)
+
+
+@contextlib.contextmanager
+def _root_handled() -> Iterator[None]:
+    """The root logger with a handler while the classes are imported: Lightning, imported before Hydra configures
+    logging, would else give its loggers a console handler of their own and keep their lines from the run's
+    ``train.log``."""
+    root = logging.getLogger()
+    placeholder = None if root.handlers else logging.NullHandler()
+    if placeholder is not None:
+        root.addHandler(placeholder)
+    try:
+        yield
+    finally:
+        if placeholder is not None:
+            root.removeHandler(placeholder)
+
+
+def _check_targets(cfg: DictConfig) -> None:
     for key, node in nodes_with_target(cfg):
         depth = key.count(".")  # callbacks.* is a callback, not an object among its arguments
         place = next(
