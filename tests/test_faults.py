@@ -225,13 +225,16 @@ def test_an_unreadable_summary_is_written_again_by_resume(finished_run, tmp_path
     assert len(json.loads(summary.read_text())["rounds"]) == 3
 
 
-def test_a_torn_rounds_csv_of_an_unfinished_run_keeps_its_whole_rounds(make_cfg, tmp_path, monkeypatch) -> None:
+def test_a_torn_rounds_csv_of_an_unfinished_run_keeps_its_whole_rounds(
+    finished_run, make_cfg, tmp_path, monkeypatch
+) -> None:
     """A run stopped in round 2 (rounds 0-1 finished) whose rounds.csv then ends in a torn row: the same command
     says that resume=true keeps rounds 0-1, and resume=true does, to the numbers of an uninterrupted run."""
     import lth.run.loop
 
-    overrides = ("prune.rounds=2", "train.share_dense=false")
-    reference = train(make_cfg(*overrides), run_dir=tmp_path / "reference")["rounds"]
+    overrides = ("prune.rounds=2",)  # the finished run's config: it is the uninterrupted run
+    (finished,) = run_folders(finished_run / "out" / "runs")
+    reference = read_rounds(finished / "rounds.csv")
     real = lth.run.loop.train_round
 
     def stopped_in_round_2(r, round_index, *rest):
