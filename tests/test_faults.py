@@ -255,17 +255,19 @@ def test_a_torn_rounds_csv_of_an_unfinished_run_keeps_its_whole_rounds(
     assert (tmp_path / "run" / "rounds.csv.damaged").read_text().endswith("2,0.64,3")
 
 
-@pytest.mark.parametrize("damage", [b"a: [unclosed", b""])
+@pytest.mark.parametrize("damage", ["garbage", "empty", "cut"])
 def test_an_unreadable_config_yaml_is_written_again_where_the_folder_is_the_configs(
     finished_run, tmp_path, damage
 ) -> None:
     cwd, run_dir = copy_of(finished_run, tmp_path)
     (run_dir / "summary.json").unlink()
-    (run_dir / "config.yaml").write_bytes(damage)
+    config = run_dir / "config.yaml"
+    whole = config.read_text()
+    config.write_text({"garbage": "a: [unclosed", "empty": "", "cut": whole[: len(whole) // 2]}[damage])
     resumed = run_main(*FAST, "paths.output_dir=out", "resume=true", cwd=cwd)
     assert resumed.returncode == 0, resumed.stderr
     assert "config.yaml" in resumed.stderr + resumed.stdout and "Traceback" not in resumed.stderr
-    assert "prune" in (run_dir / "config.yaml").read_text()
+    assert config.read_text() == whole.replace("resume: false", "resume: true")  # resume is run-only
 
 
 def test_an_unreadable_config_yaml_in_a_folder_named_by_hand_says_what_to_do(make_cfg, tmp_path) -> None:
@@ -335,3 +337,12 @@ def test_a_mask_changed_between_a_kill_and_resume_names_the_interrupted_run(
     (line,) = resumed.stderr.strip().splitlines()
     assert line.startswith("error: prune.mask_from: nothing to resume in ") and "the mask file changed" in line
     assert str(interrupted) in line
+
+
+def test_an_unreadable_config_yaml_of_a_finished_run_is_written_again(finished_run, tmp_path) -> None:
+    cwd, run_dir = copy_of(finished_run, tmp_path)
+    whole = (run_dir / "config.yaml").read_text()
+    cut(run_dir / "config.yaml", 0.3)
+    result = run_main(*FAST, "paths.output_dir=out", cwd=cwd)
+    assert result.returncode == 0 and "already finished" in result.stdout, result.stderr
+    assert (run_dir / "config.yaml").read_text() == whole

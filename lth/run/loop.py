@@ -149,7 +149,7 @@ def _remove_unused(run_dir: Path, parents: list[Path]) -> None:
 
 def _done_before(cfg: RunConfig, run_dir: Path) -> dict | None:
     """The summary of this run when it is finished already, here or elsewhere (then linked here); else None."""
-    done = shared(lambda: finished(run_dir))
+    done = shared(lambda: finished(run_dir, cfg))
     if done is not None:
         if is_rank_zero():
             print(f"{format_table(done['rounds'])}\n\nalready finished: {run_dir} (delete it to train again)")

@@ -36,6 +36,7 @@ from lth.state.artifacts import (
     read_summary,
     readable_rounds,
     round_dir,
+    write_config,
     write_json,
     write_rounds,
 )
@@ -47,13 +48,16 @@ MACHINE = "machine.json"  # the settings of the machine that trained the run (se
 DENSE_FILES = ("round_00", "rewind.pt")
 
 
-def finished(run_dir: Path) -> dict | None:
+def finished(run_dir: Path, cfg: RunConfig | None = None) -> dict | None:
     """The summary of a run that already finished in ``run_dir`` (the same command finds the same folder); None
     when its ``summary.json`` is missing or cannot be read whole (``resume=true`` writes it again). A ``rounds.csv``
-    that has lost rows the summary holds (cut short, garbled) is written again from the summary."""
+    that has lost rows the summary holds (cut short, garbled) is written again from the summary; an unreadable
+    ``config.yaml`` from ``cfg``, when the folder's name is its run id."""
     summary = read_summary(run_dir)
     if summary is None:
         return None
+    if cfg is not None and run_dir.name == run_id(cfg.plain):
+        _repair_stored_config(cfg, run_dir)
     path = run_dir / "rounds.csv"
     rows, problem = readable_rounds(path) if path.is_file() else ([], f"{path}: is missing")
     if problem is not None or len(rows) < len(summary["rounds"]):
@@ -187,28 +191,49 @@ def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {k: v for key, value in tree.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
 
 
-def _check_stored_config(cfg: RunConfig, run_dir: Path) -> None:
-    """Refuse to resume ``run_dir`` when its ``config.yaml`` is another config's. One that cannot be read is
-    written again from ``cfg`` when the folder's name is ``cfg``'s run id (which the identity decides); elsewhere
-    one line says how to continue."""
+def _stored_config_problem(cfg: RunConfig, run_dir: Path) -> tuple[str | None, bool]:
+    """Why ``run_dir``'s ``config.yaml`` is not ``cfg``'s (one line naming it; None when it is), and whether it is
+    because it cannot be read (else it is another config's)."""
     stored = run_dir / CONFIG
     if not stored.is_file():
-        return
+        return None, False
     try:
         before = identity(read_plain(stored))
     except ConfigError as error:
-        if run_dir.name != run_id(cfg.plain):
-            raise ConfigError(
-                "resume",
-                f"{error}, so whether {run_dir} holds this config's run cannot be checked: if it does, delete "
-                f"{stored} and pass resume=true again (it is written anew from this command)",
-            ) from None
-        log.warning("resume: %s; written again from this config (%s is its run id)", error, run_dir.name)
-        return
+        return str(error), True
     now = identity(cfg.plain)
-    if before != now:
-        key = _first_difference(before, now)
-        raise ConfigError("resume", f"{stored} was made by another config (they differ at {key}); resume refused")
+    if before == now:
+        return None, False
+    return f"{stored} was made by another config (they differ at {_first_difference(before, now)})", False
+
+
+def _repair_stored_config(cfg: RunConfig, run_dir: Path) -> None:
+    """Write ``config.yaml`` again from ``cfg`` when it is damaged (cut short, garbled): the folder is named by
+    ``cfg``'s run id, which its identity decides, so a config there that is not ``cfg``'s is a damaged one."""
+    problem, _ = _stored_config_problem(cfg, run_dir)
+    if problem is not None:
+        _keep_damaged(run_dir / CONFIG)
+        write_config(run_dir / CONFIG, cfg)
+        log.warning("%s; written again from this config (%s is its run id)", problem, run_dir.name)
+
+
+def _check_stored_config(cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse to resume ``run_dir`` when its ``config.yaml`` is another config's or cannot be read, unless the
+    folder's name is ``cfg``'s run id (then it is repaired); one line says how to continue."""
+    if run_dir.name == run_id(cfg.plain):
+        _repair_stored_config(cfg, run_dir)
+        return
+    problem, unreadable = _stored_config_problem(cfg, run_dir)
+    if problem is None:
+        return
+    stored = run_dir / CONFIG
+    if not unreadable:
+        raise ConfigError("resume", f"{problem}; resume refused")
+    raise ConfigError(
+        "resume",
+        f"{problem}, so whether {run_dir} holds this config's run cannot be checked: if it does, delete "
+        f"{stored} and pass resume=true again (it is written anew from this command)",
+    )
 
 
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
