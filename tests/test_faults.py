@@ -346,3 +346,13 @@ def test_an_unreadable_config_yaml_of_a_finished_run_is_written_again(finished_r
     result = run_main(*FAST, "paths.output_dir=out", cwd=cwd)
     assert result.returncode == 0 and "already finished" in result.stdout, result.stderr
     assert (run_dir / "config.yaml").read_text() == whole
+
+
+def test_resume_with_one_key_changed_names_the_run_it_meant(finished_run, tmp_path) -> None:
+    cwd, run_dir = copy_of(finished_run, tmp_path)
+    result = run_main(*FAST, "paths.output_dir=out", "prune.rate=0.3", "resume=true", cwd=cwd)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: resume: nothing to resume in ")
+    assert f"{run_dir} holds a run of this config but for prune.rate (0.2 there, 0.3 here)" in line
+    assert run_folders(tmp_path / "out" / "runs") == [run_dir]  # the refused run left no folder

@@ -41,6 +41,7 @@ from lth.state.artifacts import (
     write_rounds,
 )
 from lth.state.locks import locked  # noqa: F401 - the lock (filelock) that guards a run folder or a kept round 0
+from lth.state.nearest import nothing_to_resume
 
 log = logging.getLogger("lth")
 CHECKPOINT = "last.ckpt"
@@ -117,7 +118,7 @@ def resumable_rows(cfg: RunConfig, run_dir: Path) -> list[dict]:
             )
         return []
     if not started:
-        raise _nothing_to_resume(cfg, run_dir)
+        raise nothing_to_resume(cfg, run_dir)
     _check_stored_config(cfg, run_dir)
     path = run_dir / "rounds.csv"
     rows, problem = readable_rounds(path) if path.is_file() else ([], None)
@@ -152,43 +153,6 @@ def check_rewind_reached(cfg: RunConfig, run_dir: Path) -> None:
     rows = readable_rounds(path)[0]
     if rows and len(rows) <= cfg.prune.rounds and not (run_dir / "rewind.pt").is_file():
         raise rewind_not_reached(cfg, rows[0].get("train_iterations"))
-
-
-def _nothing_to_resume(cfg: RunConfig, run_dir: Path) -> ConfigError:
-    """The error of ``resume=true`` in a folder that holds no run, naming the run beside it that this config
-    started, if there is one: one of the same identity under another id (the ``prune.mask_from`` file, which the id
-    hashes, changed since), or one that differs at a single key."""
-    nothing = f"nothing to resume in {run_dir}: it holds no run"
-    now = _leaves(identity(cfg.plain))
-    for other in sorted(run_dir.parent.glob(f"*/{CONFIG}")) if run_dir.parent.is_dir() else ():
-        try:
-            before = _leaves(identity(read_plain(other)))
-        except ConfigError:
-            continue
-        differ = [key for key in set(before) | set(now) if before.get(key) != now.get(key)]
-        if other.parent == run_dir or len(differ) > 1:
-            continue
-        if (not differ and cfg.prune.mask_from is not None) or differ == ["prune.mask_from"]:
-            return ConfigError(
-                "prune.mask_from",
-                f"{nothing}: the mask file changed since {other.parent} was started from it (the run id holds its "
-                "content); put that mask back and pass resume=true again to continue that run",
-            )
-        if differ:
-            key = differ[0]
-            return ConfigError(
-                "resume",
-                f"{nothing}; {other.parent} holds a run of this config but for {key} ({before.get(key)!r} there, "
-                f"{now.get(key)!r} here): set it so to continue that one",
-            )
-    return ConfigError("resume", f"{nothing} (leave out resume=true)")
-
-
-def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """``tree`` (an identity) flattened to dotted keys."""
-    if not isinstance(tree, dict):
-        return {prefix.rstrip("."): tree}
-    return {k: v for key, value in tree.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
 
 
 def _stored_config_problem(cfg: RunConfig, run_dir: Path) -> tuple[str | None, bool]:
