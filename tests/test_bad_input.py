@@ -164,6 +164,14 @@ BAD_INPUT = [
     ("+callbacks.x._target_=torch.nn.Linear", "callbacks.x._target_", SUB),  # not a callback
     ("+callbacks.x._target_=no.such.Callback", "callbacks.x._target_", SUB),
     ("+callbacks.x._target_=pytorch_lightning.callbacks.Timer +callbacks.x.nope=1", "callbacks.x.nope", SUB),
+    (
+        "+callbacks.x._target_=pytorch_lightning.callbacks.LearningRateMonitor +callbacks.x.logging_interval=bad",
+        "callbacks.x.logging_interval",
+        SUB,
+    ),  # by its annotation
+    ("+callbacks.x._target_=pytorch_lightning.callbacks.Timer +callbacks.x.duration=abc", "callbacks.x", SUB),  # built
+    ("dataset.source._target_=torch.nn.Linear", "dataset.source.train_size", SUB),
+    ("logger=tensorboard logger.tensorboard.default_hp_metric=abc", "logger.tensorboard.default_hp_metric", SUB),
     ("logger=[[csv]]", "logger", SUB),
     ("logger=[csv,csv]", "logger", SUB),
     ("logger=[many,csv]", "logger", SUB),

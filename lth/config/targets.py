@@ -25,15 +25,16 @@ from omegaconf import DictConfig, OmegaConf
 from lth.config.trainer import NOT_PER_ROUND, TRAINER_CHOICES
 from lth.core.errors import ConfigError, first_line
 
-# Where a ``_target_`` may stand (fnmatch patterns of the node's dotted key), the class it must be or derive from
-# (None: any class or function that builds the object), and whether the node's other keys are its arguments.
+# Where a ``_target_`` may stand (fnmatch patterns of the node's dotted key): the class it must be or derive from
+# (None: any class or function that builds the object), whether the node's other keys must be arguments it takes
+# (by name), and whether their values must be what its annotations say.
 PLACES = (
-    ("trainer", "pytorch_lightning.Trainer", False),  # its arguments: lth.config.trainer.check_trainer
-    ("optim.optimizer", "torch.optim.Optimizer", True),
-    ("callbacks.*", "pytorch_lightning.Callback", True),
-    ("logger.*", "pytorch_lightning.loggers.Logger", True),
-    ("model", None, False),  # a model also gets the dataset's shape arguments (lth.run.build.build_network)
-    ("dataset.source", None, False),
+    ("trainer", "pytorch_lightning.Trainer", False, True),  # its argument names: lth.config.trainer.check_trainer
+    ("optim.optimizer", "torch.optim.Optimizer", True, True),
+    ("callbacks.*", "pytorch_lightning.Callback", True, True),
+    ("logger.*", "pytorch_lightning.loggers.Logger", True, True),
+    ("model", None, False, False),  # a model also gets the dataset's shape arguments (lth.run.build.build_network)
+    ("dataset.source", None, True, False),
 )
 
 
@@ -77,15 +78,31 @@ def _check_targets(cfg: DictConfig) -> None:
     for key, node in nodes_with_target(cfg):
         depth = key.count(".")  # callbacks.* is a callback, not an object among its arguments
         place = next(
-            (p for p in PLACES if fnmatch.fnmatchcase(key, p[0]) and p[0].count(".") == depth), (key, None, False)
+            (p for p in PLACES if fnmatch.fnmatchcase(key, p[0]) and p[0].count(".") == depth),
+            (key, None, False, False),
         )
         built = _imported(key, node, place[1])
         if place[2]:
             _check_arguments(key, node, built)
-        if key == "trainer":
-            check_trainer_values(node, built)
+        if place[3]:
+            check_values(key, node, built)
         if key.startswith("callbacks."):
             _check_per_round(key, built)
+            _build_once(key, node)
+
+
+def _build_once(key: str, node: DictConfig) -> None:
+    """Build a callback once (each round builds its own later): one its constructor refuses is refused now,
+    before the run folder holds anything."""
+    from hydra.utils import instantiate
+
+    try:
+        instantiate(node)
+    except Exception as error:  # noqa: BLE001 - whatever the user's class raises, in one line
+        root = error
+        while root.__cause__ is not None:
+            root = root.__cause__
+        raise ConfigError(key, f"cannot be built ({first_line(root)})") from None
 
 
 def _check_per_round(key: str, callback: type) -> None:
@@ -120,23 +137,23 @@ def _imported(key: str, node: DictConfig, base: str | None) -> Any:
     return built
 
 
-def _parameters(built: Any) -> Mapping[str, inspect.Parameter] | None:
-    """The keyword parameters of ``built`` (a class: its constructor's), None when it takes any (``**kwargs``)."""
+def _parameters(built: Any) -> tuple[Mapping[str, inspect.Parameter], bool]:
+    """The parameters of ``built`` (a class: its constructor's) that may be given by name, and whether it takes
+    any other (``**kwargs``, or a signature that cannot be read)."""
     try:
         parameters = inspect.signature(built).parameters
     except (TypeError, ValueError):  # no signature to read (a builtin): the constructor says what it takes
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return None
-    return parameters
+        return {}, True
+    others = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.VAR_KEYWORD)
+    named = {n: p for n, p in parameters.items() if p.kind not in others and n != "self"}
+    return named, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def _check_arguments(key: str, node: DictConfig, built: Any) -> None:
     """Every key of ``node`` but Hydra's own (``_target_``, ``_partial_``, ...) is an argument ``built`` takes."""
-    parameters = _parameters(built)
-    if parameters is None:
+    taken, takes_any = _parameters(built)
+    if takes_any:
         return
-    taken = [n for n, p in parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL and n != "self"]
     for name in node:
         if not str(name).startswith("_") and name not in taken:
             raise ConfigError(
@@ -144,25 +161,25 @@ def _check_arguments(key: str, node: DictConfig, built: Any) -> None:
             )
 
 
-def check_trainer_values(node: DictConfig, trainer: Any) -> None:
-    """Each argument set under ``trainer`` (not null) against the annotation of ``trainer.__init__``, and for the
-    enumerations of :data:`~lth.config.trainer.TRAINER_CHOICES` against their values."""
+def check_values(key: str, node: DictConfig, built: Any) -> None:
+    """Each argument set under ``key`` (not null) against its annotation in ``built``'s signature (a class: its
+    constructor's), and for the Trainer's enumerations (:data:`~lth.config.trainer.TRAINER_CHOICES`) against
+    their values."""
     try:
-        hints = typing.get_type_hints(trainer.__init__)
-    except Exception:  # noqa: BLE001 - annotations that cannot be resolved here: Lightning checks them itself
+        hints = typing.get_type_hints(built.__init__ if inspect.isclass(built) else built)
+    except Exception:  # noqa: BLE001 - annotations that cannot be resolved here: the class checks its arguments
         hints = {}
     values = OmegaConf.to_container(node, resolve=True)
     for name, value in values.items():
         if str(name).startswith("_") or value is None or name not in hints:
             continue
-        choices = TRAINER_CHOICES.get(name)
+        choices = TRAINER_CHOICES.get(name) if key == "trainer" else None
         if isinstance(value, str) and choices is not None:
             ok = value.lower() in choices
         else:
             ok = conforms(value, hints[name])
         if not ok:
-            allowed = describe(hints[name], choices)
-            raise ConfigError(f"trainer.{name}", f"got {value!r}; allowed: {allowed}")
+            raise ConfigError(f"{key}.{name}", f"got {value!r}; allowed: {describe(hints[name], choices)}")
 
 
 def conforms(value: Any, hint: Any) -> bool:
