@@ -446,3 +446,20 @@ def test_validation_of_a_config_object_needs_no_hydra_run(make_cfg) -> None:
     validate(make_cfg())
     with pytest.raises(ConfigError, match="^hardware.threads: got 0"):
         validate(make_cfg("hardware.threads=0"))
+
+
+def test_score_batches_past_an_image_folders_epoch_is_refused_before_anything_is_written(places: Path) -> None:
+    """An image folder's size is known once it is read: the run refuses then, in one line, and leaves nothing."""
+    from PIL import Image
+
+    for split, count in (("train", 10), ("test", 2)):
+        for label, shade in (("a", 0), ("b", 255)):
+            (places / "pics" / "pics" / split / label).mkdir(parents=True)
+            for i in range(count):
+                Image.new("L", (8, 8), shade).save(places / "pics" / "pics" / split / label / f"{i}.png")
+    data = ["dataset=image_folder", "dataset.name=pics", f"paths.data_dir={places / 'pics'}", "dataset.channels=1"]
+    data += ["dataset.image_size=8", "dataset.val_size=4", "train.batch_size=4"]  # 16 training images: 4 batches
+    snip = ["prune.method=snip", "prune.rounds=1", "prune.target_sparsity=0.5", "prune.score_batches=5"]
+    result = run_main(*command_of(" ".join([*data, *snip]), places), cwd=places)
+    assert_refused_in_one_line(places, result.returncode, result.stderr, "prune.score_batches")
+    assert "at most 4" in result.stderr

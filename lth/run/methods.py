@@ -79,12 +79,21 @@ def score_batches(cfg: RunConfig, data: ImageData) -> list[tuple[torch.Tensor, t
     validation or test), without augmentation, in an order of their own (stream ``scores``)."""
     x, y = data.splits["train"]
     batches = TensorBatches(x.cpu(), y.cpu(), cfg.train.batch_size, shuffle=True, seed=stream(cfg.seed, "scores"))
-    if cfg.prune.score_batches > len(batches):  # validate() refuses it first where the split's size is known
+    return [batch for _, batch in zip(range(cfg.prune.score_batches), batches, strict=False)]
+
+
+def check_score_batches(cfg: RunConfig, data: ImageData) -> None:
+    """Refuse more ``prune.score_batches`` than one epoch of the training split holds, where the method reads it,
+    once the data is read (before anything is written; validate() refuses it first where the split's size is
+    known): a larger number would silently be fewer."""
+    if not method(cfg).has(NEEDS_SCORE_BATCHES):
+        return
+    batches = -(-len(data.splits["train"][0]) // cfg.train.batch_size)
+    if cfg.prune.score_batches > batches:
         raise ConfigError(
             "prune.score_batches",
-            f"got {cfg.prune.score_batches}; allowed: at most {len(batches)}, the training batches of one epoch",
+            f"got {cfg.prune.score_batches}; allowed: at most {batches}, the training batches of one epoch",
         )
-    return [batch for _, batch in zip(range(cfg.prune.score_batches), batches, strict=False)]
 
 
 def mask_at_initialisation(cfg: RunConfig, module: Classifier, ticket: LotteryTicket, data: ImageData) -> Mask:
