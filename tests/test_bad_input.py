@@ -185,6 +185,10 @@ BAD_INPUT = [
     ("trainer._target_=foo.Bar", "trainer._target_", SUB),
     ("trainer._target_=torch.nn.Linear", "trainer._target_", SUB),
     ("model=custom", "model", SUB),  # without model._target_
+    ("~model._target_", "model", SUB),
+    ("~trainer._target_", "trainer._target_", SUB),
+    ("~optim.optimizer._target_", "optim.optimizer._target_", SUB),
+    ("optim.optimizer._partial_=false", "optim.optimizer._partial_", SUB),  # the loop passes the parameters
     ("dataset.source._target_=lth.data.sources.nothing", "dataset.source._target_", SUB),
 ]
 

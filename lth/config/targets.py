@@ -18,6 +18,7 @@ import logging
 import types
 import typing
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -25,17 +26,32 @@ from omegaconf import DictConfig, OmegaConf
 from lth.config.trainer import NOT_PER_ROUND, TRAINER_CHOICES
 from lth.core.errors import ConfigError, first_line
 
-# Where a ``_target_`` may stand (fnmatch patterns of the node's dotted key): the class it must be or derive from
-# (None: any class or function that builds the object), whether the node's other keys must be arguments it takes
-# (by name), and whether their values must be what its annotations say.
+
+@dataclass(frozen=True)
+class Place:
+    """Where a ``_target_`` may stand: ``pattern`` (fnmatch, of the node's dotted key); ``base``, the class it must
+    be or derive from (None: any class or function that builds the object); whether the node's other keys must be
+    arguments it takes (``names``) and their values what its annotations say (``values``); whether the node must
+    have a ``_target_`` (``required``); and ``partial``: the ``_partial_`` the loop needs (it completes the call:
+    the optimiser's parameters, the data folder), None where either works."""
+
+    pattern: str
+    base: str | None
+    names: bool
+    values: bool
+    required: bool = True
+    partial: bool | None = None
+
+
 PLACES = (
-    ("trainer", "pytorch_lightning.Trainer", False, True),  # its argument names: lth.config.trainer.check_trainer
-    ("optim.optimizer", "torch.optim.Optimizer", True, True),
-    ("callbacks.*", "pytorch_lightning.Callback", True, True),
-    ("logger.*", "pytorch_lightning.loggers.Logger", True, True),
-    ("model", None, False, False),  # a model also gets the dataset's shape arguments (lth.run.build.build_network)
-    ("dataset.source", None, True, False),
+    Place("trainer", "pytorch_lightning.Trainer", False, True),  # argument names: lth.config.trainer.check_trainer
+    Place("optim.optimizer", "torch.optim.Optimizer", True, True, partial=True),
+    Place("callbacks.*", "pytorch_lightning.Callback", True, True, required=False),  # check_trainer: a _target_
+    Place("logger.*", "pytorch_lightning.loggers.Logger", True, True, required=False),  # wandb, mlflow: none
+    Place("model", None, False, False, partial=False),  # it also gets the dataset's shape (lth.run.build)
+    Place("dataset.source", None, True, False, partial=True),
 )
+ANYWHERE = Place("*", None, False, False, required=False)  # a _target_ among another's arguments
 
 
 def nodes_with_target(node: Any, key: str = "") -> Iterator[tuple[str, DictConfig]]:
@@ -75,20 +91,38 @@ def _root_handled() -> Iterator[None]:
 
 
 def _check_targets(cfg: DictConfig) -> None:
+    for place in PLACES:
+        node = OmegaConf.select(cfg, place.pattern) if place.required else None
+        if isinstance(node, DictConfig) and "_target_" not in node.keys():
+            raise ConfigError(
+                _named(place.pattern), f"{place.pattern}._target_ is not set; allowed: {_kind(place.base)}"
+            )
     for key, node in nodes_with_target(cfg):
         depth = key.count(".")  # callbacks.* is a callback, not an object among its arguments
-        place = next(
-            (p for p in PLACES if fnmatch.fnmatchcase(key, p[0]) and p[0].count(".") == depth),
-            (key, None, False, False),
-        )
-        built = _imported(key, node, place[1])
-        if place[2]:
+        place = next((p for p in PLACES if fnmatch.fnmatchcase(key, p.pattern) and p.pattern.count(".") == depth), None)
+        place = place or ANYWHERE
+        built = _imported(key, node, place.base)
+        partial = node.get("_partial_", False)
+        if place.partial is not None and partial is not place.partial:
+            why = "the IMP loop completes the call" if place.partial else "it is built whole"
+            got = str(partial).lower() if isinstance(partial, bool) else repr(partial)
+            raise ConfigError(f"{key}._partial_", f"got {got}; allowed: {str(place.partial).lower()} ({why})")
+        if place.names:
             _check_arguments(key, node, built)
-        if place[3]:
+        if place.values:
             check_values(key, node, built)
         if key.startswith("callbacks."):
             _check_per_round(key, built)
             _build_once(key, node)
+
+
+def _named(key: str) -> str:
+    """The key an error about the ``_target_`` of ``key`` names: the model's name ``model``, as building it does."""
+    return key if key == "model" else f"{key}._target_"
+
+
+def _kind(base: str | None) -> str:
+    return f"a subclass of {base}" if base else "an importable class or function (package.module.Name)"
 
 
 def _build_once(key: str, node: DictConfig) -> None:
@@ -118,8 +152,8 @@ def _imported(key: str, node: DictConfig, base: str | None) -> Any:
     """The class (or function) ``node._target_`` names, of the kind ``base`` (a dotted class name) when given."""
     from hydra._internal.utils import _locate  # hydra.utils.get_object's own, without its log line
 
-    kind = f"a subclass of {base}" if base else "an importable class or function (package.module.Name)"
-    named = key if key == "model" else f"{key}._target_"  # the model's errors name model, as building it does
+    kind = _kind(base)
+    named = _named(key)
     if OmegaConf.is_missing(node, "_target_"):
         raise ConfigError(named, f"{key}._target_ is not set; allowed: {kind}")
     target = node._target_
