@@ -172,6 +172,8 @@ BAD_INPUT = [
     ("+callbacks.x._target_=pytorch_lightning.callbacks.Timer +callbacks.x.duration=abc", "callbacks.x", SUB),  # built
     ("dataset.source._target_=torch.nn.Linear", "dataset.source.train_size", SUB),
     ("logger=tensorboard logger.tensorboard.default_hp_metric=abc", "logger.tensorboard.default_hp_metric", SUB),
+    ("logger=mlflow logger.mlflow.tracking_uri=123", "logger.mlflow.tracking_uri", ""),
+    ("logger=wandb logger.wandb.project=", "logger.wandb.project", ""),
     ("logger=[[csv]]", "logger", SUB),
     ("logger=[csv,csv]", "logger", SUB),
     ("logger=[many,csv]", "logger", SUB),
