@@ -13,8 +13,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from lth.config.command_line import check_command_line, help_page
+from lth.config.command_line import check_command_line
 from lth.config.entry import load_run, process_rank
+from lth.config.help import help_page
 from lth.config.identity import register_resolvers
 from lth.core.errors import ConfigError
 from lth.state.artifacts import disk_full, remove_run_folder
@@ -66,11 +67,11 @@ def cli(argv: list[str] | None = None) -> None:
     typed = list(sys.argv[1:] if argv is None else argv)
     try:
         command = check_command_line(typed)
+        if {"-h", "--help"} & set(command.argv):  # this project's page (lth.config.help); Hydra's is --hydra-help
+            return print(help_page([text for text in command.argv if not text.startswith("-")]), end="", flush=True)
     except ConfigError as error:
         fail(f"error: {error}", BAD_CONFIG, True)
     _COMMAND, sys.argv = (os.getpid(), typed, command.checked), [sys.argv[0], *command.argv]
-    if {"-h", "--help"} & set(command.argv):  # then Hydra's help: the config groups and the composed config
-        print(help_page(), end="\n\n", flush=True)
     main()
 
 

@@ -2,7 +2,9 @@
 
 The round defaults to the sparsest one whose validation accuracy is within ``--tolerance`` points of round 0's.
 Everything written, and what was checked, is described in :mod:`lth.tools.export` and docs/deploy.md. A bad argument or
-run file is one line on stderr (``error: <argument or file>: <what is wrong>``), exit code 2, and nothing written.
+run file is one line on stderr (``error: <argument or file>: <what is wrong>``), exit code 2, and nothing written; a
+full disk is one line naming the file being written, exit code 4. A second export of the same output folder waits for
+the first (one line says so).
 
 Usage: python scripts/export.py RUN_DIR [--round N] [--tolerance 0.5] [--out DIR] [--fp16] [--data-dir DIR]
        [--format lth|torch-prune] [--threads N]
@@ -10,9 +12,12 @@ Usage: python scripts/export.py RUN_DIR [--round N] [--tolerance 0.5] [--out DIR
 
 from __future__ import annotations
 
+import errno
 import sys
 
 from lth.tools.cli import ArgumentParser, folder, integer, number, one_line_errors, output_folder
+
+DISK_FULL = 4  # the exit code train.py gives a full disk
 
 
 def parser() -> ArgumentParser:
@@ -41,7 +46,8 @@ def parser() -> ArgumentParser:
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv``, export, print the summary and return 0; bad input is one line on stderr and exit code 2."""
+    """Parse ``argv``, export, print the summary and return 0; bad input is one line on stderr and exit code 2, a full
+    disk one line and exit code 4."""
     args = parser().parse_args(argv)
     import torch  # imported after parsing: --help and bad arguments answer at once
 
@@ -57,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data_dir,
         format=args.format,
     )
-    report = export(args.run_dir, options)
+    try:
+        report = export(args.run_dir, options)
+    except OSError as error:  # a full disk or quota, named by the export's file (else raised again)
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: disk full writing {error.filename}; free space, then export again", file=sys.stderr)
+        return DISK_FULL
     print(summary(report))
     return 0
 

@@ -2,6 +2,9 @@
 against % weights remaining (log scale, decreasing), or against what each network cost to train (``--x
 train_iterations``, ``train_flops``), mean and spread over seeds, one series per config.
 
+A run folder that cannot be read is skipped with one line on stderr; exit code 2 only when none could be read,
+and for an --ignore key that no run's config has.
+
 Usage: python scripts/plot.py outputs/multirun/<time> [more run folders] [--metric final_test_acc] [--out DIR]
     [--format png pdf] [--x train_iterations] [--ignore seed prune.target_sparsity]
 

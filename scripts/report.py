@@ -2,6 +2,9 @@
 sparsities the runs reached (or the paper's, 100, 51.3, 21.1, 13.5, 7.0, 3.6, 1.9% weights remaining, with
 --paper), a column per config headed by what sets it apart and its number of seeds n, mean ± std over seeds.
 
+A run folder that cannot be read is skipped with one line on stderr; exit code 2 only when none could be read,
+and for an --ignore key that no run's config has.
+
 Usage: python scripts/report.py outputs/multirun/<time> [more run folders] [--paper | --sparsities 100 50 ...]
     [--out report.md]
 """

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lth.tools.cli import ArgumentParser, one_line_errors
 from lth.tools.listing import as_json, find_run_folders, keep, parse_filters, read_entry, table, write_aliases
+from lth.tools.runs import read_each
 
 
 def parser() -> ArgumentParser:
@@ -37,12 +38,13 @@ def parser() -> ArgumentParser:
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> None:
-    """Parse ``argv``, find, filter and print the runs (and write their aliases); bad input is one line, exit 2."""
+    """Parse ``argv``, find, filter and print the runs (and write their aliases); bad input is one line, exit 2. A run
+    folder that cannot be read is skipped with one line on stderr; none readable is an error."""
     args = parser().parse_args(argv)
     positional = list(args.args)
     root = Path(positional.pop(0)) if positional and "=" not in positional[0] else Path("outputs")
     filters = parse_filters(positional)
-    entries = keep([read_entry(path) for path in find_run_folders(root)], filters)
+    entries = keep(read_each(find_run_folders(root), read_entry, str(root)), filters)
     if args.aliases:
         for link, target in write_aliases(entries):
             print(f"{link} -> {target}")

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,10 +43,21 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return {**os.environ, **ENV, **extra}
 
 
+# The tests' own process has 1 torch thread from its start, as ``python train.py`` gets in the tests: a module
+# fixture (set up before any test's own fixtures) trains as the tests that compare with it do, bit for bit
+os.environ["OMP_NUM_THREADS"] = "1"
+
+
 @pytest.fixture(autouse=True)
-def one_torch_thread() -> None:
-    """Each test starts with 1 torch thread, as ``python train.py`` gets in the tests (OMP_NUM_THREADS=1): 2 xdist
-    workers on 2 cores, and a run with ``hardware.threads=2`` does not leave its threads to the tests after it."""
+def one_torch_thread() -> Iterator[None]:
+    """Each test starts and ends with 1 torch thread (2 xdist workers on 2 cores): a run with ``hardware.threads=2``
+    leaves its threads neither to the tests nor to the next module's fixtures."""
+    _one_thread()
+    yield
+    _one_thread()
+
+
+def _one_thread() -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)

@@ -142,6 +142,8 @@ BAD_INPUT = [
     ("prune.mask_from={tmp}/images@3", "prune.mask_from", ""),  # a folder without rounds
     ("prune.mask_from={tmp}/a_file", "prune.mask_from", SUB),  # not a mask file
     ("prune.mask_unmatched=maybe", "prune.mask_unmatched", ""),
+    ("prune.mask_from_zeros=true", "prune.mask_from_zeros", ""),  # reads the file of prune.mask_from: none
+    ("prune.mask_from_zeros=maybe", "prune.mask_from_zeros", ""),
     ("prune.mask_from={tmp}/a_file prune.method=snip prune.rounds=1 prune.target_sparsity=0.5", "prune.mask_from", ""),
     ("prune.mask_from={tmp}/masks/none_kept.pt", "prune.mask_from", SUB),  # every weight pruned
     ("prune.mask_from={tmp}/masks/other_model.pt prune.mask_unmatched=dense", "prune.mask_from", SUB),  # fits nothing

@@ -175,7 +175,7 @@ def test_a_trainer_reused_for_the_next_round_is_refused() -> None:
         trainer.fit(model, train_dataloaders=batches())
 
 
-def test_max_epochs_works_for_rewinds_from_the_start_and_a_step_rewind_says_it_needs_max_steps() -> None:
+def test_max_epochs_works_for_rewinds_from_the_start_and_a_step_rewind_is_refused_before_round_0() -> None:
     def fit_epochs(model: pl.LightningModule, ticket: LotteryTicket) -> None:
         options = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
         pl.Trainer(max_epochs=1, callbacks=[ticket], accelerator="cpu", **options).fit(model, batches())
@@ -187,7 +187,24 @@ def test_max_epochs_works_for_rewinds_from_the_start_and_a_step_rewind_says_it_n
     ticket.advance(model)
     fit_epochs(model, ticket)
     model, ticket = Tiny(), LotteryTicket(rate=0.5, rewind="2it")
-    fit_epochs(model, ticket)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    refused = r"rewind=2it\): every round after round 0 trains from iteration 2.*max_steps"
+    with pytest.raises(RuntimeError, match=refused):
+        fit_epochs(model, ticket)  # refused before round 0 trains, not after it
+    assert all(torch.equal(v, initial[k]) for k, v in model.state_dict().items())
+    assert ticket.round0_steps is None and ticket.rewind_state is None
+
+
+def test_channel_granularity_traces_the_modules_example_input_array() -> None:
+    pl.seed_everything(0)
+    model = Tiny()
+    model.example_input_array = torch.zeros(1, 1, 8, 8)  # what Lightning modules declare for their summaries
+    ticket = LotteryTicket(rate=0.5, granularity="channel")
+    fit(model, ticket, 4)
     ticket.advance(model)
-    with pytest.raises(RuntimeError, match=r"trains from iteration 2, so its Trainer needs max_steps"):
-        fit_epochs(model, ticket)
+    kept = ticket.mask["net.0.weight"].flatten(1).all(1)
+    assert bool((ticket.mask["net.0.weight"].flatten(1).any(1) == kept).all())  # whole output channels
+    assert int(kept.sum()) == 2  # half of the 4 channels
+    assert torch.count_nonzero(model.net[1].weight[~kept]) == 0  # their BatchNorm entries go with them
+    with pytest.raises(ValueError, match=r"example_input=None: allowed an input batch.*example_input_array"):
+        fit(Tiny(), LotteryTicket(rate=0.5, granularity="channel"), 4)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import runpy
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +20,7 @@ from torch import nn
 from lth.config.identity import register_resolvers
 from lth.models import CifarResNet, ConvNet, LeNet5, LeNet300100, ViT
 from lth.state.artifacts import read_rounds
+from lth.state.locks import locked
 from lth.tools.export import (
     MAGIC,
     CsrLinear,
@@ -36,7 +42,7 @@ from lth.tools.export import (
     read_test_split,
     shrink,
 )
-from tests.conftest import FAST, REPO, train, typed
+from tests.conftest import FAST, REPO, subprocess_env, train, typed
 
 CONV2 = [  # Conv-2 on CIFAR-shaped images; narrower fc layers and less data keep the run to seconds
     "model=conv2",
@@ -269,3 +275,47 @@ def test_a_truncated_compressed_file_is_one_line_naming_it(lenet_export: dict, t
     broken.write_bytes((Path(lenet_export["out_dir"]) / "compressed.lthz").read_bytes()[:-10])
     with pytest.raises(ExportError, match=r"compressed.lthz: cannot be read \(ValueError: payload is"):
         decompress(broken)
+
+
+def test_a_full_disk_is_one_line_naming_the_export_file_and_leaves_no_temporary(
+    lenet_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert cli([str(lenet_run), "--round", "1", "--out", str(tmp_path / "out")]) == 4
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert err == f"error: disk full writing {tmp_path / 'out' / 'ticket.pt'}; free space, then export again\n"
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.slow
+def test_a_second_export_of_one_folder_waits_for_the_first_and_clears_what_a_killed_one_left(
+    lenet_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".ticket.pt.k1ll3d.tmp").write_bytes(b"half a ticket")  # what an export killed mid-write leaves
+    with locked(out / ".export.lock"):  # as the first export holds it while it writes
+        second = subprocess.Popen(
+            [sys.executable, str(REPO / "scripts" / "export.py"), str(lenet_run), "--round", "1", "--out", str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=subprocess_env(PYTHONPATH=str(REPO)),
+        )
+        try:
+            line = second.stderr.readline()
+            assert line.startswith(f"waiting for {out}: another export (pid {os.getpid()} on "), line
+            time.sleep(0.5)
+            assert second.poll() is None and not (out / "export.json").exists()
+        except BaseException:
+            second.kill()
+            raise
+    stdout, stderr = second.communicate(timeout=300)
+    assert second.returncode == 0, stderr
+    assert f"written to {out}" in stdout and (out / "export.json").is_file()
+    assert sorted(p.name for p in out.glob(".*tmp*")) == []
+    assert load_exported(out) is not None

@@ -5,6 +5,7 @@ onnxruntime; a 2:4 ticket says where its semi-structured kernels are not availab
 from __future__ import annotations
 
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 
 from lth.core.masks import Mask
 from lth.tools.export import load_exported, predict, read_test_split
-from tests.conftest import train, typed
+from tests.conftest import REPO, train, typed
 from tests.test_export import cli, compose_cfg
 from tests.test_structured import CIFAR_SHAPED, groups_of
 
@@ -96,3 +97,65 @@ def test_a_2_4_ticket_exports_the_masked_dense_model_and_says_why_on_this_machin
     state = torch.load(run / "export" / "round_01" / "model.pt")
     assert ((state["layers.0.weight"].reshape(300, -1, 4) != 0).sum(-1) <= 2).all()
     assert report["onnx"]["max_abs_diff"] < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("granularity", ["channel", "2:4"])
+def test_a_structured_run_started_from_a_weight_mask_says_what_the_export_did_with_it(
+    granularity: str, make_cfg, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    weight = Path(train(make_cfg("prune.rounds=1"), run_dir=tmp_path / "weight")["run_dir"])
+    cfg = make_cfg(f"prune.granularity={granularity}", f"prune.mask_from={weight / 'round_01' / 'mask.pt'}")
+    cfg.prune.rounds = 0
+    run = Path(train(cfg, run_dir=tmp_path / "run")["run_dir"])
+    assert cli([str(run), "--round", "0", "--out", str(tmp_path / "out"), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "export.json").read_text())
+    (line,) = [line for line in out.splitlines() if line.startswith("structure: ")]
+    assert line == f"structure: {report['structure']}"
+    source = f"round 0 started from prune.mask_from={weight / 'round_01' / 'mask.pt'}"
+    if granularity == "channel":
+        assert report["structure"].startswith("not channel throughout: ")
+        assert f"weights are pruned inside the channels it keeps; {source}; shrunk.pt2 removes whole channels" in line
+    else:
+        assert report["structure"].startswith("not 2:4 throughout: ")
+        assert f"groups of 4 weights keep more than 2; {source}; the 2:4 kernels are not used for it" in line
+        assert report["semi_structured"].startswith("not used: the mask is not 2:4 (")
+
+
+@pytest.mark.slow
+def test_the_inference_benchmark_times_the_files_the_export_wrote_loaded_as_the_docs_say(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lth.tools.export
+
+    run = Path(train(make_cfg("prune.granularity=channel", "prune.rounds=1"), run_dir=tmp_path / "run")["run_dir"])
+    loaded: set[tuple[str, str, bool]] = set()  # (folder, file, written by the export: its export.json beside it)
+
+    def spy(load, file=Path):  # noqa: ANN001, ANN202
+        def loading(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            shipped = file(path)
+            loaded.add((shipped.parent.name, shipped.name, (shipped.parent / "export.json").is_file()))
+            return load(path, *args, **kwargs)
+
+        return loading
+
+    monkeypatch.setattr(torch.export, "load", spy(torch.export.load))
+    monkeypatch.setattr(lth.tools.export, "onnx_session", spy(lth.tools.export.onnx_session))
+    model_pt = spy(lth.tools.export.load_exported, lambda folder: folder / "model.pt")
+    monkeypatch.setattr(lth.tools.export, "load_exported", model_pt)
+    bench = runpy.run_path(str(REPO / "scripts" / "bench_inference.py"))["main"]
+    argv = ["--run", str(run), "--remaining", "0.8", "--repeats", "1", "--window", "0.001"]
+    bench([*argv, "--out", str(tmp_path / "t.md")])
+
+    timed = {(f"{run.name}_{r}", f, True) for r in (0, 1) for f in ("model.pt", "shrunk.pt2", "model.onnx")}
+    assert {shipped for shipped in loaded if shipped[2]} == timed
+    checked_by_the_export = {(f"{run.name}_{r}", "shrunk.pt2", False) for r in (0, 1)}  # before its export.json
+    assert {shipped for shipped in loaded if not shipped[2]} == checked_by_the_export
+    rows = [line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| lenet300")]
+    assert [row.split(" | ")[3:5] for row in rows if "round_01" in row] == [
+        ["`model.pt`", "torch (load_state_dict)"],
+        ["`shrunk.pt2`", "torch.export.load().module()"],
+        ["`model.onnx`", "onnxruntime"],
+    ]
+    assert "load average (1 min)" in (tmp_path / "t.md").read_text()

@@ -231,9 +231,16 @@ def test_a_round_killed_after_a_checkpoint_keeps_its_step_log_and_seconds(
     assert read_rounds(run_dir / "rounds.csv")[0]["train_seconds"] >= before
 
 
+@pytest.mark.parametrize("round_1_started", [False, True], ids=["before-round-1-mask", "round-1-started"])
 def test_a_truncated_round_0_in_the_dense_store_is_named_and_trained_again(
-    reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    reference: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    round_1_started: bool,
 ) -> None:
+    """Round 1 not started yet (its mask not written): round 0 is trained again and replaces the store's; started:
+    round 1 needs nothing of round 0's end (prune.rewind=init), it restarts from rewind.pt under its mask."""
     train(config(tmp_path, "prune.rounds=0"), run_dir=tmp_path / "a")  # trains round 0 and keeps it for b
     run_dir = tmp_path / "b"
 
@@ -245,16 +252,23 @@ def test_a_truncated_round_0_in_the_dense_store_is_named_and_trained_again(
         train(config(tmp_path), run_dir=run_dir)
     monkeypatch.undo()
     assert not (run_dir / "logs" / "round_00").exists() and len(read_rounds(run_dir / "rounds.csv")) == 1
+    if not round_1_started:  # as if killed before round 1 wrote its mask
+        (run_dir / "round_01" / "mask.pt").unlink()
     (store,) = [p.parent for p in tmp_path.rglob("dense/*/row.json")]
     kept = store / "round_00" / "last.ckpt"
     assert os.path.samefile(kept, run_dir / "round_00" / "last.ckpt")  # b's round 0 is a hard link of the store's
     kept.write_bytes(kept.read_bytes()[:1000])  # cut short, in place: b's link with it
 
     lines = way_forward(run_dir, capsys, r"restart round 1 from its start \(the end of round 0\)")
-    assert len(lines) == 2
-    assert lines[0].startswith(f"resume: {kept}: unreadable checkpoint (") and lines[0].endswith(
-        "; round 0 restarts from its start"
-    )
+    assert lines[0].startswith(f"resume: {kept}: unreadable checkpoint (")
+    if round_1_started:
+        mask = run_dir / "round_01" / "mask.pt"
+        assert len(lines) == 1 and lines[0].endswith(
+            f"; round 1 restarts from the rewind point (rewind.pt) under its mask ({mask}); round 0 is kept"
+        )
+        assert_like(run_dir, reference)
+        return
+    assert len(lines) == 2 and lines[0].endswith("; round 0 restarts from its start")
     assert lines[1].startswith(f"round 0 kept in {store} cannot be used ({kept}: unreadable checkpoint (")
     assert lines[1].endswith("); it is trained again here and replaces it")
     assert_like(run_dir, reference)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -117,17 +118,91 @@ def test_train_py_reports_divergence_in_one_line_and_keeps_the_run(tmp_path: Pat
     assert list((tmp_path / "out" / "runs").glob("*/round_00/mask.pt"))  # what was written stays
 
 
-def test_a_corrupt_or_mismatched_checkpoint_is_one_line_naming_the_file(make_cfg, tmp_path: Path) -> None:
-    train(make_cfg("prune.rounds=2", "train.share_dense=false"), run_dir=tmp_path / "run")
+@pytest.mark.parametrize(
+    ("damage", "rewind", "round_2"),
+    [
+        ("cut short", "init", "started"),
+        ("another model's", "10it", "started"),
+        ("cut short", "init", "not started"),
+        ("cut short", "init", "checkpointed"),
+    ],
+    ids=["cut-short", "another-model-rewind-10it", "round-2-not-started", "round-2-checkpointed"],
+)
+def test_a_bad_checkpoint_of_a_finished_round_keeps_every_finished_round(
+    make_cfg, tmp_path: Path, capsys: pytest.CaptureFixture, damage: str, rewind: str, round_2: str
+) -> None:
+    """Rounds 0-1 finished, round 2 started (its mask written, no checkpoint yet) and round 1's last.ckpt lost: under
+    a weight rewind round 2 restarts from rewind.pt and its mask (not started yet: round 1 trains again from its
+    own; checkpointed: round 2 continues from its checkpoint), and the run ends as the uninterrupted one."""
+    cfg = ("prune.rounds=2", f"prune.rewind={rewind}", "train.share_dense=false")
+    full = train(make_cfg(*cfg), run_dir=tmp_path / "run")
+    (tmp_path / "run" / "summary.json").unlink()
+    write_rounds(tmp_path / "run" / "rounds.csv", full["rounds"][:2])
+    ckpt, later = tmp_path / "run" / "round_01" / "last.ckpt", tmp_path / "run" / "round_02" / "last.ckpt"
+    if damage == "cut short":
+        ckpt.write_bytes(later.read_bytes()[:1000])
+    else:
+        train(make_cfg("prune.rounds=0", "model.hidden=[50]"), run_dir=tmp_path / "other")
+        ckpt.write_bytes((tmp_path / "other" / "round_00" / "last.ckpt").read_bytes())
+    if round_2 != "checkpointed":
+        later.unlink()
+    if round_2 == "not started":
+        (tmp_path / "run" / "round_02" / "mask.pt").unlink()
+    capsys.readouterr()
+    resumed = train(make_cfg(*cfg, "resume=true"), run_dir=tmp_path / "run")
+    assert comparable(resumed["rounds"]) == comparable(full["rounds"])
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("resume:")]
+    if round_2 == "checkpointed":
+        assert line == f"resume: round 2 continues from its checkpoint at iteration 30 ({later})"
+        return
+    again, kept = ("2", "rounds 0-1 are kept") if round_2 == "started" else ("1", "round 0 is kept")
+    assert re.fullmatch(
+        rf"resume: \S+round_01/last\.ckpt: (unreadable checkpoint|does not fit this model).*; round {again} restarts "
+        rf"from the rewind point \(rewind\.pt\) under its mask \(\S+round_0{again}/mask\.pt\); {kept}",
+        line,
+    ), line
+
+
+def test_an_interrupted_round_whose_checkpoint_is_another_models_restarts_from_its_start(
+    make_cfg, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Round 1 interrupted, its last.ckpt replaced by another model's: one line, and round 1 trains from the end
+    of round 0 to the uninterrupted run's numbers (the failed load leaves nothing of the other model behind)."""
+    cfg = ("prune.rounds=1", "train.share_dense=false")
+    full = train(make_cfg(*cfg), run_dir=tmp_path / "run")
+    train(make_cfg("prune.rounds=0", "train.share_dense=false"), run_dir=tmp_path / "round0")
+    train(make_cfg("prune.rounds=0", "model.hidden=[50]"), run_dir=tmp_path / "other")
+    (tmp_path / "run" / "summary.json").unlink()
+    write_rounds(tmp_path / "run" / "rounds.csv", full["rounds"][:1])  # round 1 interrupted, round 0's end kept
+    for run, name in (("round0", "round_00"), ("other", "round_01")):
+        source = tmp_path / run / "round_00" / "last.ckpt"
+        (tmp_path / "run" / name / "last.ckpt").write_bytes(source.read_bytes())
+    capsys.readouterr()
+    resumed = train(make_cfg(*cfg, "resume=true"), run_dir=tmp_path / "run")
+    assert comparable(resumed["rounds"]) == comparable(full["rounds"])
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("resume:")]
+    assert re.fullmatch(
+        r"resume: \S+round_01/last\.ckpt: does not fit this model: .*; round 1 restarts from its start \(the end of "
+        r"round 0\)",
+        line,
+    ), line
+
+
+def test_a_bad_checkpoint_that_alone_holds_the_trained_weights_is_one_line_saying_what_keeps_the_rounds(
+    make_cfg, tmp_path: Path
+) -> None:
+    cfg = ("prune.rounds=2", "prune.rewind=lr", "train.share_dense=false")
+    train(make_cfg(*cfg), run_dir=tmp_path / "run")
     (tmp_path / "run" / "summary.json").unlink()
     rows = read_rounds(tmp_path / "run" / "rounds.csv")
-    write_rounds(tmp_path / "run" / "rounds.csv", rows[:2])  # round 2 unfinished: resume restores round 1's end
-    ckpt = tmp_path / "run" / "round_01" / "last.ckpt"
-    ckpt.write_bytes(b"PK\x03\x04 cut short")  # (a finished round 0's unreadable checkpoint: round 0 is trained again)
-    (tmp_path / "run" / "round_02" / "last.ckpt").unlink(missing_ok=True)
-    with pytest.raises(ConfigError, match=r"round_01/last\.ckpt: unreadable checkpoint .*delete .* to train") as error:
-        train(make_cfg("prune.rounds=2", "train.share_dense=false", "resume=true"), run_dir=tmp_path / "run")
-    assert "\n" not in str(error.value)
+    write_rounds(tmp_path / "run" / "rounds.csv", rows[:2])  # round 2 unfinished: it needs round 1's end
+    (tmp_path / "run" / "round_02" / "last.ckpt").unlink()
+    (tmp_path / "run" / "round_01" / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(
+        ConfigError, match=r"round_01/last\.ckpt: unreadable checkpoint .*put back .* to keep rounds 0-1"
+    ):
+        train(make_cfg(*cfg, "resume=true"), run_dir=tmp_path / "run")
+    assert len(read_rounds(tmp_path / "run" / "rounds.csv")) == 2  # nothing lost
 
 
 def test_a_full_disk_leaves_the_previous_file_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,21 +1,21 @@
 """One name per logged value, on the iteration axis of ``rounds.csv``: the step logs (CSV, TensorBoard, W&B) of a
 round hold ``final_test_acc`` and ``test_acc`` once each, with the values of ``rounds.csv``; every step metric is
 logged at its iteration on the README's axis (a round rewound to k logs from k + 1, an evaluation after iteration
-i at i); a resumed run continues its W&B run; ``python train.py --help`` shows the key table."""
+i at i); a resumed run continues its W&B run."""
 
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from lth.run.loggers import WANDB_ID, IterationAxis, RoundsWandbLogger
 from lth.state.artifacts import read_rounds
-from tests.conftest import REPO, run_main
+from lth.state.labels import run_label
+from tests.conftest import FAST, run_folders, run_main, typed
 
 TOTAL, EVAL_EVERY, REWIND = 20, 4, 6
 SETUP = [
@@ -88,6 +88,69 @@ def test_tensorboard_holds_the_same_names_and_axis(run: Path) -> None:
         assert [s.step for s in events.Scalars("val_loss")] == evaluations(start)
 
 
+def test_tensorboard_holds_the_identity_as_hparams_and_the_rounds_against_weights_remaining(run: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    events = EventAccumulator(str(run / "logs" / "rounds"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    session = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    hparams = {key: getattr(value, value.WhichOneof("kind")) for key, value in session.hparams.items()}
+    assert hparams["prune.rate"] == pytest.approx(0.2) and hparams["train.steps"] == f"{TOTAL}it"
+    assert hparams["dataset.name"] == "synthetic" and "hardware.threads" not in hparams  # identity keys only
+    assert "_hparams_/experiment" not in content  # TensorBoard gathers the sweep's keys from all its sessions
+    assert {"rounds/test_acc", "rounds/weights_remaining", "rounds/train_flops"} <= set(events.Tags()["scalars"])
+    rows = read_rounds(run / "rounds.csv")
+    for name in ("test_acc", "val_loss"):
+        by_round = events.Scalars(f"rounds/{name}")
+        assert [s.step for s in by_round] == [row["round"] for row in rows]
+        by_remaining = events.Scalars(f"by_weights_remaining/{name}")  # hundredths of a percent: 10000 dense
+        assert [s.step for s in by_remaining] == [round(10000 * row["weights_remaining"]) for row in rows]
+        assert [s.value for s in by_remaining] == pytest.approx([row[name] for row in rows], abs=1e-6)
+    assert [s.step for s in by_remaining][0] == 10000 > [s.step for s in by_remaining][1]
+    for folder in ("rounds", "round_00"):  # Lightning's hparams.yaml holds the identity too
+        assert "prune.rate: 0.2" in (run / "logs" / folder / "hparams.yaml").read_text()
+
+
+def test_a_sweeps_jobs_are_named_by_the_keys_it_varies(tmp_path: Path) -> None:
+    sweep = ["-m", *FAST, "prune.rounds=1", "dataset.image_size=16", "prune.rate=0.2,0.4", "hydra.sweep.dir=sweep"]
+    done = run_main(*sweep, "paths.output_dir=out", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    aliases = tmp_path / "sweep" / "by-label"
+    rest = "dataset=synthetic,train.steps=30it,train.eval_every=10it,dataset.image_size=16,prune.rounds=1"
+    # the job at the default's rate is named by it too; dataset.source.image_size copies dataset.image_size: left out
+    assert sorted(p.name for p in aliases.iterdir()) == [f"prune.rate=0.2,{rest}", f"prune.rate=0.4,{rest}"]
+    assert {os.readlink(p) for p in aliases.iterdir()} == {f"../{run.name}" for run in run_folders(tmp_path / "sweep")}
+
+
+def test_a_swept_group_and_a_swept_value_name_the_job_even_at_the_default(make_cfg: Callable) -> None:
+    cfg = typed(make_cfg(fast=False))
+    assert run_label(cfg.plain) == "default"
+    assert run_label(cfg.plain, (("model", "lenet300"), ("seed", "0"))) == "model=lenet300,seed=0"
+    conv = typed(make_cfg("model=conv2", "seed=3", "dataset=synthetic", fast=False))
+    swept = (("seed", "3"), ("train.eval_batch_size", "10"))  # a run-only key names nothing
+    assert run_label(conv.plain, swept) == "seed=3,model=conv2,dataset=synthetic"
+    assert run_label(conv.plain, (("data_seed", "null"),)).startswith("data_seed=null,model=conv2,")
+    # the ticket a control job trains (prune.control null) is named by its own value, not the job's
+    control = typed(make_cfg("prune.control=random_prune", fast=False))
+    ticket = control.but(**{"prune.control": None})
+    assert run_label(control.plain, (("prune.control", "random_prune"),)) == "prune.control=random_prune"
+    assert run_label(ticket.plain, (("prune.control", "random_prune"),)) == "prune.control=null"
+
+
+def test_a_resumed_rounds_csv_log_keeps_its_rows_and_gets_the_hparams(tmp_path: Path) -> None:
+    from lth.run.loggers import CSVRounds
+
+    folder = tmp_path / "logs" / "round_00"
+    folder.mkdir(parents=True)
+    (folder / "metrics.csv").write_text("step,val_loss\n4,1.0\n8,0.5\n12,0.4\n")  # 12: after the checkpoint at 9
+    kind = CSVRounds({"_target_": "pytorch_lightning.loggers.CSVLogger"}, tmp_path / "logs", {"prune.rate": 0.2})
+    kind.for_round(0, IterationAxis(0), None, resumed_at=9)
+    assert (folder / "metrics.csv").read_text().split() == ["step,val_loss", "4,1.0", "8,0.5"]
+    assert (folder / "hparams.yaml").read_text() == "prune.rate: 0.2\n"
+
+
 class _Recorder:
     """Stands in for a wandb run: keeps what is logged."""
 
@@ -154,19 +217,3 @@ def test_a_resumed_run_continues_its_wandb_run(make_cfg, tmp_path: Path, offline
     for part in parts:
         (record,) = part.glob("run-*.wandb")
         assert record.name == f"run-{run_id}.wandb"
-
-
-def test_help_shows_the_key_table_without_importing_torch(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", str(REPO / "train.py"), "--help"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "| key | default | allowed | run-only | what it does |" in done.stdout
-    assert "| `train.eval_every` | `100it` |" in done.stdout and "| `prune.rewind` |" in done.stdout
-    assert "== Config ==" in done.stdout  # Hydra's help follows
-    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
-    assert "torch" not in imported

@@ -40,7 +40,7 @@ def build(name: str, shape: tuple[int, int] = CIFAR, num_classes: int = 10, **op
     """
     cfg = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(CONF / "model" / f"{name}.yaml"), options))
     cls = hydra.utils.get_class(cfg.pop("_target_"))
-    del cfg["name"]
+    del cfg["name"], cfg["weights"]  # what the run reads itself (lth.run.build.build_model)
     torch.manual_seed(0)
     return cls(in_channels=shape[0], image_size=shape[1], num_classes=num_classes, **cfg)
 

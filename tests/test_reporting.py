@@ -361,6 +361,41 @@ def test_scripts_write_figures_and_the_report(sweep: Path, tmp_path: Path, capsy
         reporter([str(tmp_path / "figures")])  # no run folders there
 
 
+def test_one_broken_run_folder_is_skipped_in_one_line_and_the_rest_are_reported_and_plotted(
+    sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    broken = sweep / "2024-01-01_00-00-00" / "ticket-0"
+    (broken / "config.yaml").write_text("prune: [unclosed\n")
+    reporter = runpy.run_path(str(REPO / "scripts" / "report.py"))["main"]
+    reporter([str(sweep)])  # returns: exit code 0
+    out, err = capsys.readouterr()
+    assert "| ticket (n=1) | prune.control=reinit (n=2) |" in out and "| 100.0% | 96.00 | 95.50 ± 0.71 |" in out
+    (line,) = err.splitlines()
+    assert line.startswith(f"skipped {broken}: config.yaml: cannot be read (")
+    plot = runpy.run_path(str(REPO / "scripts" / "plot.py"))["main"]
+    plot([str(sweep), "--out", str(tmp_path / "figures")])
+    out, err = capsys.readouterr()
+    assert [Path(p).name for p in out.splitlines()] == ["test_acc.png", "early_stop_iteration.png"]
+    assert err.splitlines() == [line]
+
+
+@pytest.mark.parametrize("script", ["report", "plot"])
+def test_ignore_of_a_key_no_run_has_is_refused_in_one_line_naming_the_allowed_keys(
+    script: str, sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    main = runpy.run_path(str(REPO / "scripts" / f"{script}.py"))["main"]
+    with pytest.raises(SystemExit) as stop:
+        main([str(sweep), "--ignore", "seed", "prune.rat", "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "error: --ignore: no run's config has the key 'prune.rat'; allowed: a key of the runs' config.yaml, such as "
+        "those that differ between them: seed, prune.control"
+    ]
+    assert not (tmp_path / "out").exists()
+    main([str(sweep), "--ignore", "prune", "--out", str(tmp_path / "out")])  # a section pools every key in it
+
+
 @pytest.fixture
 def rates(make_cfg, tmp_path: Path) -> Path:
     """Six configs, one seed each: pruning rates 0.2, 0.5 and 0.3, each as the ticket and its reinit control."""

@@ -180,6 +180,25 @@ def test_one_line_errors(
     assert err.startswith("error: ") and expected in err and len(err.strip().splitlines()) == 1
 
 
+def test_one_broken_folder_is_skipped_in_one_line_and_the_rest_are_listed(
+    outputs: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    root = outputs["done"].parents[1]
+    garbled, cut = root / "runs" / "garbled", root / "runs" / "cut_short"
+    garbled.mkdir()
+    (garbled / "config.yaml").write_text("a: [unclosed\n")
+    cut.mkdir()
+    (cut / "config.yaml").write_text((outputs["done"] / "config.yaml").read_text())
+    (cut / "rounds.csv").write_text((outputs["done"] / "rounds.csv").read_text()[:-12])  # its last row cut short
+    runs_script.main([str(root)])  # returns: exit code 0
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 1 + 4  # the header and the four readable runs
+    first, second = sorted(err.splitlines())
+    assert first == f"skipped {cut}: rounds.csv: row 3 has 8 values for 11 columns (cut short?)"
+    assert second.startswith(f"skipped {garbled}: config.yaml: cannot be read (")
+    assert [e["identity"] for e in runs_script_json(capsys, outputs)] == sorted(p.name for p in outputs.values())
+
+
 def test_a_finished_run_gets_its_readable_alias_through_train_py(tmp_path: Path) -> None:
     result = run_main(*FAST, "prune.rounds=0", "prune.rate=0.3", "paths.output_dir=out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -146,3 +146,15 @@ def test_the_granularity_key_at_its_default_leaves_run_ids_unchanged(make_cfg) -
     assert run_id(make_cfg("prune.granularity=channel", "prune.channel_criterion=l2")) != run_id(
         make_cfg("prune.granularity=channel")
     )
+
+
+def test_a_channel_run_from_a_weight_mask_keeps_its_pruned_weights_pruned(make_cfg, tmp_path: Path) -> None:
+    """Round 1 removes channels of a round 0 taken from a weight mask: what that mask pruned stays pruned."""
+    weight = Path(train(make_cfg("prune.rounds=1"), run_dir=tmp_path / "weight")["run_dir"])
+    cfg = make_cfg("prune.granularity=channel", f"prune.mask_from={weight / 'round_01' / 'mask.pt'}")
+    cfg.prune.rounds = 1
+    run = Path(train(cfg, run_dir=tmp_path / "run")["run_dir"])
+    start, pruned = torch.load(run / "round_00" / "mask.pt"), torch.load(run / "round_01" / "mask.pt")
+    assert not all(bool(m.all()) for m in start.values())  # round 0 holds the weight mask
+    assert all(bool((pruned[n] <= start[n]).all()) for n in start)
+    assert sum(int(m.sum()) for m in pruned.values()) < sum(int(m.sum()) for m in start.values())

@@ -77,6 +77,10 @@ def test_trainer_arguments_are_part_of_the_identity(make_cfg) -> None:
             "+callbacks.ckpt._target_=pytorch_lightning.callbacks.ModelCheckpoint",
             "error: callbacks.ckpt: ModelCheckpoint is not allowed",
         ),
+        (  # two pruners on the same weights
+            "+callbacks.p._target_=pytorch_lightning.callbacks.ModelPruning",
+            "error: callbacks.p: ModelPruning is not allowed: the run prunes the weights itself (prune.*)",
+        ),
     ],
 )
 def test_what_the_loop_owns_is_refused_in_one_line(tmp_path: Path, override: str, message: str) -> None:

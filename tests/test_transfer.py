@@ -32,7 +32,7 @@ def idx_root(tmp_path: Path) -> Path:
 def test_pretrained_weights_are_the_rewind_point_and_reinit_draws_from_the_models_initialiser(make_cfg, tmp_path):
     donor = build_model(typed(make_cfg("seed=7")))
     torch.save(donor.state_dict(), tmp_path / "pretrained.pt")
-    cfg = make_cfg(f"+model.weights={tmp_path / 'pretrained.pt'}", "prune.rounds=1")
+    cfg = make_cfg(f"model.weights={tmp_path / 'pretrained.pt'}", "prune.rounds=1")
     ticket = Path(train(cfg, run_dir=tmp_path / "ticket")["run_dir"])
     rewind = torch.load(ticket / "rewind.pt")
     for name, value in donor.state_dict().items():
@@ -49,7 +49,7 @@ def test_pretrained_weights_are_the_rewind_point_and_reinit_draws_from_the_model
 
 def test_pretrained_weights_with_another_head_keep_its_initialisation(make_cfg, tmp_path):
     torch.save(build_model(typed(make_cfg("seed=7", "dataset.num_classes=7"))).state_dict(), tmp_path / "seven.pt")
-    cfg = make_cfg(f"+model.weights={tmp_path / 'seven.pt'}")
+    cfg = make_cfg(f"model.weights={tmp_path / 'seven.pt'}")
     model, fresh, donor = (
         build_model(typed(cfg)),
         build_model(typed(make_cfg())).state_dict(),
@@ -59,7 +59,7 @@ def test_pretrained_weights_with_another_head_keep_its_initialisation(make_cfg, 
     assert torch.equal(model.state_dict()["layers.0.weight"], donor["layers.0.weight"])
     torch.save({**donor, "layers.0.weight": donor["layers.0.weight"][:5]}, tmp_path / "bad.pt")
     with pytest.raises(ConfigError, match=r"model.weights: .*layers.0.weight is missing or of another shape"):
-        build_model(typed(make_cfg(f"+model.weights={tmp_path / 'bad.pt'}")))
+        build_model(typed(make_cfg(f"model.weights={tmp_path / 'bad.pt'}")))
 
 
 def test_a_ticket_found_on_mnist_trains_on_fashion_mnist(make_cfg, idx_root, tmp_path):
@@ -129,3 +129,22 @@ def test_a_transfer_sweep_against_random_masks_of_the_same_sparsity_is_one_comma
             assert int(random[name].sum()) == int(ticket[name].sum())  # same sparsity, layer by layer
         assert not torch.equal(random["model.layers.0.weight"], ticket["model.layers.0.weight"])
     assert (tmp_path / "sweep" / "rounds.csv").is_file()
+
+
+def test_a_transferred_masks_rows_count_the_rounds_that_found_it(tmp_path):
+    out = tmp_path / "out"
+    common = ["dataset=synthetic", "train.steps=20it", "train.eval_every=10it", "logger=none"]
+    common.append(f"paths.output_dir={out}")
+    made = run_main(*common, "prune.rounds=2", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr[-2000:]
+    (found,) = run_folders(out / "runs")
+    source = read_rounds(found / "rounds.csv")
+    moved = run_main(*common, "prune.rounds=1", f"prune.mask_from={found}@2", "prune.rate=0.5", cwd=tmp_path)
+    assert moved.returncode == 0, moved.stderr[-2000:]
+    (run,) = [folder for folder in run_folders(out / "runs") if folder != found]
+    rows = read_rounds(run / "rounds.csv")
+    # round 2's mask was pruned from round 1's weights: rounds 0 and 1 of the source (40 iterations) found it
+    assert [row["train_iterations"] for row in rows] == [40 + 20, 40 + 20 + 20]
+    on_this_mask = source[2]["train_flops"] - source[1]["train_flops"]  # the source's round 2: 20 iterations on it
+    assert rows[0]["train_flops"] == source[1]["train_flops"] + on_this_mask
+    assert rows[0]["train_flops_dense"] == source[1]["train_flops_dense"] + source[0]["train_flops_dense"]

@@ -231,15 +231,3 @@ def _composition_error(error: Exception, overrides: list[str], config_name: str)
     if cause is not None:
         return ConfigError(str(getattr(cause, "full_key", None) or key), _first_line(cause))
     return ConfigError(key, message)
-
-
-def help_page() -> str:
-    """What ``--help`` shows before Hydra's help: the usage and the key table of :mod:`lth.config.schema` (what
-    each key means and allows; no torch import)."""
-    from lth.config.table import render_table
-
-    return (
-        "usage: python train.py [key=value ...] [-m key=a,b ...]\n\n"
-        "Keys of the config (README.md, section Keys; python -m lth.config.table prints this table):\n\n"
-        + render_table()
-    )

@@ -42,15 +42,48 @@ def hydra_job(argv: Sequence[str] | None = None) -> tuple[Job, Launch | None]:
     multirun = hc.mode == RunMode.MULTIRUN
     output_dir = Path(hc.runtime.output_dir)
     sweep_dir = output_dir.parents[len(Path(str(hc.sweep.subdir)).parts) - 1] if multirun else None
+    overrides = tuple(hc.overrides.task)
     job = Job(
         output_dir=str(output_dir),
         multirun=multirun,
         argv=None if argv is None else tuple(argv),
-        overrides=tuple(hc.overrides.task),
+        overrides=overrides,
         sweep_dir=None if sweep_dir is None else str(sweep_dir),
         experiment=hc.runtime.choices.get("experiment"),
+        swept=() if sweep_dir is None else swept(sweep_keys(sweep_dir), overrides),
     )
     return job, Launch(multirun, OmegaConf.to_container(hc.launcher, resolve=True))
+
+
+def sweep_keys(sweep_dir: Path) -> list[str]:
+    """The keys (and config groups) a ``-m`` sweep varies: those of its sweep overrides (``prune.rate=0.2,0.4``,
+    ``model=conv2,conv4``, ``range(...)``) and of the sweeper's ``params``, read from the record Hydra writes in
+    the sweep folder before it launches a job (``multirun.yaml``); none where that record is missing."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        record = OmegaConf.load(sweep_dir / "multirun.yaml")
+    except OSError:
+        return []
+    typed = list(OmegaConf.select(record, "hydra.overrides.task", default=None) or [])
+    params = OmegaConf.select(record, "hydra.sweeper.params", default=None) or {}
+    typed += [f"{key}={value}" for key, value in params.items()]
+    try:
+        overrides = OverridesParser.create().parse_overrides(typed)
+    except OverrideParseException:  # a sweeper's own search space (optuna's): Hydra's grammar does not hold it
+        return []
+    return list(dict.fromkeys(o.key_or_group for o in overrides if o.is_sweep_override()))
+
+
+def swept(keys: Sequence[str], overrides: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """Each of ``keys`` with its value in ``overrides``, a job's own overrides as Hydra writes them (``+a.b=1``:
+    the last of a key wins)."""
+    values = {}
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        values[key] = value
+    return tuple((key, values[key]) for key in keys if key in values)
 
 
 def load_run(cfg: DictConfig, argv: Sequence[str] | None = None, checked: bool = False) -> RunConfig:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -23,6 +24,7 @@ from lth.config.transfer import mask_identity
 # _target_/_partial_
 RUN_ONLY = run_only_keys()
 DEFAULT_TRAINING_HARDWARE = {"world_size": 1, "precision": "32-true"}
+COPY = re.compile(r"\$\{(\.*)([\w.]+)\}")  # a value that is another key's: ${..channels}, ${model.name}
 PRECISION_NAMES = {"64": "64-true", "32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
 
 
@@ -106,20 +108,47 @@ def composed(cfg: Any) -> dict:
 
 
 @cache
-def default_identity(choices: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
-    """The identity of the default config (``conf/config.yaml``) with the group options ``choices``
-    (``(("model", "conv2"),)``) chosen."""
+def _default_config(choices: tuple[tuple[str, str], ...]) -> Any:
+    """The default config composed with the group options ``choices``, unresolved."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     register_resolvers()
     overrides = [f"{group}={option}" for group, option in choices]
     if GlobalHydra.instance().is_initialized():  # inside a Hydra app (train.py): its config folder is conf/
-        cfg = compose("config", overrides=overrides)
-    else:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
-    return identity(composed(cfg))
+        return compose("config", overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+@cache
+def default_identity(choices: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    """The identity of the default config (``conf/config.yaml``) with the group options ``choices``
+    (``(("model", "conv2"),)``) chosen."""
+    return identity(composed(_default_config(choices)))
+
+
+@cache
+def copied_keys(choices: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
+    """The keys of the default config with the group options ``choices`` whose value is a copy of another key's
+    (``dataset.source.channels: ${..channels}``), each with the key it copies (``dataset.channels``)."""
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.to_container(_default_config(choices), resolve=False)
+    copies: dict[str, str] = {}
+
+    def walk(node: Mapping[str, Any], path: tuple[str, ...]) -> None:
+        for key, value in node.items():
+            if isinstance(value, Mapping):
+                walk(value, (*path, str(key)))
+            elif isinstance(value, str) and (found := COPY.fullmatch(value)):
+                dots, source = found.groups()
+                # no dot: from the root; one: beside the key; each more dot: one node up
+                above = path[: len(path) - max(len(dots) - 1, 0)] if dots else ()
+                copies[".".join((*path, str(key)))] = ".".join((*above, source))
+
+    walk({k: v for k, v in raw.items() if k != "hydra"}, ())
+    return copies
 
 
 def register_resolvers() -> None:

@@ -60,7 +60,13 @@ DECLARED = (
         "train.save_weights", "bool", "keep each round's weights at the early-stop point (early_stop.pt)", run_only=True
     ),
     Key("train.eval_batch_size", "int >= 1", "batch size of validation and test", run_only=True),
-    Key("train.progress", "bool", "Lightning's progress bar for each round", nullable=True, run_only=True),
+    Key(
+        "train.progress",
+        "bool",
+        "each round's iteration, rate and time left: a live line on a terminal, else a line per tenth of a round "
+        "(1 to 5 minutes apart)",
+        run_only=True,
+    ),
     Key(
         "train.checkpoint_every",
         "step",
@@ -215,6 +221,14 @@ DECLARED = (
         example="outputs/runs/<run_id>@3",
         custom=_CHECKED_BY_TRANSFER,
         also="in the identity by its content hash; prune.control null, random_prune or shuffle",
+    ),
+    Key(
+        "prune.mask_from_zeros",
+        "bool",
+        "read mask_from's weights (a ModelPruning checkpoint made permanent) as a mask: a zero is pruned, so is a "
+        "weight trained to exactly 0",
+        unnamed_at=False,
+        also="needs prune.mask_from",
     ),
     Key(
         "prune.mask_unmatched",
@@ -391,8 +405,7 @@ DECLARED = (
         "path",
         "pre-trained weights: a local file or folder; the rewind point init is them (nothing is downloaded)",
         nullable=True,
-        optional=True,
-        addable=True,
+        optional=True,  # a model config of the user's own may lack it (+model.weights= adds it), an old run's too
         allowed_text="null, or a local state_dict / .safetensors file or a save_pretrained folder",
         custom=_CHECKED_BY_TRANSFER,
         also="the output layer may differ (a new head keeps its initialisation)",

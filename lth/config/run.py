@@ -99,6 +99,7 @@ class Prune:
     extra: tuple[str, ...]
     rewind: str | Step
     mask_from: str | None
+    mask_from_zeros: bool
     mask_unmatched: str | None
     control: Entry | None
     method: Entry
@@ -133,6 +134,7 @@ class Prune:
             extra=tuple(p["extra"] or ()),
             rewind=rewind if rewind in REWIND_WORDS else Step.parse(rewind, key="prune.rewind"),
             mask_from=p["mask_from"],
+            mask_from_zeros=bool(p["mask_from_zeros"]),
             mask_unmatched=p["mask_unmatched"],
             control=None if p["control"] is None else CONTROLS.entry(p["control"]),
             method=METHODS.entry(p["method"]),
@@ -243,7 +245,8 @@ class Job:
     ``output_dir``: the job's folder that Hydra made (None outside Hydra: ``<paths.output_dir>/runs/<run_id>``);
     ``multirun``: one job of a ``-m`` sweep, whose folder is ``sweep_dir``; ``argv``: the command line as typed,
     where this process read it (for the line that says how to continue a stopped run); ``overrides``: the job's own
-    overrides; ``experiment``: the ``experiment=`` chosen.
+    overrides; ``experiment``: the ``experiment=`` chosen; ``swept``: the keys (or config groups) the sweep varies,
+    each with this job's value as its override writes it (``(("prune.rate", "0.2"),)``; none outside a sweep).
     """
 
     output_dir: str | None = None
@@ -252,6 +255,7 @@ class Job:
     overrides: tuple[str, ...] = ()
     sweep_dir: str | None = None
     experiment: str | None = None
+    swept: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -336,6 +340,7 @@ ADDED_KEYS: dict[str, Any] = {
     "prune.rewind": "init",
     "prune.mask_from": None,
     "prune.mask_unmatched": None,
+    "prune.mask_from_zeros": False,
     "prune.control": None,
     "prune.method": "magnitude",
     "prune.early_bird": {"window": 5, "epsilon": 0.1, "distance": "all"},

@@ -63,9 +63,14 @@ LOOP_KEYS = {  # where each owned argument is set instead
 # the strings Lightning takes for a Trainer argument whose annotation says only ``str`` (Lightning's _init_profiler);
 # tests/test_bad_input.py checks them against Lightning's own message
 TRAINER_CHOICES = {"profiler": ("simple", "advanced", "pytorch", "xla")}
-# callbacks that change what a round is, refused under callbacks.<name> (by class, subclasses too)
+# callbacks that change what a round is, refused under callbacks.<name> (by class, subclasses too:
+# lth.config.targets, and lth.run.build for configs built in code)
 NOT_PER_ROUND = {
     "pytorch_lightning.callbacks.ModelCheckpoint": "every round writes round_XX/last.ckpt and its early-stop weights",
+    "pytorch_lightning.callbacks.ModelPruning": (
+        "the run prunes the weights itself (prune.*), and two pruners would mask the same weights; to start from a "
+        "ModelPruning checkpoint's mask: prune.mask_from=<file>"
+    ),
     "pytorch_lightning.callbacks.EarlyStopping": (
         "it would end rounds early, so rounds would differ in length; every round trains train.steps and its "
         "early-stop point is its lowest val_loss (early_stop_iteration)"

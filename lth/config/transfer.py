@@ -6,8 +6,10 @@
 - ``prune.mask_from``: round 0 starts from this mask (a ticket found on one dataset, trained on another). It names a
   run folder (its last round's ``mask.pt``), ``<run folder>@<round>``, a round folder (``<run>/round_02``), or a file:
   our ``mask.pt``, a state_dict saved from a model pruned by ``torch.nn.utils.prune``, or open_lth's ``mask.pth``
-  (:func:`lth.core.interop.mask_from_state`). Prunable tensors that the mask lacks or that do not fit (a new output
-  layer) are named: ``prune.mask_unmatched=dense`` starts them dense, else (null, ``refuse``) the run is refused.
+  (:func:`lth.core.interop.mask_from_state`); with ``prune.mask_from_zeros=true`` also a state_dict of weights (a
+  ``ModelPruning`` checkpoint made permanent, a Lightning ``.ckpt`` too), its zeros the pruned weights. Prunable
+  tensors that the mask lacks or that do not fit (a new output layer) are named: ``prune.mask_unmatched=dense`` starts
+  them dense, else (null, ``refuse``) the run is refused.
   With ``prune.control=random_prune`` or ``shuffle`` the control's draw replaces the mask (each layer keeps as many
   weights, at random or permuted): the transferred ticket against random masks of the same sparsity.
 
@@ -103,6 +105,8 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError(
                 "prune.mask_unmatched", "dense says how a prune.mask_from mask is completed; set prune.mask_from"
             )
+        if OmegaConf.select(cfg, "prune.mask_from_zeros"):
+            raise ConfigError("prune.mask_from_zeros", "reads the file of prune.mask_from, which is not set")
         return
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError("prune.mask_from", f"got {spec!r}; allowed: a run folder[@round], a round folder or a file")

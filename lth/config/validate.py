@@ -258,12 +258,33 @@ def new_key_allowed(cfg: DictConfig, key: str) -> bool:
     return False
 
 
+def closest_key(cfg: DictConfig, key: str) -> str | None:
+    """The key of ``cfg`` closest to ``key``, part by part (``prun.rate`` -> ``prune.rate``; past the last part
+    that matches, the parts as typed: ``trainr.max_epochs`` -> ``trainer.max_epochs``); None where nothing
+    matches."""
+    node, parts, path = cfg, key.split("."), []
+    for part in parts:
+        names = [str(k) for k in node if not str(k).startswith("_")] if isinstance(node, DictConfig) else []
+        close = [part] if part in names else difflib.get_close_matches(part, [n for n in names if n != "hydra"], n=1)
+        if not close:
+            break
+        path.append(close[0])
+        node = node._get_node(close[0])  # the node itself: an interpolation is not resolved
+    found = ".".join([*path, *parts[len(path) :]])
+    return found if path and found != key else None
+
+
 def unknown_key(cfg: DictConfig, key: str) -> ConfigError:
     """The error for a key that the config does not have: its siblings, and the closest of them."""
     parent, _, leaf = key.rpartition(".")
     node = OmegaConf.select(cfg, parent) if parent else cfg
     if not isinstance(node, DictConfig):
-        return ConfigError(key, f"no such key: {parent} holds no keys")
+        close = closest_key(cfg, key)
+        hint = f"; did you mean {close}?" if close else ""
+        absent = object()
+        if OmegaConf.select(cfg, parent, default=absent) is absent:  # a typo above the leaf: prun.rate
+            return ConfigError(key, f"no such key: the config has no {parent}{hint}")
+        return ConfigError(key, f"no such key: {parent} holds no keys{hint}")
     if parent == "optim.optimizer" and node.get("_target_") in OPTIMIZER_KEYS:
         target, allowed = node._target_, OPTIMIZER_KEYS[node._target_]
         if leaf in allowed:

@@ -253,7 +253,8 @@ def prune_channels(
     criterion: str,
 ) -> Mask:
     """One round: remove ``round(rate x surviving channels)`` of the lowest-scoring channels, of all groups together
-    (``scope=global``) or of each group alone (``layer``); ties by group, then channel order; each group keeps one."""
+    (``scope=global``) or of each group alone (``layer``); ties by group, then channel order; each group keeps one.
+    A weight ``mask`` pruned already (round 0 from ``prune.mask_from``) stays pruned inside the channels kept."""
     alive = [alive_channels(g, mask) for g in groups]
     pools = [list(range(len(groups)))] if scope == "global" else [[i] for i in range(len(groups))]
     for pool in pools:
@@ -266,7 +267,8 @@ def prune_channels(
                 break
             if left[i] > 1:
                 alive[i][c], left[i], count = False, left[i] - 1, count - 1
-    return channel_mask(groups, alive, mask)
+    kept = channel_mask(groups, alive, mask)
+    return Mask({n: kept[n] & mask[n] for n in kept})
 
 
 # -- the pruning a granularity does, for the callback ------------------------------------------------------------

@@ -108,7 +108,8 @@ class LotteryTicket(pl.Callback):
             trained weights, replay the learning-rate schedule) or ``none`` (keep them, stay at the final rate).
         granularity: ``weight``, ``channel`` or ``n:m`` such as ``2:4`` (:mod:`lth.core.structured`).
         channel_criterion: how ``channel`` ranks channels: ``l1``, ``l2`` or ``bn_scale``.
-        example_input: one input batch, to trace the model's channel dependencies (``channel`` only).
+        example_input: one input batch, to trace the model's channel dependencies (``channel`` only; default: the
+            LightningModule's ``example_input_array``).
         criterion: how each round ranks the trained weights, a method of :data:`lth.core.catalog.METHODS` that
             prunes every round: ``magnitude`` (``|w|``) or ``lamp`` (layer-adaptive scores, ranked globally).
     """
@@ -171,9 +172,17 @@ class LotteryTicket(pl.Callback):
                     "prune.layer_rates", f"pattern {pattern!r} matches no prunable tensor; they are {list(params)[:6]}"
                 )
         if self.granularity.kind != "weight" and self.structure is None:
-            self.structure = StructuredPruning.build(
-                self.granularity, self.channel_criterion, module, params, self.example_input
-            )
+            example = self.example_input
+            if example is None:  # a LightningModule may say what its input looks like
+                example = getattr(module, "example_input_array", None)
+            if example is None and self.granularity.kind == "channel":
+                raise ArgumentError(
+                    "example_input",
+                    None,
+                    "an input batch to trace the model for granularity='channel' (or set the "
+                    "LightningModule's example_input_array)",
+                )
+            self.structure = StructuredPruning.build(self.granularity, self.channel_criterion, module, params, example)
         return params
 
     def control_fn(self, name: str) -> ControlFn:
@@ -294,6 +303,12 @@ class LotteryTicket(pl.Callback):
                 f"LotteryTicket: round {self.round_index} is fit with the Trainer of round {self._fitted[1]}, which "
                 "has trained its steps already (it would not train); build a new Trainer per round"
             )
+        if isinstance(self.rewind, Step) and self.rewind != Step() and trainer.max_steps in (-1, None):
+            raise RuntimeError(
+                f"LotteryTicket(rewind={self.rewind}): every round after round 0 trains from iteration "
+                f"{self.rewind} of round 0, so each round's Trainer needs max_steps=ticket.steps_this_round(<round "
+                "0's steps>), not max_epochs (which would train round 0's whole length again)"
+            )
         self._fitted = (weakref.ref(trainer), self.round_index)
         if trainer.world_size > 1 and self.mask is not None:  # under DDP every rank trains with rank 0's mask
             self.mask = Mask(trainer.strategy.broadcast(dict(self.mask.cpu()), src=0))
@@ -308,12 +323,6 @@ class LotteryTicket(pl.Callback):
             self.iterations_per_epoch = -(-int(trainer.num_training_batches) // trainer.accumulate_grad_batches)
         if self.round_index == 0:  # before any checkpoint is written, so every checkpoint knows it
             self.round0_steps = int(trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches)
-        elif self.start_iteration() and trainer.max_steps in (-1, None):
-            raise RuntimeError(
-                f"LotteryTicket(rewind={self.rewind}): round {self.round_index} trains from iteration "
-                f"{self.start_iteration()}, so its Trainer needs max_steps=ticket.steps_this_round(<round 0's "
-                "steps>), not max_epochs (which would train round 0's whole length again)"
-            )
         offset = self.schedule_offset() if trainer.global_step == 0 else 0  # a resumed round restored its schedule
         if offset:
             with warnings.catch_warnings():

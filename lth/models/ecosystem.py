@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -102,6 +103,23 @@ def timm_model(arch: str, in_channels: int, image_size: int, num_classes: int, *
     return check_images(model, in_channels, image_size, num_classes, f"timm {arch}")
 
 
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Without transformers' "Loading weights" bars and its load report (which names a new head's reinitialised
+    tensors; :func:`lth.models.weights.load_weights` checks the fit itself and refuses any other misfit)."""
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 class HuggingFace(nn.Module):
     """A transformers image classifier as a plain module: images in, logits out (the model is ``net``)."""
 
@@ -115,7 +133,7 @@ class HuggingFace(nn.Module):
     def lth_load_weights(self, path: str | Path) -> dict[str, torch.Tensor]:
         """The weights of a ``save_pretrained`` folder, read by transformers (which knows its own tensor names across
         versions), named as this module names them."""
-        with torch.random.fork_rng(devices=[]):  # transformers may draw a head it then discards
+        with torch.random.fork_rng(devices=[]), _quiet_transformers():  # it may draw a head it then discards
             try:
                 loaded = type(self.net).from_pretrained(
                     str(path), config=self.net.config, ignore_mismatched_sizes=True, local_files_only=True

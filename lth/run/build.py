@@ -232,7 +232,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, span: Span, callbacks: list[pl.
         callbacks=callbacks,
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=cfg.train.progress,
+        enable_progress_bar=False,  # lth.run.progress shows each round's (train.progress)
         # the loss before every evaluation (multiples of eval_every on the axis, and the end) is logged and checked
         log_every_n_steps=math.gcd(50, eval_every, start, start + max_steps),
         default_root_dir=str(run_dir),

@@ -54,7 +54,7 @@ from lth.run.provenance import machine, provenance
 from lth.run.resume import restore_finished, resume_as_needed, resume_point
 from lth.run.rounds import Round, RoundSettings, RunError, dense_round, say, train_round
 from lth.run.signals import STOP, Interrupted
-from lth.run.transfer import start_mask
+from lth.run.transfer import mask_cost, start_mask, with_mask_cost
 from lth.state.artifacts import (
     CONFIG,
     holds_results,
@@ -65,7 +65,7 @@ from lth.state.artifacts import (
     write_json,
     write_rounds,
 )
-from lth.state.labels import flatten, write_alias
+from lth.state.labels import flatten, swept_values, write_alias
 from lth.state.locks import run_lock
 from lth.state.reuse import reuse_finished
 from lth.state.store import CHECKPOINT, MACHINE, check_machine, dense_dir, finished, locked, resumable_rows
@@ -208,16 +208,16 @@ def _train(cfg: RunConfig, run_dir: Path) -> dict:
     shared(lambda: check_machine(run_dir, trained_on))
     data, module, ticket, settings = _build(cfg, trained_on)
     store = dense_dir(cfg, run_dir, trained_on)  # where round 0 is kept for the runs that share it
-    restarted = False  # round 0 restarts as its checkpoint is unusable (said already)
+    restarted = False  # the first round to train starts where restore_finished put it (said already)
     if rows and len(rows) <= cfg.prune.rounds:  # the end of the last finished round: trained weights, masks, rewind
-        kept = restore_finished(module, ticket, run_dir, rows, store)
-        restarted, rows = len(kept) < len(rows), kept
+        rows, restarted = restore_finished(module, ticket, run_dir, rows, store)
     ticket_dir = ensure_ticket(cfg, run_dir) if cfg.prune.control else None
     if is_rank_zero():
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir / CONFIG, cfg)
         write_json(run_dir / MACHINE, trained_on)
-    r = Round(cfg, module, ticket, data, run_dir, settings, build_loggers(cfg, run_dir))
+    progress = RoundProgress(cfg.prune.rounds, show=cfg.train.progress, speaks=is_rank_zero())
+    r = Round(cfg, module, ticket, data, run_dir, settings, build_loggers(cfg, run_dir), progress)
     try:
         _rounds(r, rows, store, ticket_dir, resumed=cfg.resume and not restarted)
     except BaseException:
@@ -232,8 +232,7 @@ def _rounds(r: Round, rows: list[dict], store: Path, ticket_dir: Path | None, re
     cfg, first_round = r.cfg, len(rows)
     if cfg.resume and first_round > cfg.prune.rounds:
         say(f"resume: all rounds in {r.run_dir} are finished; its summary is written")
-    progress = RoundProgress(cfg.prune.rounds)
-    progress.enabled &= is_rank_zero()
+    progress = r.progress or RoundProgress(cfg.prune.rounds, show=False)
     apply_control = r.ticket.control_fn(cfg.prune.control.name) if cfg.prune.control else None
     for round_index in range(first_round, cfg.prune.rounds + 1):
         resume_from = resume_point(
@@ -247,6 +246,8 @@ def _rounds(r: Round, rows: list[dict], store: Path, ticket_dir: Path | None, re
             row = dense_round(r, resume_from)
         else:
             row = train_round(r, round_index, resume_from, spent)
+        if round_index == 0:  # it trains a mask found elsewhere (prune.mask_from): that search counts too
+            row = with_mask_cost(row, mask_cost(cfg))
         progress.end(row["test_acc"])
         rows.append(row)
         if is_rank_zero():
@@ -262,6 +263,8 @@ def _start_round(
     """Set the masks round ``round_index`` trains with and rewind: the control's draw from its ticket's mask, a
     mask scored at initialisation, or the next round of pruning (round 0: the masks it starts with)."""
     cfg, module, ticket = r.cfg, r.module, r.ticket
+    if round_index and ticket.round_index == round_index:  # started already (lth.run.resume.restore_finished)
+        return
     if round_index and apply_control is not None:
         control = cfg.prune.control
         if control.has(CHANGES_INITIALISATION) and ticket.round_index == 0:
@@ -299,7 +302,7 @@ def write_run_alias(cfg: RunConfig, run_dir: Path) -> Path | None:
     """Link ``<parent>/by-label/<what this run sets apart from the default config>`` to the finished run folder;
     the link, or None where the file system refuses it (a readable name is a convenience, never a failure)."""
     try:
-        return write_alias(run_dir, flatten(identity(cfg.plain)))[0]
+        return write_alias(run_dir, flatten(identity(cfg.plain)), swept_values(cfg.plain, cfg.job.swept))[0]
     except (ConfigError, OSError) as error:
         log.warning("no readable alias for %s: %s", run_dir, error)
         return None

@@ -1,5 +1,6 @@
 """Where a run that was stopped continues: the end of its last finished round, and the checkpoint of the round it
-was in (each decision one line; an unusable checkpoint is removed and its round restarts from its start).
+was in (each decision one line; an unusable checkpoint is removed and its round restarts from its start). When the
+end of the last finished round is lost, a weight rewind still starts the next round from its rewind point and mask.
 """
 
 from __future__ import annotations
@@ -8,13 +9,14 @@ import os
 from pathlib import Path
 
 from lth.config.run import RunConfig
+from lth.core.catalog import REWINDS_WEIGHTS, rewind_entry
 from lth.core.errors import ConfigError
 from lth.lightning.callback import LotteryTicket
 from lth.lightning.module import Classifier
 from lth.run.distributed import is_rank_zero, shared
 from lth.run.rounds import Resumed, say
 from lth.run.signals import requeued
-from lth.state.artifacts import holds_results, round_dir
+from lth.state.artifacts import check_state, holds_results, read_tensors, round_dir
 from lth.state.store import CHECKPOINT, restore, round_start, stored_name, unusable
 
 
@@ -34,26 +36,68 @@ def resume_as_needed(cfg: RunConfig, run_dir: Path) -> RunConfig:
 
 def restore_finished(
     module: Classifier, ticket: LotteryTicket, run_dir: Path, rows: list[dict], store: Path
-) -> list[dict]:
+) -> tuple[list[dict], bool]:
     """Restore the end of the last of the finished ``rows`` (trained weights, masks, rewind point) from its
-    checkpoint and return the rows to keep: all of them, or none when round 0 alone is finished and its checkpoint
-    cannot be read (it is removed, and round 0 trained again). A later round's is needed: the run cannot go on
-    without it."""
-    last = round_dir(run_dir, len(rows) - 1) / CHECKPOINT
+    checkpoint; return the rows to keep, and whether module and ticket are at the start of the next round instead
+    (said in one line: the round then starts from there, not from the end of the one before).
+
+    When that checkpoint cannot be used (cut short, unreadable, another model's): the next round continues from its
+    own checkpoint when it has one; else, under a weight rewind (``init``, a Step), the next round starts from the
+    rewind point (``rewind.pt``) under the mask it was started with (its ``mask.pt``), keeping every row, or, not
+    started yet, the last finished round trains again from its own mask (its row dropped); round 0 alone finished
+    restarts from its start. A rewind that keeps the trained weights (``lr``, ``none``) needs that file: one line.
+    """
+    n = len(rows)
+    last = round_dir(run_dir, n - 1) / CHECKPOINT
     problem = shared(lambda: unusable(stored_name(last, store)))  # a file of the dense store is named as such
     if problem is None:
-        restore(module, [ticket], last)
-        return rows
-    if len(rows) == 1:
-        say(f"resume: {problem}; round 0 restarts from its start")
-        if is_rank_zero():
-            last.unlink(missing_ok=True)
-        return []
-    raise ConfigError(
-        "resume",
-        f"{problem}; round {len(rows)} starts from the end of round {len(rows) - 1}, which only that file holds: "
-        f"delete {run_dir} to train the run again",
-    )
+        try:
+            restore(module, [ticket], last)
+            return rows, False
+        except ConfigError as error:  # another model's
+            problem = str(error)
+    following = round_dir(run_dir, n) / CHECKPOINT
+    if shared(lambda: unusable(following)) is None:
+        try:
+            restore(module, [ticket], following)  # resume_point continues round n from it
+            return rows, False
+        except ConfigError:  # another model's: resume_point says so
+            pass
+    again = n if shared(lambda: (round_dir(run_dir, n) / "mask.pt").is_file()) else n - 1
+    if again == 0 or not rewind_entry(ticket.rewind).has(REWINDS_WEIGHTS):
+        if n == 1:
+            say(f"resume: {problem}; round 0 restarts from its start")
+            if is_rank_zero():
+                last.unlink(missing_ok=True)
+            return [], True
+        raise ConfigError(
+            "resume",
+            f"{problem}; round {n} starts from the trained weights of round {n - 1} (prune.rewind={ticket.rewind}), "
+            f"which only that file holds: put back this run's copy of it to keep rounds 0-{n - 1}, or delete "
+            f"{run_dir} to train the run again",
+        )
+    mask = round_dir(run_dir, again) / "mask.pt"
+    start_from_mask(module, ticket, run_dir / "rewind.pt", mask, again)
+    kept = f"rounds 0-{again - 1} are kept" if again > 1 else "round 0 is kept"
+    say(f"resume: {problem}; round {again} restarts from the rewind point (rewind.pt) under its mask ({mask}); {kept}")
+    if again < n and is_rank_zero():
+        last.unlink(missing_ok=True)
+    return rows[:again], True
+
+
+def start_from_mask(module: Classifier, ticket: LotteryTicket, rewind: Path, mask: Path, round_index: int) -> None:
+    """Put module and ticket at the start of round ``round_index`` under a weight rewind: the weights of ``rewind``
+    (the rewind point) under the mask of ``mask`` (what the round was started with), as
+    :meth:`~lth.lightning.callback.LotteryTicket.advance` left them."""
+    state = read_tensors(rewind)
+    check_state(state, module, rewind)
+    masks = read_tensors(mask)
+    ticket.load_state_dict({**ticket.state_dict(), "round_index": round_index, "mask": masks, "rewind_state": state})
+    module.load_state_dict(state)
+    try:
+        ticket.apply_mask(module)
+    except ConfigError as error:
+        raise ConfigError(str(mask), error.message) from None
 
 
 def resume_point(
@@ -73,12 +117,16 @@ def resume_point(
             say(f"resume: no checkpoint of round {round_index} in {run_dir}; round {round_index} restarts from {start}")
         return None
     problem = shared(lambda: unusable(stored_name(partial, store)))
+    if problem is None:
+        try:
+            trained = restore(module, [ticket], partial)
+        except ConfigError as error:  # another model's (module and ticket are left as they were)
+            problem = str(error)
     if problem is not None:
         say(f"resume: {problem}; round {round_index} restarts from {start}")
         if is_rank_zero():
             partial.unlink(missing_ok=True)
         return None
-    trained = restore(module, [ticket], partial)
     say(
         f"resume: round {round_index} continues from its checkpoint at iteration "
         f"{ticket.start_iteration() + trained} ({partial})"

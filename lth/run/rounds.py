@@ -24,6 +24,7 @@ from lth.run.build import Span, build_trainer
 from lth.run.distributed import is_rank_zero, shared
 from lth.run.loggers import RunLoggers
 from lth.run.methods import Cost, early_bird
+from lth.run.progress import RoundProgress, later_round_steps
 from lth.run.signals import SafeStop
 from lth.state.artifacts import round_dir, save_tensors, write_json
 from lth.state.checkpoints import RoundCheckpoint, RoundClock
@@ -60,7 +61,7 @@ class RoundSettings:
 @dataclass(frozen=True)
 class Round:
     """What every round of one run trains with: the config, the network, its pruning callback, the data, the run
-    folder, the lengths, and the loggers."""
+    folder, the lengths, the loggers, and what shows its progress (None: nothing)."""
 
     cfg: RunConfig
     module: Classifier
@@ -69,6 +70,7 @@ class Round:
     run_dir: Path
     settings: RoundSettings
     loggers: RunLoggers
+    progress: RoundProgress | None = None
 
 
 @dataclass(frozen=True)
@@ -120,9 +122,10 @@ def _callbacks(r: Round, round_index: int, where: Path, start: int) -> tuple[lis
     """The callbacks of a round's fit, and those whose results the round reads: ``early_stop``, ``clock``,
     ``bird`` (an early-bird draw in round 0, else None)."""
     early_stop, clock = EarlyStopPoint("val_loss", start=start), RoundClock()
+    cadence = EvaluationCadence(start, r.settings.eval_every, r.settings.total)
     callbacks = [
         r.ticket,
-        EvaluationCadence(start, r.settings.eval_every, r.settings.total),
+        cadence,
         early_stop,
         RandomState(),
         clock,
@@ -133,7 +136,7 @@ def _callbacks(r: Round, round_index: int, where: Path, start: int) -> tuple[lis
         callbacks.insert(callbacks.index(clock), bird)
     if r.settings.rank_report:
         callbacks.append(RankReport(r.run_dir / "ranks", r.ticket))
-    callbacks.append(SafeStop(round_index, start))  # last: it stops the fit once the others are done
+    callbacks.append(SafeStop(round_index, start, cadence.due))  # last: it stops the fit once the others are done
     return callbacks, {"early_stop": early_stop, "clock": clock, "bird": bird}
 
 
@@ -149,6 +152,11 @@ def _fit(r: Round, round_index: int, resumed: Resumed | None) -> tuple[pl.Traine
     callbacks, watch = _callbacks(r, round_index, where, start)
     step_log, axis = r.loggers.for_round(round_index, resumed.trained if resumed else None, start, r.settings.total)
     callbacks.insert(0, axis)  # step metrics on the iteration axis, as rounds.csv has them
+    if r.progress is not None:
+        later = later_round_steps(r.ticket.rewind, r.ticket.iterations_per_epoch, r.settings.total)
+        display = r.progress.display(round_index, start, steps, (r.cfg.prune.rounds - round_index) * later)
+        if display is not None:
+            callbacks.insert(1, display)  # SafeStop stays last
     trainer = build_trainer(r.cfg, r.run_dir, Span(steps, r.settings.eval_every, start), callbacks, step_log)
     try:
         trainer.fit(r.module, datamodule=r.data, ckpt_path=str(resumed.path) if resumed else None)

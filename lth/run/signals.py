@@ -16,16 +16,24 @@ once (the last checkpoint written stays).
 Lightning stops a fit on SIGTERM itself: its handler sets ``trainer.received_sigterm``, its loops raise
 ``SIGTERMException`` when they next look, and callbacks see it in ``on_exception``. lth builds on that: during the
 training loop of a fit, :class:`SafeStop` puts lth's handler back in place of Lightning's (which would stop inside
-an evaluation pass, and under DDP broadcasts from inside the signal handler) and sets ``received_sigterm`` after a
-batch, agreed by all DDP ranks (``strategy.reduce_boolean_decision``), so every rank stops after the same batch;
-Lightning then raises ``SIGTERMException`` after that batch's evaluation, ``RoundCheckpoint.on_exception`` writes
-the checkpoint, and :meth:`StopSignals.installed` turns the exception into :class:`Interrupted`.
+an evaluation pass, and under DDP broadcasts from inside the signal handler) and stops the fit after a batch,
+agreed by all DDP ranks (``strategy.reduce_boolean_decision``), so every rank stops after the same batch. After a
+batch that is not evaluated it sets ``received_sigterm`` and Lightning raises ``SIGTERMException`` after the batch;
+after one that is evaluated SafeStop raises it once the evaluation has ended (Lightning's evaluation loop would
+raise after its first batch, and the evaluation would be lost), where ``train.checkpoint_every`` checkpoints are
+written. ``RoundCheckpoint.on_exception`` writes the checkpoint (after an epoch's last batch, as of the next
+epoch's start: see :mod:`lth.state.checkpoints`) and :meth:`StopSignals.installed` turns the exception into
+:class:`Interrupted`. At the fit's last batch the round ends first: its checkpoint, then :class:`Interrupted`.
 
 On SLURM a job that is stopped in order to be requeued continues by itself: the requeue signal (submitit's
 ``SUBMITIT_PREEMPT_SIGNAL``, USR2 by default, under ``hydra/launcher=slurm``; SIGUSR1, Lightning's, for a job started
 with ``sbatch --signal=USR1@90``) stops the run the same way, then submitit's handler (or ``scontrol requeue``)
 requeues the job, and a requeued job (``SLURM_RESTART_COUNT`` > 0) resumes its run folder without ``resume=true``
-(:func:`requeued`). Lightning's own auto-requeue is turned off (:func:`slurm_plugins`): it would save
+(:func:`requeued`). submitit does not always requeue: it counts the signal as a time-out once the job has run
+min(0.8 x limit, limit - 10 min) (from its first second when ``timeout_min`` <= 10) and then requeues only while
+``max_num_timeout`` time-outs are left; :func:`submitit_refusal` tells beforehand, with submitit's own numbers, and
+the run then says that the job is not requeued and how to continue it instead of handing over to submitit.
+Lightning's own auto-requeue is turned off (:func:`slurm_plugins`): it would save
 ``hpc_ckpt_*.ckpt`` into the run folder and load it into every later fit of the job, whatever its round.
 """
 
@@ -38,7 +46,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any, NoReturn
@@ -81,11 +90,13 @@ class Interrupted(BaseException):
         text = "" if self.round_index is None else f" in round {self.round_index}"
         return text if self.iteration is None else f"{text} at iteration {self.iteration}"
 
-    def line(self, command: str, requeue: bool = False) -> str:
-        """The one line printed when the run stops: what stopped it, where, and the command that continues it."""
+    def line(self, command: str, requeue: bool = False, refusal: str | None = None) -> str:
+        """The one line printed when the run stops: what stopped it, where, and the command that continues it (or,
+        ``requeue``, that the SLURM job is requeued; ``refusal``: why it will not be)."""
         if requeue:
             return f"stopped by {self.name}{self.where()}; requeueing the SLURM job, which then continues by itself"
-        return f"stopped by {self.name}{self.where()}; continue with: {command}"
+        why = f"; {refusal}" if refusal else ""
+        return f"stopped by {self.name}{self.where()}{why}; continue with: {command}"
 
     def __str__(self) -> str:
         return f"stopped by {self.name}{self.where()}"
@@ -183,10 +194,17 @@ class StopSignals:
                     for signum, handler in self.previous.items():
                         signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
+    def refusal(self, stop: Interrupted) -> str | None:
+        """Why submitit will not requeue this job after ``stop``, its requeue signal (None: it will, or not under
+        submitit)."""
+        if stop.signum != requeue_signal() or os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+            return None
+        return submitit_refusal(self.previous.get(stop.signum))
+
     def requeue(self, stop: Interrupted, rank_zero: bool) -> bool:
         """Requeue this SLURM job if ``stop`` came from its requeue signal: submitit's handler does it (and exits)
         under submitit, ``scontrol requeue`` otherwise. Whether the job is being requeued."""
-        if stop.signum != requeue_signal():
+        if stop.signum != requeue_signal() or self.refusal(stop):
             return False
         handler = self.previous.get(stop.signum)
         if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and callable(handler):
@@ -207,18 +225,49 @@ class StopSignals:
 STOP = StopSignals()
 
 
+def submitit_refusal(handler: Any, now: float | None = None) -> str | None:
+    """Why submitit's requeue ``handler`` (its ``SignalHandler.checkpoint_and_try_requeue``) would not requeue
+    the job now, by submitit's own accounting, or None (it would; or the handler is not submitit's).
+
+    submitit takes the signal for a time-out once the job has run min(0.8 x limit, limit - 10 min) since it
+    started, and then requeues only while time-outs are left of ``max_num_timeout`` (one used per time-out); a
+    signal before that is a pre-emption, always requeued.
+    """
+    owner = getattr(handler, "__self__", None)
+    delayed = getattr(owner, "_delayed", None)
+    started = getattr(owner, "_start_time", None)
+    limit, left = getattr(delayed, "_timeout_min", None), getattr(delayed, "_timeout_countdown", None)
+    if not isinstance(started, int | float) or not isinstance(limit, int | float) or not isinstance(left, int):
+        return None
+    ran = (time.time() if now is None else now) - started
+    if ran < min(0.8 * limit * 60, limit * 60 - 600) or left >= 1:
+        return None
+    return (
+        f"submitit counts it as a time-out ({ran / 60:.1f} min into the job's {limit:g}-min limit; one is any "
+        f"signal after min(0.8 x limit, limit - 10 min)) and does not requeue the job: no requeue after a time-out "
+        f"is left (hydra.launcher.max_num_timeout)"
+    )
+
+
 class SafeStop(pl.Callback):
     """Stops the training loop of a fit after a batch when a stop signal came (see the module doc).
 
-    ``round_index`` and ``start`` (where the fit starts on the iteration axis) name the point reached.
+    ``round_index`` and ``start`` (where the fit starts on the iteration axis) name the point reached; ``due`` (the
+    round's :meth:`~lth.lightning.tracking.EvaluationCadence.due`) says which iterations are evaluated. A stop at a
+    batch that is evaluated stops once that evaluation has ended, where a ``train.checkpoint_every`` checkpoint is
+    written (Lightning would stop it after its first batch), so the round's checkpoint holds that evaluation and
+    the resumed fit goes on after it; at the fit's last batch it stops after the round's checkpoint.
     """
 
-    def __init__(self, round_index: int, start: int = 0, stop: StopSignals = STOP) -> None:
-        self.round_index, self.start, self.stop = round_index, start, stop
+    def __init__(
+        self, round_index: int, start: int = 0, due: Callable[[int], bool] | None = None, stop: StopSignals = STOP
+    ) -> None:
+        self.round_index, self.start, self.due, self.stop = round_index, start, due, stop
         self._stepped = 0  # the optimiser step after the last batch seen
+        self._after_evaluation = False  # a stop agreed at a batch that is evaluated: taken when that ends
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._stepped = trainer.global_step
+        self._stepped, self._after_evaluation = trainer.global_step, False
         self.stop.round_index, self.stop.iteration = self.round_index, self.start + trainer.global_step
         self.stop.fitting = True
         self.stop.take_over()
@@ -229,11 +278,21 @@ class SafeStop(pl.Callback):
         stepped = trainer.global_step != self._stepped  # not inside a group of accumulated gradients (not saved)
         self._stepped = trainer.global_step
         self.stop.iteration = self.start + trainer.global_step
-        if stepped and trainer.strategy.reduce_boolean_decision(self.stop.signum is not None, all=False):
-            # what Lightning's SIGTERM handler sets: its loop raises SIGTERMException after this batch's evaluation
+        if not (stepped and trainer.strategy.reduce_boolean_decision(self.stop.signum is not None, all=False)):
+            return
+        if self.stop.signum is None:  # another rank received it
+            self.stop.signum = signal.SIGTERM
+        if 0 < trainer.max_steps <= trainer.global_step:  # the fit's last batch: on_train_end stops
+            return
+        if self.due is not None and self.due(self.stop.iteration):
+            self._after_evaluation = True
+        else:  # what Lightning's SIGTERM handler sets: its loop raises SIGTERMException after this batch
             trainer._signal_connector.received_sigterm = True
-            if self.stop.signum is None:  # another rank received it
-                self.stop.signum = signal.SIGTERM
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._after_evaluation:  # the others have seen the evaluation (SafeStop comes after them)
+            self._after_evaluation = False
+            raise SIGTERMException
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # the round's checkpoint is written (RoundCheckpoint comes first): a signal of the last batch stops here
@@ -274,10 +333,11 @@ def continue_command(stop: Interrupted, job: Job) -> str:
 def exit_stopped(stop: Interrupted, job: Job, rank_zero: bool) -> NoReturn:
     """Print the one line of a stopped run (rank 0), requeue it when SLURM asked for that, and exit with
     :attr:`Interrupted.exit_code`. ``job``: what Hydra knew of the job, the command line as typed included."""
-    requeue = stop.signum == requeue_signal()
+    refusal = STOP.refusal(stop)
+    requeue = stop.signum == requeue_signal() and refusal is None
     command = continue_command(stop, job)
     if rank_zero:
-        print(stop.line(command, requeue=requeue), file=sys.stderr, flush=True)
+        print(stop.line(command, requeue=requeue, refusal=refusal), file=sys.stderr, flush=True)
     if requeue and not STOP.requeue(stop, rank_zero) and rank_zero:
         print(f"the job was not requeued; continue with: {command}", file=sys.stderr, flush=True)
     sys.exit(stop.exit_code)

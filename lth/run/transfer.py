@@ -1,12 +1,15 @@
-"""The mask a run starts from (``prune.mask_from``, checked by :mod:`lth.config.transfer`), read once before round 0."""
+"""The mask a run starts from (``prune.mask_from``, checked by :mod:`lth.config.transfer`), read once before round 0,
+and what that mask cost to find, which round 0's row counts (:func:`with_mask_cost`)."""
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import torch
 
+from lth.config.identity import run_id
 from lth.config.run import RunConfig
 from lth.config.transfer import mask_file
 from lth.core.errors import ConfigError
@@ -14,6 +17,8 @@ from lth.core.interop import mask_from_state
 from lth.core.masks import Mask
 from lth.core.seeds import stream
 from lth.models.weights import read_state
+from lth.run.methods import Cost, spent_before
+from lth.state.artifacts import read_plain, read_rounds
 
 log = logging.getLogger("lth")
 
@@ -27,7 +32,10 @@ def start_mask(cfg: RunConfig, params: dict[str, Any]) -> Any:
     if spec is None:
         return None
     file = mask_file(spec)
-    source = mask_from_state(read_state(file, key="prune.mask_from", fold=False), source="prune.mask_from")
+    zeros = cfg.prune.mask_from_zeros  # a state_dict of weights: the other tensors (biases, norms) are left out
+    hint = "" if zeros else "; prune.mask_from_zeros=true reads weights whose zeros are the mask (ModelPruning's)"
+    state = read_state(file, key="prune.mask_from", fold=False)
+    source = mask_from_state(state, source="prune.mask_from", zeros=zeros, hint=hint)
     if source and not any(n.startswith("model.") for n in source):  # another tool names the bare network's tensors
         source = Mask({f"model.{n}": m for n, m in source.items()})
     fits = {n for n, p in params.items() if n in source and source[n].shape == p.shape}
@@ -36,7 +44,7 @@ def start_mask(cfg: RunConfig, params: dict[str, Any]) -> Any:
     ]
     absent = [n for n in params if n not in source]
     unknown = [n for n in source if n not in params]
-    if unfit or absent or unknown:
+    if unfit or absent or (unknown and not zeros):
         named = "; ".join(
             f"{what}: {', '.join(names[:4])}{', ...' if len(names) > 4 else ''}"
             for what, names in (
@@ -70,3 +78,31 @@ def start_mask(cfg: RunConfig, params: dict[str, Any]) -> Any:
         mask = control.load()(mask, Mask.ones_like(mask), draws)
     log.info("round 0 starts from the mask of %s (%.1f%% weights remaining)", file, 100 * mask.weights_remaining())
     return Mask({n: m.to(params[n].device) for n, m in mask.items()})
+
+
+def mask_cost(cfg: RunConfig) -> Cost:
+    """What the mask of ``prune.mask_from`` cost to find: where it is round k's mask of a run folder
+    (``<run>/round_0k/mask.pt``), what that run's round k counts before it trains (every round the mask came from:
+    the rounds before k, its ticket's for a control, none for a mask pruned at initialisation or round 0's); nothing
+    for another tool's file or a run written before costs were counted."""
+    if cfg.prune.mask_from is None:
+        return Cost()
+    file = mask_file(cfg.prune.mask_from)
+    found, source = re.fullmatch(r"round_(\d+)", file.parent.name), file.parent.parent
+    if found is None or not (source / "rounds.csv").is_file() or not (source / "config.yaml").is_file():
+        return Cost()
+    source_cfg = RunConfig.of(read_plain(source / "config.yaml"))
+    ticket_dir = None
+    if source_cfg.prune.control is not None:  # a control's masks come from its ticket, beside it
+        ticket_dir = source.parent / run_id(source_cfg.but(**{"prune.control": None}).plain)
+        ticket_dir = ticket_dir if (ticket_dir / "rounds.csv").is_file() else None
+    rows = read_rounds(source / "rounds.csv")
+    at = int(found.group(1))
+    if at > len(read_rounds(ticket_dir / "rounds.csv") if ticket_dir else rows):  # the round before it is not there
+        return Cost()
+    return spent_before(source_cfg, at, rows, ticket_dir)
+
+
+def with_mask_cost(row: dict, cost: Cost) -> dict:
+    """Round 0's row with ``cost`` (:func:`mask_cost`) added to its cost columns."""
+    return {**row, **{column: int(row[column]) + value for column, value in cost.columns().items()}}

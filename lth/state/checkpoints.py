@@ -78,4 +78,26 @@ class RoundCheckpoint(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # a stop signal (lth.run.signals.SafeStop): Lightning stopped after a whole batch and its evaluation
         if isinstance(exception, SIGTERMException):
+            if _finished_epoch(trainer):
+                _start_next_epoch(trainer)
             self._save(trainer)
+
+
+def _finished_epoch(trainer: pl.Trainer) -> bool:
+    """Whether the fit stopped at the end of an epoch, after Lightning marked the epoch complete."""
+    progress = trainer.fit_loop.epoch_progress.current
+    return progress.completed == progress.ready > 0
+
+
+def _start_next_epoch(trainer: pl.Trainer) -> None:
+    """Reset the counters of the epoch that ended, as Lightning does when it starts the next one.
+
+    Lightning stops a fit on a signal after the epoch's last batch only once the epoch is complete, but still
+    counting its batches; a fit of ``max_steps`` resumed from there takes those for the next epoch's and ends
+    that one after a single batch (the data order then skips the rest of it).
+    """
+    loop = trainer.fit_loop.epoch_loop
+    loop.batch_progress.reset_on_run()
+    loop.scheduler_progress.reset_on_run()
+    loop.automatic_optimization.optim_progress.reset_on_run()
+    loop.val_loop.batch_progress.total.reset()

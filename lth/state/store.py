@@ -232,21 +232,25 @@ def unusable(path: Path) -> str | None:
 
 def restore(module: torch.nn.Module, callbacks: list, path: Path) -> int:
     """Load the weights and the callbacks' state (masks, rewind point, ...) of checkpoint ``path``; return the
-    iterations its fit had trained (where a fit resumed from it starts)."""
+    iterations its fit had trained (where a fit resumed from it starts). A checkpoint that does not fit is a
+    one-line :class:`ConfigError` naming it, and leaves module and callbacks as they were."""
     checkpoint = load_checkpoint(path)
-    try:
-        module.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
-        raise ConfigError(str(path), f"does not fit this model: {first}") from None
     for callback in callbacks:
         if callback.state_key not in checkpoint["callbacks"]:
             raise ConfigError(str(path), f"holds no state for {callback.state_key}")
+    before = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        module.load_state_dict(before)  # torch loaded the tensors that fit: the module is left as it was
+        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        raise ConfigError(str(path), f"does not fit this model: {first}") from None
+    for callback in callbacks:
         callback.load_state_dict(checkpoint["callbacks"][callback.state_key])
     return int(checkpoint.get("global_step", 0))
 
 
-ROUND0_PRUNE_KEYS = ("rewind", "include", "exclude", "extra", "mask_from", "mask_unmatched")  # rewind point, mask
+ROUND0_PRUNE_KEYS = ("rewind", "include", "exclude", "extra", "mask_from", "mask_from_zeros", "mask_unmatched")  # mask
 # an early-bird round 0 stops where the masks it computes (of this sparsity, scope and criterion) stop changing
 EARLY_BIRD_ROUND0_KEYS = ("method", "target_sparsity", "scope", "early_bird")
 

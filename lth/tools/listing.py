@@ -24,7 +24,7 @@ from filelock import FileLock, Timeout
 
 from lth.config.identity import identity
 from lth.config.schema import lookup
-from lth.core.errors import ConfigError, MissingFileError
+from lth.core.errors import ConfigError, MissingFileError, first_line
 from lth.state.artifacts import read_plain, read_rounds
 from lth.state.labels import ALIASES, flatten, show, write_alias
 from lth.state.locks import owner_file, run_lock
@@ -103,7 +103,7 @@ def read_entry(run_dir: Path) -> Entry:
     """The run in ``run_dir``; an unreadable ``config.yaml`` or ``rounds.csv`` is a one-line
     :class:`~lth.core.errors.ConfigError` naming the file."""
     config = read_plain(run_dir / CONFIG)
-    flat = flatten(identity(config))
+    flat = flatten(config_identity(config, run_dir / CONFIG))
     rounds_csv = run_dir / "rounds.csv"
     rows = read_rounds(rounds_csv) if rounds_csv.is_file() else []
     holder = lock_holder(run_dir)
@@ -124,6 +124,15 @@ def read_entry(run_dir: Path) -> Entry:
         weights_remaining=100 * rows[-1]["weights_remaining"] if rows else None,
         best_test_acc=100 * max(row["test_acc"] for row in rows) if rows else None,
     )
+
+
+def config_identity(config: dict, path: Path) -> dict:
+    """:func:`~lth.config.identity.identity` of the ``config`` read from ``path``; a mapping that is no run's config
+    (a section that is not a mapping) is a one-line :class:`~lth.core.errors.ConfigError` naming the file."""
+    try:
+        return identity(config)
+    except Exception as error:  # a value of the wrong type deep inside: not a config a run wrote
+        raise ConfigError(str(path), f"is not a run's config ({first_line(error)})") from None
 
 
 def parse_filters(texts: Sequence[str]) -> list[tuple[str, str]]:

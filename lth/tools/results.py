@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lth.config.identity import identity
 from lth.config.schema import governor
 from lth.core.errors import ConfigError, MissingFileError
 from lth.state.artifacts import read_plain, read_rounds
+from lth.tools.listing import config_identity
+from lth.tools.runs import read_each
 
 PAPER_SPARSITIES = (100.0, 51.3, 21.1, 13.5, 7.0, 3.6, 1.9)  # % weights remaining in Frankle & Carbin's figures
 CONTROL = "prune.control"
@@ -147,7 +148,7 @@ def read_run(path: Path) -> Run:
     rounds = read_rounds(rounds_path)
     if not rounds:
         raise ConfigError(str(rounds_path), "has a header and no rows: no round finished")
-    flat = flatten(identity(config))
+    flat = flatten(config_identity(config, config_path))
     flat.setdefault(METHOD, "magnitude")  # the identity leaves the default method out; a label names it
     return Run(path=path, config=flat, rounds=rounds)
 
@@ -220,8 +221,23 @@ def _ignored(key: str, ignore: Sequence[str]) -> bool:
     return any(key == name or key.startswith(f"{name}.") for name in ignore)
 
 
+def check_ignore(runs: Sequence[Run], ignore: Sequence[str]) -> None:
+    """Refuse a key of ``ignore`` that no run's config holds (a typo would pool nothing, silently) in one line
+    naming the keys that differ between the runs, those worth pooling over."""
+    for name in ignore:
+        if not any(_ignored(key, [name]) for run in runs for key in run.config):
+            differ = ", ".join(label_keys([run.config for run in runs])) or "none (the runs are all one config)"
+            raise ConfigError(
+                "--ignore",
+                f"no run's config has the key {name!r}; allowed: a key of the runs' config.yaml, such as "
+                f"those that differ between them: {differ}",
+            )
+
+
 def group_runs(runs: Sequence[Run], ignore: Sequence[str] = ("seed",)) -> list[Group]:
-    """Runs with the same config but for the ``ignore`` keys as one group each, the ticket first."""
+    """Runs with the same config but for the ``ignore`` keys as one group each, the ticket first; a key of
+    ``ignore`` that no run has is a :class:`~lth.core.errors.ConfigError` (:func:`check_ignore`)."""
+    check_ignore(runs, ignore)
     members: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
         config = {k: v for k, v in run.config.items() if not _ignored(k, ignore)}
@@ -237,6 +253,8 @@ def load_groups(paths: Iterable[Path], ignore: Sequence[str] = ("seed",)) -> lis
     """Find, read and group the runs under ``paths``.
 
     A path that does not exist, or no run folder under any of them, is a :class:`~lth.core.errors.MissingFileError`.
+    A run folder that cannot be read is skipped with one line on stderr (:func:`~lth.tools.runs.read_each`); none
+    readable is an error.
     """
     paths = [Path(p) for p in paths]
     for path in paths:
@@ -246,7 +264,7 @@ def load_groups(paths: Iterable[Path], ignore: Sequence[str] = ("seed",)) -> lis
     if not found:
         where = ", ".join(str(p) for p in paths)
         raise MissingFileError(where, "no run folder (rounds.csv and config.yaml side by side) in it or below it")
-    return group_runs([read_run(path) for path in found], ignore)
+    return group_runs(read_each(found, read_run, ", ".join(str(p) for p in paths)), ignore)
 
 
 def add_group_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,8 @@ code here asks for a logger by its name. Adding a logger is one class, one entry
   for each round from the spec, given ``save_dir=<run>/logs``, ``name=""`` and ``version=round_<k>``, so one folder
   per round, ``logs/round_<k>``. Its traits: ``continues_step_log`` (a round resumed from its checkpoint continues
   its step log, CSV) and ``rounds_version`` (a folder, ``logs/rounds``, holding the per-round results against
-  ``round``, TensorBoard).
+  ``round`` and against the weights remaining, and the run's identity keys as HParams, TensorBoard). Each is given
+  the identity keys as its hyper-parameters (``hparams.yaml``).
 - :class:`RunPerJob` (W&B, MLflow): one run for the whole job, made when the job starts and ended when it ends;
   its Lightning logger (a :class:`RunWideSteps`) is kept for all rounds and steps never go back over the run. Its
   id is kept in a file under ``logs/`` (``logs/wandb_id``, ``logs/mlflow_run_id``), so a later process on the run

@@ -17,12 +17,15 @@ from pytorch_lightning.loggers.logger import DummyLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
+from lth.config.identity import identity
 from lth.config.run import RunConfig
 from lth.state.artifacts import ROUND_COLUMNS
+from lth.state.labels import flatten, show
 
 log = logging.getLogger("lth")
 
 ROUNDS = "rounds"  # the namespace of per-round results, named after rounds.csv
+BY_WEIGHTS_REMAINING = "by_weights_remaining"  # TensorBoard: per-round results, their step the weights remaining
 SPARSITY_COLUMNS = ("round", "layer", "total", "remaining", "weights_remaining")
 
 
@@ -61,9 +64,18 @@ class IterationAxis(pl.Callback):
         return logger
 
 
-def round_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A ``rounds.csv`` row as ``rounds/<column>`` metrics."""
-    return {f"{ROUNDS}/{column}": row[column] for column in ROUND_COLUMNS if row.get(column) is not None}
+def round_metrics(row: Mapping[str, Any], prefix: str = ROUNDS) -> dict[str, Any]:
+    """A ``rounds.csv`` row as ``rounds/<column>`` metrics (``<prefix>/<column>``)."""
+    return {f"{prefix}/{column}": row[column] for column in ROUND_COLUMNS if row.get(column) is not None}
+
+
+def identity_params(cfg: RunConfig) -> dict[str, Any]:
+    """The run's identity as hyper-parameters: its flattened keys (``prune.rate``), each value a number, a bool or
+    a string (a list or mapping as a command line writes it: ``[a,b]``)."""
+    return {
+        key: value if isinstance(value, bool | int | float | str) else show(value)
+        for key, value in flatten(identity(cfg.plain)).items()
+    }
 
 
 class RunWideSteps:
@@ -144,6 +156,9 @@ class FolderPerRound(LoggerKind):
     ``save_dir=<run>/logs``, ``name=""`` and ``version=round_<k>``: one folder per round, ``logs/round_<k>``, its
     steps on the iteration axis. A name that :data:`LOGGERS` does not hold is one of these.
 
+    Each logger is given the run's identity as its hyper-parameters (:func:`identity_params`; Lightning's CSV and
+    TensorBoard loggers write them to ``hparams.yaml`` in their folder).
+
     Traits: ``continues_step_log``, a round resumed from its checkpoint continues the step log its interrupted part
     wrote (:func:`continue_step_log`); ``rounds_version``, a folder under ``logs/`` where one more logger of the spec
     holds the per-round results (``rounds/<column of rounds.csv>``) against ``round``.
@@ -152,14 +167,17 @@ class FolderPerRound(LoggerKind):
     continues_step_log = False
     rounds_version: str | None = None
 
-    def __init__(self, spec: dict, log_dir: Path) -> None:
+    def __init__(self, spec: dict, log_dir: Path, params: Mapping[str, Any]) -> None:
         self.spec = spec
         self.log_dir = log_dir
+        self.params = dict(params)
         self.rounds = self._made(self.rounds_version) if self.rounds_version else None
+        if self.rounds is not None:
+            self.rounds.log_hyperparams(self.params)
 
     @classmethod
     def build(cls, spec: dict, cfg: RunConfig, log_dir: Path) -> FolderPerRound:
-        return cls(spec, log_dir)
+        return cls(spec, log_dir, identity_params(cfg))
 
     def _made(self, version: str) -> Logger:
         return hydra.utils.instantiate(self.spec, save_dir=str(self.log_dir), name="", version=version)
@@ -168,6 +186,7 @@ class FolderPerRound(LoggerKind):
         logger = axis.attach(self._made(f"round_{round_index:02d}"))
         if resumed_at is not None and self.continues_step_log and rank_zero_only.rank == 0:
             continue_step_log(logger, axis.start + resumed_at + 1)
+        logger.log_hyperparams(self.params)  # after the step log is continued: it starts the logger's files
         return logger
 
     def log_round(self, row: Mapping[str, Any], sparsity: Mapping[str, Any]) -> None:
@@ -186,10 +205,40 @@ class CSVRounds(FolderPerRound):
 
 
 class TensorBoardRounds(FolderPerRound):
-    """``logger=tensorboard``: event files in ``logs/round_<k>``, and the per-round results against ``round`` in
-    ``logs/rounds``."""
+    """``logger=tensorboard``: event files in ``logs/round_<k>``, and in ``logs/rounds`` the per-round results:
+    ``rounds/<column of rounds.csv>`` against ``round``, and ``by_weights_remaining/<column>`` against the weights
+    remaining (TensorBoard's step, a whole number: in hundredths of a percent, 10000 the dense network).
+
+    ``logs/rounds`` is also an HParams session (TensorBoard's HPARAMS tab): the run's identity keys
+    (``prune.rate``, ...) are its hyper-parameters and its scalars (``rounds/<column>``, the last round logged) its
+    metrics, so the runs of a sweep (``tensorboard --logdir <sweep folder>``) can be filtered and compared by
+    any key."""
 
     rounds_version = ROUNDS
+
+    def __init__(self, spec: dict, log_dir: Path, params: Mapping[str, Any]) -> None:
+        super().__init__(spec, log_dir, params)
+        if self.rounds is not None and rank_zero_only.rank == 0:
+            write_hparams(self.rounds, self.params)
+
+    def log_round(self, row: Mapping[str, Any], sparsity: Mapping[str, Any]) -> None:
+        super().log_round(row, sparsity)
+        if self.rounds is not None:
+            step = round(10000 * row["weights_remaining"])
+            self.rounds.log_metrics(round_metrics(row, BY_WEIGHTS_REMAINING), step=step)
+
+
+def write_hparams(logger: Logger, params: Mapping[str, Any]) -> None:
+    """Make ``logger``'s folder (a TensorBoard logger's) an HParams session with hyper-parameters ``params``; its
+    scalars are the session's metrics. No experiment summary is written (Lightning's ``log_hyperparams`` writes one,
+    and logs its metrics' values): TensorBoard would take one run's as the whole sweep's and hide the keys other
+    runs have; without one it gathers every session's keys and scalars."""
+    from torch.utils.tensorboard.summary import hparams
+
+    writer = logger.experiment._get_file_writer()  # type: ignore[attr-defined]  # a TensorBoard SummaryWriter
+    _, start, end = hparams(dict(params), {})
+    writer.add_summary(start)
+    writer.add_summary(end)
 
 
 class RunPerJob(LoggerKind):

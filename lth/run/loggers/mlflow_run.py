@@ -119,7 +119,7 @@ class MLflowRun(RunPerJob):
         tags.update(options.pop("tags", None) or {})
         return cls(
             log_dir=log_dir,
-            name=run_label(cfg.plain),
+            name=run_label(cfg.plain, cfg.job.swept),
             params=flatten(identity(cfg.plain)),
             tags=tags,
             id_file=log_dir / MLFLOW_ID,

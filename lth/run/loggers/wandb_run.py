@@ -157,7 +157,7 @@ class WandbRun(RunPerJob):
         options["group"] = options.get("group") or default_group(cfg.job)
         return cls(
             save_dir=str(log_dir),
-            name=run_label(cfg.plain),  # what sets the run apart from the default config; its folder is the hash
+            name=run_label(cfg.plain, cfg.job.swept),  # what its sweep varies and what sets it apart from the default
             config=thawed(cfg.plain),
             id_file=log_dir / WANDB_ID,
             **options,

@@ -21,6 +21,8 @@ From a run folder (``config.yaml``, ``rounds.csv``, ``rewind.pt``, ``round_XX/ma
 - :mod:`~lth.tools.export.onnx`: ``model.onnx`` when asked and the ``onnx`` packages are installed;
 - :mod:`~lth.tools.export.sparse`: the per-layer runtime paths (dense or CSR Linear layers, picked by measurement);
 - :mod:`~lth.tools.export.evaluate`: the run's test set and a model's predictions on it;
+- :mod:`~lth.tools.export.files`: the export folder's lock (one export writes it at a time), the temporaries of a
+  killed export cleared, and atomic writes for the files other libraries write;
 - :mod:`~lth.tools.export.ship`: :func:`export` itself (asked by :class:`ExportOptions`) and ``export.json``, what
   was checked: the test accuracy evaluated afresh against ``rounds.csv``, the round trip of the compressed file, the
   shrunk model against the masked one, the sizes and the per-layer runtime paths.
@@ -33,13 +35,16 @@ from lth.core.anatomy import NotShrinkable, as_chain
 from lth.tools.export.channels import (
     example_input,
     fold_channels,
+    folded,
     groups_of,
     remove_channels,
     semi_structured,
+    structure,
     write_program,
 )
 from lth.tools.export.errors import ExportError
 from lth.tools.export.evaluate import correct, predict, read_test_split
+from lth.tools.export.files import export_lock, remove_stale, written_through
 from lth.tools.export.formats import FORMATS, TORCH_PRUNE_FILE, write_safetensors, write_torch_prune
 from lth.tools.export.lthz import (
     ENCODINGS,
@@ -97,8 +102,10 @@ __all__ = [
     "encoded_sizes",
     "example_input",
     "export",
+    "export_lock",
     "fold",
     "fold_channels",
+    "folded",
     "groups_of",
     "index_bytes",
     "linear_inputs",
@@ -115,8 +122,10 @@ __all__ = [
     "read_config_and_rounds",
     "read_test_split",
     "remove_channels",
+    "remove_stale",
     "semi_structured",
     "shrink",
+    "structure",
     "summary",
     "time_calls",
     "with_csr",
@@ -126,4 +135,5 @@ __all__ = [
     "write_safetensors",
     "write_ticket",
     "write_torch_prune",
+    "written_through",
 ]

@@ -20,7 +20,15 @@ from torch import nn
 from lth.config.run import RunConfig
 from lth.core.granularity import Granularity
 from lth.core.masks import Mask, prunable_parameters
-from lth.core.structured import CHANNEL_LAYERS, ChannelGroup, alive_channels, channel_groups, coupled_masks
+from lth.core.structured import (
+    CHANNEL_LAYERS,
+    ChannelGroup,
+    alive_channels,
+    channel_groups,
+    channel_mask,
+    coupled_masks,
+)
+from lth.tools.export.files import written_through
 
 SEMI_STRUCTURED_CAPABILITY = (8, 0)  # NVIDIA Ampere and later run 2:4 sparse matrix products
 
@@ -44,6 +52,20 @@ def fold_channels(state: Mapping[str, torch.Tensor], groups: list[ChannelGroup],
     alive = [alive_channels(g, mask) for g in groups]
     coupled = coupled_masks(groups, alive, {n: t.shape for n, t in state.items()})
     return {n: t * coupled[n] if n in coupled else t for n, t in state.items()}
+
+
+def structure(mask: Mask, granularity: Granularity, groups: list[ChannelGroup]) -> str | None:
+    """How ``mask`` departs from the structure its ``granularity`` (channel, n:m) promises, in words, or None where it
+    has it: weights pruned inside the channels it keeps (a channel ticket started from a weight mask), or m-groups
+    that keep more than n weights (a 2:4 ticket's round 0 from a weight mask, or a round before the last)."""
+    if granularity.kind == "channel":
+        whole = channel_mask(groups, [alive_channels(g, mask) for g in groups], mask)
+        inside = sum(int((whole[n] & ~m).sum()) for n, m in mask.items())
+        return f"{inside:,} weights are pruned inside the channels it keeps" if inside else None
+    n, m = granularity.n, granularity.m
+    kept = [t.reshape(t.shape[0], -1, m).sum(-1) for t in mask.values() if t.dim() >= 2 and t[0].numel() % m == 0]
+    over, total = sum(int((k > n).sum()) for k in kept), sum(k.numel() for k in kept)
+    return f"{over:,} of its {total:,} groups of {m} weights keep more than {n}" if over else None
 
 
 @torch.no_grad()
@@ -74,13 +96,25 @@ def remove_channels(
     return small, {n: [widths[n], after[n]] for n in widths}
 
 
+def folded(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (in eval mode) with every BatchNorm that follows a Conv or Linear layer folded into its
+    weights: the same function up to float rounding, in fewer operations per call (the program of a ResNet-20
+    channel ticket runs about 2x faster at batch 1 on a CPU). ``model`` itself where torch.fx cannot trace it."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(model.eval())
+    except Exception:  # torch.fx cannot trace every model (control flow on values): shipped unfolded
+        return model.eval()
+
+
 def write_program(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    """``model`` as a ``torch.export`` program with a dynamic batch size (loads with ``torch.export.load``)."""
+    """``model`` as a ``torch.export`` program with a dynamic batch size, its BatchNorms :func:`folded` (loads with
+    ``torch.export.load(path).module()``)."""
     batch = torch.export.Dim("batch", min=1)
-    program = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},))
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # torch.export.save wants the suffix
-    torch.export.save(program, tmp)
-    tmp.replace(path)
+    program = torch.export.export(folded(model), (example,), dynamic_shapes=({0: batch},))
+    with written_through(path) as tmp:  # a temporary of its own, with the suffix torch.export.save wants
+        torch.export.save(program, tmp)
 
 
 def semi_structured(model: nn.Module, granularity: Granularity, x: torch.Tensor) -> str:

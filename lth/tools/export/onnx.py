@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lth.tools.export.files import written_through
+
 PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 
 
@@ -23,16 +25,17 @@ def write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> str:
     if missing:
         return f"skipped: {' and '.join(missing)} not installed (pip install -e '.[deploy]')"
     batch = torch.export.Dim("batch", min=1)
-    torch.onnx.export(
-        model.eval(),
-        (example,),
-        str(path),
-        input_names=["images"],
-        dynamic_shapes=({0: batch},),
-        dynamo=True,
-        external_data=False,
-        verbose=False,
-    )
+    with written_through(path) as tmp:  # a killed export leaves no half-written model.onnx
+        torch.onnx.export(
+            model.eval(),
+            (example,),
+            str(tmp),
+            input_names=["images"],
+            dynamic_shapes=({0: batch},),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
     import onnx
 
     first = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0]

@@ -31,9 +31,11 @@ from lth.tools.export.channels import (
     groups_of,
     remove_channels,
     semi_structured,
+    structure,
     write_program,
 )
 from lth.tools.export.evaluate import correct, predict, read_test_split
+from lth.tools.export.files import export_lock
 from lth.tools.export.formats import write_safetensors, write_torch_prune
 from lth.tools.export.lthz import bit_identical, compress, decompress
 from lth.tools.export.onnx import onnx_outputs, write_onnx
@@ -137,7 +139,14 @@ def _channels(
     small, units = remove_channels(plain, groups, mask, example_input(cfg))
     report = _checked_smaller(bench, plain, small, units)
     write_program(small, example_input(cfg, 2), bench.out / "shrunk.pt2")
-    return {"file": "shrunk.pt2", **report}, small
+    x, _ = bench.test
+    program = torch.export.load(bench.out / "shrunk.pt2").module()  # as users load it (no .eval(): exported so)
+    with torch.no_grad():
+        shipped = torch.cat([program(x[i : i + bench.batch_size]) for i in range(0, len(x), bench.batch_size)])
+    reference = predict(plain, x, bench.batch_size)
+    if not torch.allclose(shipped, reference, rtol=1e-4, atol=1e-4):  # BatchNorms folded: float rounding only
+        raise RuntimeError(f"shrunk.pt2 differs from the masked model by {(shipped - reference).abs().max()}")
+    return {"file": "shrunk.pt2", **report, "file_max_abs_diff": float((shipped - reference).abs().max())}, small
 
 
 def _onnx(bench: _Bench, runtime: nn.Module) -> dict:
@@ -188,12 +197,16 @@ def _test(bench: _Bench, plain: nn.Module, recorded: float) -> dict:
     }
 
 
-def _runtime(bench: _Bench, runtime: nn.Module, cfg: RunConfig) -> dict:
-    """The report of the runtime model: its semi-structured sparsity (groups of M), its per-layer paths, its ONNX."""
+def _runtime(bench: _Bench, runtime: nn.Module, cfg: RunConfig, gap: str | None) -> dict:
+    """The report of the runtime model: its semi-structured sparsity (groups of M; not tried where the mask has a
+    ``gap`` in that structure), its per-layer paths, its ONNX."""
     x = bench.test[0]
     report = {}
     if cfg.prune.grain.has(GROUPS_OF_M):
-        report["semi_structured"] = semi_structured(runtime, cfg.prune.granularity, x[:64])
+        grain = cfg.prune.granularity
+        report["semi_structured"] = (
+            semi_structured(runtime, grain, x[:64]) if gap is None else f"not used: the mask is not {grain} ({gap})"
+        )
     report["runtime"] = {f"batch_{n}": pick_paths(runtime, x[:n])[1] for n in BENCH_BATCHES}
     report["onnx"] = _onnx(bench, runtime)
     return report
@@ -201,14 +214,17 @@ def _runtime(bench: _Bench, runtime: nn.Module, cfg: RunConfig) -> dict:
 
 def export(run_dir: str | Path, options: ExportOptions | None = None) -> dict:
     """Export one round of the run in ``run_dir`` as ``options`` (:class:`ExportOptions`, its defaults if None)
-    say; return the report also written to ``<out_dir>/export.json``."""
+    say; return the report also written to ``<out_dir>/export.json``.
+
+    Everything is read and checked before anything is written; the files are written under the output folder's
+    export lock (:func:`~lth.tools.export.files.export_lock`: a second export of the same folder waits for the first).
+    """
     options = ExportOptions() if options is None else options
     run_dir = Path(run_dir)
     cfg, rows = read_config_and_rounds(run_dir)
     chosen, files, out = _round_files(run_dir, cfg, rows, options)
     x, y = read_test_split(cfg, options.data_dir)  # before anything is written: a missing test set writes nothing
     bench = _Bench(out, (x, y), cfg.train.eval_batch_size)
-    config = model_config(cfg)
     report: dict = {
         "run_dir": str(run_dir),
         "round": chosen,
@@ -218,7 +234,35 @@ def export(run_dir: str | Path, options: ExportOptions | None = None) -> dict:
         "weights_remaining": files.row["weights_remaining"],
         "out_dir": str(out),
     }
-    groups = groups_of(build_plain(config), cfg) if cfg.prune.grain.has(WHOLE_CHANNELS) else []
+    with export_lock(out):
+        report.update(_write_files(bench, cfg, files, options))
+        write_json(out / "export.json", report)
+    return report
+
+
+def _structure(cfg: RunConfig, gap: str | None) -> str:
+    """For a channel or n:m run, what the export did with a round whose mask has a ``gap`` in that structure (a run
+    started from a weight mask with ``prune.mask_from``, a round before an n:m run's last), in one line."""
+    grain = cfg.prune.granularity
+    if gap is None:
+        return f"the mask is {grain} throughout"
+    source = f"; round 0 started from prune.mask_from={cfg.prune.mask_from}" if cfg.prune.mask_from else ""
+    if grain.kind == "channel":
+        did = "shrunk.pt2 removes whole channels only and keeps those weights, as zeros"
+    else:
+        did = f"the {grain} kernels are not used for it; model.pt is the masked dense model"
+    return f"not {grain} throughout: {gap}{source}; {did}"
+
+
+def _write_files(bench: _Bench, cfg: RunConfig, files: RoundFiles, options: ExportOptions) -> dict:
+    """Write the files of the export into ``bench.out``; their part of the report."""
+    out, config, report = bench.out, model_config(cfg), {}
+    channels = cfg.prune.grain.has(WHOLE_CHANNELS)
+    groups = groups_of(build_plain(config), cfg) if channels else []
+    structured = channels or cfg.prune.grain.has(GROUPS_OF_M)
+    gap = structure(files.mask, cfg.prune.granularity, groups) if structured else None
+    if structured:
+        report["structure"] = _structure(cfg, gap)
     if groups and files.rewind is not None:
         files.rewind = fold_channels(files.rewind, groups, files.mask)
     report["ticket"] = write_ticket(out, files, cfg, config)
@@ -228,12 +272,11 @@ def export(run_dir: str | Path, options: ExportOptions | None = None) -> dict:
     report["torch_prune"] = write_torch_prune(out, state, files.mask) if asked else "not asked (--format torch-prune)"
     report["test"] = _test(bench, plain, files.row["test_acc"])
     report["compressed"] = _compressed(bench, state, files.mask, options.fp16, config)
-    if cfg.prune.grain.has(WHOLE_CHANNELS):
+    if channels:
         report["shrunk"], runtime = _channels(bench, plain, cfg, groups, files.mask)
     else:
         report["shrunk"], runtime = _shrunk(bench, plain)
-    report.update(_runtime(bench, runtime, cfg))
-    write_json(out / "export.json", report)
+    report.update(_runtime(bench, runtime, cfg, gap))
     return report
 
 
@@ -253,6 +296,8 @@ def summary(report: dict) -> str:
         f"{packed['file_bytes']:,} B ({packed['dense_bytes'] / packed['file_bytes']:.1f}x smaller than dense"
         f"{', fp16 values' if packed['fp16'] else ''}); round trip {trip}, test accuracy {packed['test_acc']:.2%}",
     ]
+    if "structure" in report:
+        lines.append(f"structure: {report['structure']}")
     if "skipped" in shrunk:
         lines.append(f"shrunk: skipped: {shrunk['skipped']}")
     else:

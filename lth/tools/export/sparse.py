@@ -32,9 +32,13 @@ class CsrLinear(nn.Module):
 
 
 def time_calls(
-    calls: Mapping[str, Callable[[], object]], repeats: int = 5, min_seconds: float = 0.005
+    calls: Mapping[str, Callable[[], object]],
+    repeats: int = 5,
+    min_seconds: float = 0.005,
+    reduce: Callable[[list[float]], float] = statistics.median,
 ) -> dict[str, float]:
-    """Median seconds per call of each function over ``repeats`` windows of at least ``min_seconds``.
+    """Seconds per call of each function over ``repeats`` windows of at least ``min_seconds``: their median, or
+    ``reduce`` of them (``min``: the least disturbed window, on a machine busy with other work).
 
     The functions take turns window by window, so a burst of load on a shared machine hits all of them alike.
     """
@@ -58,7 +62,7 @@ def time_calls(
                 for _ in range(numbers[name]):
                     fn()
                 windows[name].append((time.perf_counter() - start) / numbers[name])
-    return {name: statistics.median(w) for name, w in windows.items()}
+    return {name: reduce(w) for name, w in windows.items()}
 
 
 def linear_inputs(model: nn.Module, example: torch.Tensor) -> dict[str, torch.Tensor]:
