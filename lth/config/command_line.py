@@ -15,8 +15,9 @@ from typing import NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
+from lth.config.groups import check_group_lists
 from lth.config.hardware import Launch, check_hardware
-from lth.config.validate import check_group_lists, check_output_folder, new_key_allowed, unknown_key, validate
+from lth.config.validate import check_output_folder, new_key_allowed, unknown_key, validate
 from lth.core.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
