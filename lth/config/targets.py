@@ -1,11 +1,14 @@
 """The classes a config names with ``_target_`` (the Trainer, the optimiser, callbacks, loggers, the model, the
-dataset's source), checked before anything is written: each one importable, of the kind its place needs, given only
-arguments it takes; and the Trainer's arguments against the Trainer's own annotations (types, and the values of the
-enumerations Lightning knows, :data:`lth.config.trainer.TRAINER_CHOICES`).
+dataset's source), checked before anything is written (:data:`PLACES`): each one set where the loop needs it,
+importable, of the kind its place needs, with the ``_partial_`` the loop needs, given only arguments it takes
+(by name) and values its annotations allow (the Trainer's enumerations Lightning knows too,
+:data:`lth.config.trainer.TRAINER_CHOICES`); each callback is built once, and refused if it would change what a
+round is (:data:`lth.config.trainer.NOT_PER_ROUND`).
 
 This is the last check of :func:`lth.config.validate.validate`: it imports the classes named (torch and Lightning
 with them), which every other check avoids, so that a bad value is refused before they load. The objects are built
-later, in :mod:`lth.run.build`; what is checked here is what would otherwise be a traceback there.
+later, in :mod:`lth.run.build`; what is checked here is what would otherwise be a traceback there, or a refusal
+after the run folder holds files.
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ def nodes_with_target(node: Any, key: str = "") -> Iterator[tuple[str, DictConfi
 
 def check_targets(cfg: DictConfig) -> None:
     """Refuse, in one line naming the key, a ``_target_`` that is missing or cannot be imported, a class of the
-    wrong kind for its place, an argument it does not take, and a Trainer argument of the wrong type or value."""
+    wrong kind for its place or with the wrong ``_partial_``, an argument it does not take or of a value its
+    annotation does not allow, and a callback that cannot be built or changes what a round is."""
     with _root_handled():
         _check_targets(cfg)
 
