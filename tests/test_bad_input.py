@@ -17,6 +17,8 @@ import typing
 from pathlib import Path
 
 import pytest
+import torch
+from pytorch_lightning.callbacks import EarlyStopping
 
 import train as train_script
 from lth.config import command_line
@@ -143,13 +145,74 @@ BAD_INPUT = [
     ("prune.mask_from_zeros=true", "prune.mask_from_zeros", ""),  # reads the file of prune.mask_from: none
     ("prune.mask_from_zeros=maybe", "prune.mask_from_zeros", ""),
     ("prune.mask_from={tmp}/a_file prune.method=snip prune.rounds=1 prune.target_sparsity=0.5", "prune.mask_from", ""),
+    ("prune.mask_from={tmp}/masks/none_kept.pt", "prune.mask_from", SUB),  # every weight pruned
+    ("prune.mask_from={tmp}/masks/other_model.pt prune.mask_unmatched=dense", "prune.mask_from", SUB),  # fits nothing
+    ("prune.mask_unmatched=dense", "prune.mask_unmatched", SUB),  # without prune.mask_from
+    ("prune.method=snip prune.rounds=1 prune.target_sparsity=0.5 prune.score_batches=18", "prune.score_batches", SUB),
+    # the doors that take any Python object: Trainer arguments (by Lightning's annotations), callbacks, _target_
+    ("+trainer.benchmark=maybe", "trainer.benchmark", SUB),
+    ("+trainer.profiler=nonsense", "trainer.profiler", SUB),
+    ("+trainer.detect_anomaly=abc", "trainer.detect_anomaly", SUB),
+    ("+trainer.inference_mode=abc", "trainer.inference_mode", SUB),
+    ("+trainer.sync_batchnorm=abc", "trainer.sync_batchnorm", SUB),
+    ("+trainer.gradient_clip_algorithm=value +trainer.model_registry=[1]", "trainer.model_registry", SUB),
+    ("+callbacks.x._target_=pytorch_lightning.callbacks.EarlyStopping +callbacks.x.monitor=nope", "callbacks.x", SUB),
+    (
+        "+callbacks.y._target_=pytorch_lightning.callbacks.EarlyStopping +callbacks.y.monitor=val_loss",
+        "callbacks.y",
+        "",
+    ),
+    ("+callbacks.x._target_=tests.test_bad_input.EarlyBirdStop", "callbacks.x", SUB),  # a subclass of EarlyStopping
+    ("+callbacks.x._target_=torch.nn.Linear", "callbacks.x._target_", SUB),  # not a callback
+    ("+callbacks.x._target_=no.such.Callback", "callbacks.x._target_", SUB),
+    ("+callbacks.x._target_=pytorch_lightning.callbacks.Timer +callbacks.x.nope=1", "callbacks.x.nope", SUB),
+    (
+        "+callbacks.x._target_=pytorch_lightning.callbacks.LearningRateMonitor +callbacks.x.logging_interval=bad",
+        "callbacks.x.logging_interval",
+        SUB,
+    ),  # by its annotation
+    ("+callbacks.x._target_=pytorch_lightning.callbacks.Timer +callbacks.x.duration=abc", "callbacks.x", SUB),  # built
+    ("dataset.source._target_=torch.nn.Linear", "dataset.source.train_size", SUB),
+    ("logger=tensorboard logger.tensorboard.default_hp_metric=abc", "logger.tensorboard.default_hp_metric", SUB),
+    ("logger=mlflow logger.mlflow.tracking_uri=123", "logger.mlflow.tracking_uri", ""),
+    ("logger=wandb logger.wandb.project=", "logger.wandb.project", ""),
+    ("logger=[[csv]]", "logger", SUB),
+    ("logger=[csv,csv]", "logger", SUB),
+    ("logger=[many,csv]", "logger", SUB),
+    ("logger=[]", "logger", SUB),
+    ("logger=[csv,none]", "logger", SUB),
+    ("logger=csv +logger.csv.foo=1", "logger.csv.foo", SUB),
+    ("logger=csv +logger.tensorboard.name=x", "logger.tensorboard", SUB),
+    ("logger=csv logger.csv._target_=foo.Bar", "logger.csv._target_", SUB),
+    ("optim.optimizer._target_=foo.Bar", "optim.optimizer._target_", SUB),
+    ("optim.optimizer._target_=torch.nn.Linear", "optim.optimizer._target_", SUB),
+    ("trainer._target_=foo.Bar", "trainer._target_", SUB),
+    ("trainer._target_=torch.nn.Linear", "trainer._target_", SUB),
+    ("model=custom", "model", SUB),  # without model._target_
+    ("~model._target_", "model", SUB),
+    ("~trainer._target_", "trainer._target_", SUB),
+    ("~optim.optimizer._target_", "optim.optimizer._target_", SUB),
+    ("optim.optimizer._partial_=false", "optim.optimizer._partial_", SUB),  # the loop passes the parameters
+    ("dataset.source._target_=lth.data.sources.nothing", "dataset.source._target_", SUB),
 ]
+
+
+class EarlyBirdStop(EarlyStopping):
+    """A callback of the user's own that ends rounds early: refused as EarlyStopping is."""
+
+    def __init__(self) -> None:
+        super().__init__(monitor="val_loss")
 
 
 @pytest.fixture
 def places(tmp_path: Path) -> Path:
     """The folders and files that rows refer to: a file, a read-only folder, image class folders without images."""
     (tmp_path / "a_file").write_text("not a folder\n")
+    (tmp_path / "masks").mkdir()
+    shapes = {"model.layers.0.weight": (300, 784), "model.layers.1.weight": (100, 300), "model.out.weight": (10, 100)}
+    none_kept = {n: torch.zeros(shape, dtype=torch.bool) for n, shape in shapes.items()}
+    torch.save(none_kept, tmp_path / "masks/none_kept.pt")
+    torch.save({"model.conv.weight": torch.ones(3, 3, dtype=torch.bool)}, tmp_path / "masks/other_model.pt")
     (tmp_path / "read_only").mkdir()
     (tmp_path / "read_only").chmod(0o555)
     for split in ("train", "test"):
@@ -263,6 +326,11 @@ def test_keys_that_may_be_added_are_accepted(tmp_path: Path) -> None:
         ["optim=sgd", "optim.optimizer.nesterov=true"],
         ["prune.target_sparsity=0.5"],
         ["hardware.devices=auto", "hardware.precision=bf16-mixed", "hardware.threads=1"],
+        ["+trainer.profiler=simple", "+trainer.benchmark=true", "+trainer.detect_anomaly=false"],
+        ["logger=[csv,tensorboard]", "+logger.tensorboard.name=x"],
+        ["+callbacks.t._target_=pytorch_lightning.callbacks.Timer", "+callbacks.t.duration=null"],
+        ["model.hidden=[]"],  # no hidden layer: a linear classifier
+        ["hardware=cpu", "hardware.devices=3"],  # 3 CPU processes under DDP, as hardware=ddp_cpu
     ):
         assert command_line.check_command_line([*FAST, f"paths.output_dir={tmp_path}", *extra]).checked
     assert not (tmp_path / "runs").exists()
@@ -349,7 +417,57 @@ def test_the_names_repeated_for_validation_match_their_modules() -> None:
         assert signature <= set(keys), target  # a key torch added is missing here
 
 
+def test_the_trainer_choices_are_lightnings() -> None:
+    import pytorch_lightning as pl
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    from lth.config.trainer import TRAINER_CHOICES
+
+    with pytest.raises(MisconfigurationException) as error:
+        pl.Trainer(profiler="nonsense", logger=False)
+    assert str(list(TRAINER_CHOICES["profiler"])) in str(error.value)
+
+
+def test_values_are_checked_against_the_annotation_alone() -> None:
+    """Any argument of any class: the annotation says what is allowed (the Trainer's are one use of it)."""
+    from typing import Literal
+
+    from lth.config.targets import conforms, describe
+
+    hint = bool | Literal["warn"] | None
+    assert [conforms(v, hint) for v in (True, "warn", None, "maybe", 1)] == [True, True, True, False, False]
+    assert describe(hint) == "true, false, warn or null"
+    assert conforms(2, float) and not conforms(True, int) and not conforms(2.5, int)
+    assert conforms([1, 2], list[int] | None) and not conforms("ab", dict[str, int])
+    assert conforms({"_target_": "pkg.Profiler"}, pl_profiler_hint()) and not conforms(3, pl_profiler_hint())
+
+
+def pl_profiler_hint() -> object:
+    import typing
+
+    import pytorch_lightning as pl
+
+    return typing.get_type_hints(pl.Trainer.__init__)["profiler"]
+
+
 def test_validation_of_a_config_object_needs_no_hydra_run(make_cfg) -> None:
     validate(make_cfg())
     with pytest.raises(ConfigError, match="^hardware.threads: got 0"):
         validate(make_cfg("hardware.threads=0"))
+
+
+def test_score_batches_past_an_image_folders_epoch_is_refused_before_anything_is_written(places: Path) -> None:
+    """An image folder's size is known once it is read: the run refuses then, in one line, and leaves nothing."""
+    from PIL import Image
+
+    for split, count in (("train", 10), ("test", 2)):
+        for label, shade in (("a", 0), ("b", 255)):
+            (places / "pics" / "pics" / split / label).mkdir(parents=True)
+            for i in range(count):
+                Image.new("L", (8, 8), shade).save(places / "pics" / "pics" / split / label / f"{i}.png")
+    data = ["dataset=image_folder", "dataset.name=pics", f"paths.data_dir={places / 'pics'}", "dataset.channels=1"]
+    data += ["dataset.image_size=8", "dataset.val_size=4", "train.batch_size=4"]  # 16 training images: 4 batches
+    snip = ["prune.method=snip", "prune.rounds=1", "prune.target_sparsity=0.5", "prune.score_batches=5"]
+    result = run_main(*command_of(" ".join([*data, *snip]), places), cwd=places)
+    assert_refused_in_one_line(places, result.returncode, result.stderr, "prune.score_batches")
+    assert "at most 4" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -242,3 +243,191 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_file(make_cfg, tmp_
     with pytest.raises(ConfigError, match=r"round_00/last\.ckpt: does not fit this model: ") as error:
         restore(module, [build_ticket(typed(other))], tmp_path / "run" / "round_00" / "last.ckpt")
     assert "\n" not in str(error.value)
+
+
+# -- damaged files of a run folder that is run again or resumed: repaired, or one line saying what to do -------
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL at a chosen point (raised past every ``except Exception``)."""
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run through train.py, its folder's files as written (each test damages a copy)."""
+    out = tmp_path_factory.mktemp("finished")
+    result = run_main(*FAST, "paths.output_dir=out", cwd=out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def copy_of(finished_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the finished run's output folder under ``tmp_path``; its run folder."""
+    import shutil
+
+    shutil.copytree(finished_run / "out", tmp_path / "out")
+    (run_dir,) = run_folders(tmp_path / "out" / "runs")
+    return tmp_path, run_dir
+
+
+def cut(path: Path, fraction: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+def test_a_finished_run_with_half_its_rounds_csv_is_repaired_from_its_summary(finished_run, tmp_path) -> None:
+    cwd, run_dir = copy_of(finished_run, tmp_path)
+    whole = (run_dir / "rounds.csv").read_text()
+    cut(run_dir / "rounds.csv")
+    result = run_main(*FAST, "paths.output_dir=out", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    assert "already finished" in result.stdout and "written again from" in result.stderr + result.stdout
+    assert (run_dir / "rounds.csv").read_text() == whole
+    assert (run_dir / "rounds.csv.damaged").is_file()  # nothing written is lost
+
+
+@pytest.mark.parametrize("damage", ["cut", "garbage"])
+def test_an_unreadable_summary_is_written_again_by_resume(finished_run, tmp_path, damage) -> None:
+    cwd, run_dir = copy_of(finished_run, tmp_path)
+    summary = run_dir / "summary.json"
+    cut(summary) if damage == "cut" else summary.write_text("{{{ not json")
+    again = run_main(*FAST, "paths.output_dir=out", cwd=cwd)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    (line,) = again.stderr.strip().splitlines()
+    assert line.startswith("error: resume: ") and "pass resume=true to write its summary" in line
+    resumed = run_main(*FAST, "paths.output_dir=out", "resume=true", cwd=cwd)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(json.loads(summary.read_text())["rounds"]) == 3
+
+
+def test_a_torn_rounds_csv_of_an_unfinished_run_keeps_its_whole_rounds(
+    finished_run, make_cfg, tmp_path, monkeypatch
+) -> None:
+    """A run stopped in round 2 (rounds 0-1 finished) whose rounds.csv then ends in a torn row: the same command
+    says that resume=true keeps rounds 0-1, and resume=true does, to the numbers of an uninterrupted run."""
+    import lth.run.loop
+
+    overrides = ("prune.rounds=2",)  # the finished run's config: it is the uninterrupted run
+    (finished,) = run_folders(finished_run / "out" / "runs")
+    reference = read_rounds(finished / "rounds.csv")
+    real = lth.run.loop.train_round
+
+    def stopped_in_round_2(r, round_index, *rest):
+        if round_index == 2:
+            raise Killed
+        return real(r, round_index, *rest)
+
+    monkeypatch.setattr(lth.run.loop, "train_round", stopped_in_round_2)
+    with pytest.raises(Killed):
+        train(make_cfg(*overrides), run_dir=tmp_path / "run")
+    monkeypatch.undo()
+    path = tmp_path / "run" / "rounds.csv"
+    path.write_text(path.read_text() + "2,0.64,3")  # a torn row
+    with pytest.raises(ConfigError, match=r"^resume: .*pass resume=true to keep the rounds 0-1 it holds whole \("):
+        train(make_cfg(*overrides), run_dir=tmp_path / "run")
+    resumed = train(make_cfg(*overrides, "resume=true"), run_dir=tmp_path / "run")
+    assert comparable(resumed["rounds"]) == comparable(reference)
+    assert (tmp_path / "run" / "rounds.csv.damaged").read_text().endswith("2,0.64,3")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "empty", "cut"])
+def test_an_unreadable_config_yaml_is_written_again_where_the_folder_is_the_configs(
+    finished_run, tmp_path, damage
+) -> None:
+    cwd, run_dir = copy_of(finished_run, tmp_path)
+    (run_dir / "summary.json").unlink()
+    config = run_dir / "config.yaml"
+    whole = config.read_text()
+    config.write_text({"garbage": "a: [unclosed", "empty": "", "cut": whole[: len(whole) // 2]}[damage])
+    resumed = run_main(*FAST, "paths.output_dir=out", "resume=true", cwd=cwd)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "config.yaml" in resumed.stderr + resumed.stdout and "Traceback" not in resumed.stderr
+    assert config.read_text() == whole.replace("resume: false", "resume: true")  # resume is run-only
+
+
+def test_an_unreadable_config_yaml_in_a_folder_named_by_hand_says_what_to_do(make_cfg, tmp_path) -> None:
+    train(make_cfg("prune.rounds=1", "train.share_dense=false"), run_dir=tmp_path / "run")
+    (tmp_path / "run" / "summary.json").unlink()
+    (tmp_path / "run" / "config.yaml").write_text("{{{")
+    with pytest.raises(ConfigError, match=r"^resume: .*config.yaml: cannot be read .*delete .*config.yaml and pass"):
+        train(make_cfg("prune.rounds=1", "train.share_dense=false", "resume=true"), run_dir=tmp_path / "run")
+    (tmp_path / "run" / "config.yaml").unlink()
+    done = train(make_cfg("prune.rounds=1", "train.share_dense=false", "resume=true"), run_dir=tmp_path / "run")
+    assert len(done["rounds"]) == 2
+
+
+# -- errors that a rerun or resume=true would repeat: named where they come from, with the way that works -------
+
+
+def test_weights_holding_nan_are_refused_naming_model_weights(tmp_path: Path) -> None:
+    from lth.models import LeNet300100
+
+    state = LeNet300100(1, 28, 10).state_dict()
+    state["layers.1.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    result = run_main(*FAST, "paths.output_dir=out", f"+model.weights={tmp_path / 'nan.pt'}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: model.weights: ") and "layers.1.weight holds NaN" in line
+    assert run_folders(tmp_path / "out" / "runs") == []  # refused before anything is written: no resume to offer
+
+
+def test_an_early_bird_drawn_before_the_rewind_step_is_not_offered_a_resume_that_repeats_it(tmp_path: Path) -> None:
+    early = ["prune.early_bird.window=2", "prune.early_bird.epsilon=0.99", "train.eval_every=2it", "logger=none"]
+    args = ["dataset=synthetic", "train.steps=40it", *early, "prune.rounds=1", "prune.target_sparsity=0.8"]
+    args += ["prune.method=early_bird", "prune.rewind=10it", "paths.output_dir=out"]
+    first = run_main(*args, cwd=tmp_path)
+    assert first.returncode == 2
+    (line,) = first.stderr.strip().splitlines()
+    assert line.startswith("error: prune.rewind: 10it is past the end of round 0")
+    for attempt in ([], ["resume=true"]):
+        again = run_main(*args, *attempt, cwd=tmp_path)
+        assert again.returncode == 2 and again.stderr.strip().splitlines() == [line]  # not "pass resume=true"
+    (run,) = run_folders(tmp_path / "out" / "runs")
+    assert len(read_rounds(run / "rounds.csv")) == 1  # round 0 is kept
+
+
+def test_a_mask_changed_between_a_kill_and_resume_names_the_interrupted_run(
+    make_cfg, tmp_path: Path, monkeypatch
+) -> None:
+    """The run's id holds the mask's content: resume=true after the file changed finds another, empty folder."""
+    import lth.run.loop
+
+    train(make_cfg("prune.rounds=1", "train.share_dense=false"), run_dir=tmp_path / "source")
+    mask = tmp_path / "mask.pt"
+    mask.write_bytes((tmp_path / "source" / "round_01" / "mask.pt").read_bytes())
+    args = [*FAST, f"paths.output_dir={tmp_path / 'out'}", f"prune.mask_from={mask}", "train.share_dense=false"]
+
+    def killed(r, round_index, *rest):
+        raise Killed
+
+    monkeypatch.setattr(lth.run.loop, "train_round", killed)
+    with pytest.raises(Killed):
+        train(make_cfg(*args[len(FAST) :]))  # make_cfg's overrides are FAST's and these
+    monkeypatch.undo()
+    (interrupted,) = [p for p in (tmp_path / "out" / "runs").iterdir() if (p / "config.yaml").is_file()]
+    mask.write_bytes((tmp_path / "source" / "round_00" / "mask.pt").read_bytes())  # another mask under the name
+    resumed = run_main(*args, "resume=true", cwd=tmp_path)
+    assert resumed.returncode == 2
+    (line,) = resumed.stderr.strip().splitlines()
+    assert line.startswith("error: prune.mask_from: nothing to resume in ") and "the mask file changed" in line
+    assert str(interrupted) in line
+
+
+def test_an_unreadable_config_yaml_of_a_finished_run_is_written_again(finished_run, tmp_path) -> None:
+    cwd, run_dir = copy_of(finished_run, tmp_path)
+    whole = (run_dir / "config.yaml").read_text()
+    cut(run_dir / "config.yaml", 0.3)
+    result = run_main(*FAST, "paths.output_dir=out", cwd=cwd)
+    assert result.returncode == 0 and "already finished" in result.stdout, result.stderr
+    assert (run_dir / "config.yaml").read_text() == whole
+
+
+def test_resume_with_one_key_changed_names_the_run_it_meant(finished_run, tmp_path) -> None:
+    cwd, run_dir = copy_of(finished_run, tmp_path)
+    result = run_main(*FAST, "paths.output_dir=out", "prune.rate=0.3", "resume=true", cwd=cwd)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: resume: nothing to resume in ")
+    assert f"{run_dir} holds a run of this config but for prune.rate (0.2 there, 0.3 here)" in line
+    assert run_folders(tmp_path / "out" / "runs") == [run_dir]  # the refused run left no folder

@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
+from lth.config.groups import check_group_lists
 from lth.config.hardware import Launch, check_hardware
 from lth.config.validate import check_output_folder, new_key_allowed, unknown_key, validate
 from lth.core.errors import ConfigError
@@ -147,6 +148,7 @@ def check_job(overrides: list[str], multirun: bool, config_name: str, new_keys: 
     group defines (outside :data:`lth.config.validate.OPEN_KEYS`). Return its config (with the ``hydra`` node)."""
     from omegaconf.errors import OmegaConfBaseException
 
+    check_group_lists(overrides)
     cfg = compose_job(overrides, config_name)
     try:
         if new_keys:

@@ -490,6 +490,23 @@ DECLARED = (
         optional=True,
         where="logger=wandb",
     ),
+    Key("logger.wandb.project", "str", "the W&B project the run goes to", optional=True, where="logger=wandb"),
+    Key(
+        "logger.mlflow.experiment_name",
+        "str",
+        "the MLflow experiment the run goes to",
+        optional=True,
+        where="logger=mlflow",
+    ),
+    Key(
+        "logger.mlflow.tracking_uri",
+        "str",
+        "null: the run folder's store (sqlite:///<run>/logs/mlflow.db); else a server or store URI",
+        nullable=True,
+        allowed_text="null, or a URI (http://host:5000, sqlite:///path)",
+        optional=True,
+        where="logger=mlflow",
+    ),
     # -- hardware: run-only, but processes and precision enter the identity (lth.config.validate.training_hardware) --
     Key(
         "hardware",

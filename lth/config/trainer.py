@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from lth.config.schema import check
+from lth.config.schema import CONF, check
 from lth.core.errors import ConfigError
 
 # Lightning's Trainer arguments (2.4 to 2.6); tests/test_layout.py checks them against the installed Trainer
@@ -60,12 +60,20 @@ LOOP_KEYS = {  # where each owned argument is set instead
     "callbacks": "callbacks.<name>",
     **{arg: f"hardware.{arg}" for arg in HARDWARE_ARGS},
 }
-# callbacks that change what a round is, refused under callbacks.<name> (by class, subclasses too)
+# the strings Lightning takes for a Trainer argument whose annotation says only ``str`` (Lightning's _init_profiler);
+# tests/test_bad_input.py checks them against Lightning's own message
+TRAINER_CHOICES = {"profiler": ("simple", "advanced", "pytorch", "xla")}
+# callbacks that change what a round is, refused under callbacks.<name> (by class, subclasses too:
+# lth.config.targets, and lth.run.build for configs built in code)
 NOT_PER_ROUND = {
     "pytorch_lightning.callbacks.ModelCheckpoint": "every round writes round_XX/last.ckpt and its early-stop weights",
     "pytorch_lightning.callbacks.ModelPruning": (
         "the run prunes the weights itself (prune.*), and two pruners would mask the same weights; to start from a "
         "ModelPruning checkpoint's mask: prune.mask_from=<file>"
+    ),
+    "pytorch_lightning.callbacks.EarlyStopping": (
+        "it would end rounds early, so rounds would differ in length; every round trains train.steps and its "
+        "early-stop point is its lowest val_loss (early_stop_iteration)"
     ),
 }
 _ADAM = tuple("lr betas eps weight_decay amsgrad foreach maximize capturable differentiable fused".split())
@@ -95,7 +103,8 @@ def check_optimizer(cfg: DictConfig) -> None:
 
 
 def check_trainer(cfg: DictConfig) -> None:
-    """``trainer.*``: Lightning Trainer arguments the IMP loop does not own; ``callbacks.*``: each a ``_target_``."""
+    """``trainer.*``: Lightning Trainer arguments the IMP loop does not own; ``callbacks.*``: each a ``_target_``.
+    Their values and classes: :func:`lth.config.targets.check_targets`."""
     trainer = OmegaConf.select(cfg, "trainer") or {}
     for key, value in trainer.items():
         if key in ("_target_", "_partial_") or value is None:
@@ -110,7 +119,23 @@ def check_trainer(cfg: DictConfig) -> None:
     for name, callback in (OmegaConf.select(cfg, "callbacks") or {}).items():
         if not isinstance(callback, DictConfig) or not isinstance(callback.get("_target_"), str):
             raise ConfigError(f"callbacks.{name}", "needs a _target_ (a Lightning callback class) and its arguments")
-        kind = callback._target_.rpartition(".")[2]
-        for refused, why in NOT_PER_ROUND.items():
-            if kind == refused.rpartition(".")[2]:
-                raise ConfigError(f"callbacks.{name}", f"{kind} is not allowed: {why}")
+
+
+def check_loggers(cfg: DictConfig) -> None:
+    """``logger``: its keys as the schema says, and each ``logger.<name>`` one of the loggers chosen (``logger=csv``,
+    ``logger=[csv,tensorboard]``): a node that ``+logger.<name>.<key>=`` made for a logger not chosen holds none of
+    its preset's keys and would be built without them."""
+    check(cfg, "logger")
+    loggers = OmegaConf.select(cfg, "logger")
+    if not isinstance(loggers, DictConfig):
+        return
+    presets = {str(name): set(OmegaConf.load(CONF / "logger" / f"{name}.yaml").get(name) or ()) for name in loggers}
+    chosen = [name for name in presets if presets[name] <= set(loggers[name])]
+    for name in presets:
+        if name not in chosen:
+            with_it = ",".join([*chosen, name])
+            raise ConfigError(
+                f"logger.{name}",
+                f"{name} is not among the loggers chosen ({', '.join(chosen) or 'none'}); add it with "
+                f"logger=[{with_it}], or leave out +logger.{name}.*",
+            )

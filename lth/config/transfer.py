@@ -101,6 +101,10 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError("prune.mask_unmatched", f"got {unmatched!r}; allowed: null (refuse), refuse, dense")
     spec = OmegaConf.select(cfg, "prune.mask_from")
     if spec is None:
+        if unmatched == "dense":
+            raise ConfigError(
+                "prune.mask_unmatched", "dense says how a prune.mask_from mask is completed; set prune.mask_from"
+            )
         if OmegaConf.select(cfg, "prune.mask_from_zeros"):
             raise ConfigError("prune.mask_from_zeros", "reads the file of prune.mask_from, which is not set")
         return

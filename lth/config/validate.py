@@ -1,6 +1,7 @@
 """The composed config, checked once before anything is written: :func:`validate` checks every key a user sets
-(each key's own type, range or choices from :mod:`lth.config.schema`, and what one key cannot say alone), without
-importing torch. The entry point then builds the typed :class:`lth.config.run.RunConfig` from it.
+(each key's own type, range or choices from :mod:`lth.config.schema`, and what one key cannot say alone), then
+the classes it names (:mod:`lth.config.targets`, which imports torch and Lightning: a bad value is refused first).
+The entry point then builds the typed :class:`lth.config.run.RunConfig` from it.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ from lth.config.schema import (  # noqa: F401 - the names repeated for validatio
     parse_step,
     run_only_keys,
 )
+from lth.config.targets import check_targets
 from lth.config.trainer import (  # noqa: F401 - re-exported
     LOOP_OWNED,
     OPTIMIZER_KEYS,
     TRAINER_ARGS,
+    check_loggers,
     check_optimizer,
     check_trainer,
 )
@@ -254,7 +257,8 @@ def unknown_key(cfg: DictConfig, key: str) -> ConfigError:
 
 
 def validate(cfg: DictConfig, machine: bool = True) -> None:
-    """Check every user-set key up front, without importing torch; raise :class:`ConfigError` naming the first bad key.
+    """Check every user-set key up front; raise :class:`ConfigError` naming the first bad key. Torch and Lightning
+    are imported only by the last check, of the classes the config names (:func:`lth.config.targets.check_targets`).
 
     ``machine``: also check what this machine must have (the GPUs asked for); off where the jobs run elsewhere
     (a SLURM sweep is validated on the machine that submits it).
@@ -305,11 +309,28 @@ def validate(cfg: DictConfig, machine: bool = True) -> None:
     # training and data
     check(cfg, "train")
     train_size = _dataset(cfg)
+    check_score_batches(cfg, train_size)
     check_optimizer(cfg)
     check_steps(cfg, _iterations_per_epoch(cfg, train_size, cfg.train.batch_size))
-    check(cfg, "logger")
+    check_loggers(cfg)
     check_trainer(cfg)
     check_transfer(cfg)  # model.weights, prune.mask_from
+    check_targets(cfg)  # last: it imports the classes named (torch, Lightning)
+
+
+def check_score_batches(cfg: DictConfig, train_size: int | None) -> None:
+    """``prune.score_batches``, where the method reads it: at most the training batches of one epoch (the scores
+    sum over one pass of the training split); a larger number would silently be fewer."""
+    method = catalog.METHODS.entry(OmegaConf.select(cfg, "prune.method"))
+    wanted, batch = OmegaConf.select(cfg, "prune.score_batches"), cfg.train.batch_size
+    if train_size is None or not method.has(catalog.NEEDS_SCORE_BATCHES) or not isinstance(wanted, int):
+        return
+    if wanted > _ceil(train_size, batch):
+        raise ConfigError(
+            "prune.score_batches",
+            f"got {wanted}; allowed: at most {_ceil(train_size, batch)}, the training batches of one epoch "
+            f"({train_size} images in batches of train.batch_size={batch})",
+        )
 
 
 def check_method(cfg: DictConfig, target: float | None, rewind: str | Step, granularity: Granularity) -> None:

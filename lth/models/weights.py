@@ -81,6 +81,11 @@ def load_weights(model: nn.Module, path: str | Path) -> list[str]:
             f"{head[:-1]} may differ)",
         )
     fresh = sorted(set(misfit + missing))
+    bad = next(
+        (k for k in state if k not in fresh and state[k].is_floating_point() and not state[k].isfinite().all()), None
+    )
+    if bad is not None:  # it would train to a val_loss of nan in round 0, and so again in every rerun
+        raise ConfigError("model.weights", f"{path}: {bad} holds NaN or infinite values; allowed: finite weights")
     model.load_state_dict({**own, **{k: v for k, v in state.items() if k not in fresh}})
     if fresh:
         log.info("model.weights: %s keep their initialisation (a new output layer)", ", ".join(fresh))

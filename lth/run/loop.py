@@ -41,7 +41,14 @@ from lth.run.build import (
 )
 from lth.run.build import iterations_per_epoch as steps_per_epoch
 from lth.run.distributed import is_rank_zero, shared, start_ranks, world_size
-from lth.run.methods import check_rewind_reached, mask_at_initialisation, pruned_at_init, run_flops, spent_before
+from lth.run.methods import (
+    check_rewind_reached,
+    check_score_batches,
+    mask_at_initialisation,
+    pruned_at_init,
+    run_flops,
+    spent_before,
+)
 from lth.run.progress import RoundProgress
 from lth.run.provenance import machine, provenance
 from lth.run.resume import restore_finished, resume_as_needed, resume_point
@@ -153,7 +160,7 @@ def _remove_unused(run_dir: Path, parents: list[Path]) -> None:
 
 def done_before(cfg: RunConfig, run_dir: Path) -> dict | None:
     """The summary of this run when it is finished already, here or elsewhere (then linked here); else None."""
-    done = shared(lambda: finished(run_dir))
+    done = shared(lambda: finished(run_dir, cfg))
     if done is not None:
         if is_rank_zero():
             print(f"{format_table(done['rounds'])}\n\nalready finished: {run_dir} (delete it to train again)")
@@ -172,6 +179,7 @@ def build_run(cfg: RunConfig, trained_on: dict) -> tuple[ImageData, Classifier, 
     pl.seed_everything(cfg.seed, verbose=False)
     data = build_data(cfg)
     data.setup()
+    check_score_batches(cfg, data)
     ipe = steps_per_epoch(cfg, data, world_size())
     lengths = check_lengths(cfg.train, cfg.prune.rewind, cfg.optim.schedule, ipe)
     flops = run_flops(cfg, build_model(cfg), accumulation(cfg), world_size())

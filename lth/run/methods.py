@@ -47,6 +47,7 @@ from lth.lightning.earlybird import EarlyBird
 from lth.lightning.module import Classifier
 from lth.run.build import build_model
 from lth.state.artifacts import COST_COLUMNS, read_rounds
+from lth.state.store import rewind_not_reached
 
 
 def method(cfg: RunConfig) -> Entry:
@@ -70,11 +71,7 @@ def early_bird(cfg: RunConfig, ticket: LotteryTicket) -> EarlyBird | None:
 def check_rewind_reached(cfg: RunConfig, ticket: LotteryTicket, round0: dict) -> None:
     """Refuse, in one line, a rewind Step that round 0 did not reach (an early-bird ticket drawn before it)."""
     if ticket.rewind_state is None and isinstance(ticket.rewind, Step):
-        raise ConfigError(
-            "prune.rewind",
-            f"{cfg.prune.rewind} is past the end of round 0, where the early-bird ticket was drawn (iteration "
-            f"{round0.get('train_iterations')}); allowed: init or an earlier Step",
-        )
+        raise rewind_not_reached(cfg, round0.get("train_iterations"))
 
 
 def score_batches(cfg: RunConfig, data: ImageData) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -83,6 +80,20 @@ def score_batches(cfg: RunConfig, data: ImageData) -> list[tuple[torch.Tensor, t
     x, y = data.splits["train"]
     batches = TensorBatches(x.cpu(), y.cpu(), cfg.train.batch_size, shuffle=True, seed=stream(cfg.seed, "scores"))
     return [batch for _, batch in zip(range(cfg.prune.score_batches), batches, strict=False)]
+
+
+def check_score_batches(cfg: RunConfig, data: ImageData) -> None:
+    """Refuse more ``prune.score_batches`` than one epoch of the training split holds, where the method reads it,
+    once the data is read (before anything is written; validate() refuses it first where the split's size is
+    known): a larger number would silently be fewer."""
+    if not method(cfg).has(NEEDS_SCORE_BATCHES):
+        return
+    batches = -(-len(data.splits["train"][0]) // cfg.train.batch_size)
+    if cfg.prune.score_batches > batches:
+        raise ConfigError(
+            "prune.score_batches",
+            f"got {cfg.prune.score_batches}; allowed: at most {batches}, the training batches of one epoch",
+        )
 
 
 def mask_at_initialisation(cfg: RunConfig, module: Classifier, ticket: LotteryTicket, data: ImageData) -> Mask:

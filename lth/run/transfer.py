@@ -54,6 +54,10 @@ def start_mask(cfg: RunConfig, params: dict[str, Any]) -> Any:
             )
             if names
         )
+        if not fits:
+            raise ConfigError(
+                "prune.mask_from", f"{file} fits none of the model's prunable tensors ({named}); a mask of this model"
+            )
         if cfg.prune.mask_unmatched != "dense":
             raise ConfigError(
                 "prune.mask_from",
@@ -64,6 +68,10 @@ def start_mask(cfg: RunConfig, params: dict[str, Any]) -> Any:
     mask = Mask(
         {n: source[n].clone() if n in fits else torch.ones_like(p, dtype=torch.bool).cpu() for n, p in params.items()}
     )
+    if not any(bool(source[n].any()) for n in fits):
+        raise ConfigError(
+            "prune.mask_from", f"{file} keeps no weight of the tensors it fits; allowed: a mask that keeps some"
+        )
     control = cfg.prune.control
     if control is not None:
         draws = torch.Generator().manual_seed(stream(cfg.seed, f"control/{control.name}/mask_from"))

@@ -126,6 +126,8 @@ def read_plain(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), f"cannot be read ({first_line(error)})") from None
     if not isinstance(plain, dict):
         raise ConfigError(str(path), f"holds a {type(plain).__name__}; a run's config is a mapping of keys")
+    if not plain:
+        raise ConfigError(str(path), "is empty (cut short?); a run's config is a mapping of keys")
     return migrate(plain)
 
 
@@ -170,15 +172,21 @@ def read_rounds(path: Path) -> list[dict]:
 
     A file that is missing, cut short or garbled is a one-line :class:`~lth.core.errors.ConfigError` naming it.
     """
-    from lth.core.errors import ConfigError
-
     where = str(path)
     try:
         with open(path, newline="") as f:
-            table = list(csv.reader(f))
+            text = f.read()
     except FileNotFoundError:
         raise ConfigError(where, "is missing") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(where, f"cannot be read ({type(error).__name__}: {error})") from None
+    return _parse_rounds(text, where)
+
+
+def _parse_rounds(text: str, where: str) -> list[dict]:
+    try:
+        table = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as error:
         raise ConfigError(where, f"cannot be read ({type(error).__name__}: {error})") from None
     if not table or not any(table[0]):
         raise ConfigError(where, f"is empty; a rounds.csv starts with the header {','.join(ROUND_COLUMNS)}")
@@ -191,16 +199,51 @@ def read_rounds(path: Path) -> list[dict]:
         if len(line) != len(header):
             raise ConfigError(where, f"row {number} has {len(line)} values for {len(header)} columns (cut short?)")
         row = {}
-        for column, text in zip(header, line, strict=True):
-            if column in COST_COLUMNS and not text:  # a row that did not count its cost
+        for column, text_value in zip(header, line, strict=True):
+            if column in COST_COLUMNS and not text_value:  # a row that did not count its cost
                 continue
             try:
-                row[column] = int(text) if column in INTEGER_COLUMNS else float(text)
+                row[column] = int(text_value) if column in INTEGER_COLUMNS else float(text_value)
             except ValueError:
                 kind = "an integer" if column in INTEGER_COLUMNS else "a number"
-                raise ConfigError(where, f"row {number}, {column}: {text!r} is not {kind}") from None
+                raise ConfigError(where, f"row {number}, {column}: {text_value!r} is not {kind}") from None
         rows.append(row)
     return rows
+
+
+def readable_rounds(path: Path) -> tuple[list[dict], str | None]:
+    """The rows of ``rounds.csv`` that read whole from its start (rounds 0, 1, ... each on a line of its own), and
+    why the rest cannot be read (one line naming the file; None when all of it reads): what a cut-short or garbled
+    file still holds. A last line without its line end is cut short (every write ends one)."""
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as error:
+        return [], f"{path}: cannot be read ({type(error).__name__})"
+    lines, problem = text.splitlines(), None
+    if text and not text.endswith("\n"):
+        lines, problem = lines[:-1], f"{path}: ends mid-line (cut short?)"
+    for count in range(len(lines), 0, -1):
+        try:
+            rows = _parse_rounds("\n".join(lines[:count]) + "\n", str(path))
+        except ConfigError as error:
+            problem = problem or str(error)
+            continue
+        kept = next((i for i, row in enumerate(rows) if row.get("round") != i), len(rows))
+        if kept < len(rows):
+            problem = problem or f"{path}: row {kept + 1} is round {rows[kept].get('round')}, not {kept}"
+        return rows[:kept], problem
+    return [], problem or f"{path}: is empty"
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    """A run's ``summary.json`` (written last, when every round is finished), or None when it is missing or cannot
+    be read whole (then the run is not finished: ``resume=true`` writes it again)."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(summary, dict) and isinstance(summary.get("rounds"), list)
+    return summary if ok and all(isinstance(row, dict) for row in summary["rounds"]) else None
 
 
 def read_tensors(path: Path) -> dict[str, Any]:

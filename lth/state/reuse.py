@@ -18,7 +18,16 @@ from pathlib import Path
 
 from lth.config.identity import identity, run_id
 from lth.config.run import RunConfig
-from lth.state.artifacts import CONFIG, HYDRA_ONLY, RUN_LOCK, is_temporary, read_plain, write_config, write_json
+from lth.state.artifacts import (
+    CONFIG,
+    HYDRA_ONLY,
+    RUN_LOCK,
+    is_temporary,
+    read_plain,
+    read_summary,
+    write_config,
+    write_json,
+)
 
 # Hydra's files, the lock of the folder's own process, and the two files this job writes itself
 NOT_LINKED = (*HYDRA_ONLY, *RUN_LOCK, CONFIG, "summary.json")
@@ -32,7 +41,7 @@ def finished_elsewhere(cfg: RunConfig, run_dir: Path) -> Path | None:
     here = run_dir.resolve()
     wanted = identity(cfg.plain)
     for candidate in candidates:
-        if candidate.resolve() == here or not (candidate / "summary.json").is_file():
+        if candidate.resolve() == here or read_summary(candidate) is None:  # not finished, or its summary unreadable
             continue
         try:
             same = identity(read_plain(candidate / CONFIG)) == wanted

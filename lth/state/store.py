@@ -16,6 +16,7 @@ again.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -23,32 +24,75 @@ from typing import Any
 
 import torch
 
-from lth.config.identity import folder_name, identity
+from lth.config.identity import folder_name, identity, run_id
 from lth.config.run import RunConfig
 from lth.core.catalog import DRAWN_DURING_TRAINING, METHODS
 from lth.core.errors import ConfigError
-from lth.state.artifacts import CONFIG, holds_results, read_plain, read_rounds, round_dir, write_json
+from lth.core.steps import Step
+from lth.state.artifacts import (
+    CONFIG,
+    holds_results,
+    read_plain,
+    read_summary,
+    readable_rounds,
+    round_dir,
+    write_config,
+    write_json,
+    write_rounds,
+)
 from lth.state.locks import locked  # noqa: F401 - the lock (filelock) that guards a run folder or a kept round 0
+from lth.state.nearest import nothing_to_resume
 
+log = logging.getLogger("lth")
 CHECKPOINT = "last.ckpt"
 MACHINE = "machine.json"  # the settings of the machine that trained the run (see lth.run.provenance)
 DENSE_FILES = ("round_00", "rewind.pt")
 
 
-def finished(run_dir: Path) -> dict | None:
-    """The summary of a run that already finished in ``run_dir`` (the same command finds the same folder)."""
-    path = run_dir / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def finished(run_dir: Path, cfg: RunConfig | None = None) -> dict | None:
+    """The summary of a run that already finished in ``run_dir`` (the same command finds the same folder); None
+    when its ``summary.json`` is missing or cannot be read whole (``resume=true`` writes it again). A ``rounds.csv``
+    that has lost rows the summary holds (cut short, garbled) is written again from the summary; an unreadable
+    ``config.yaml`` from ``cfg``, when the folder's name is its run id."""
+    summary = read_summary(run_dir)
+    if summary is None:
+        return None
+    if cfg is not None and run_dir.name == run_id(cfg.plain):
+        _repair_stored_config(cfg, run_dir)
+    path = run_dir / "rounds.csv"
+    rows, problem = readable_rounds(path) if path.is_file() else ([], f"{path}: is missing")
+    if problem is not None or len(rows) < len(summary["rounds"]):
+        _keep_damaged(path)
+        write_rounds(path, summary["rounds"])
+        log.warning("%s; written again from %s", problem or f"{path}: lacks rows", run_dir / "summary.json")
+    return summary
+
+
+def _keep_damaged(path: Path) -> None:
+    """Keep a copy of a damaged ``path`` beside it (``<name>.damaged``) before it is written again."""
+    if path.is_file():
+        shutil.copy2(path, path.with_name(f"{path.name}.damaged"))
+
+
+def _rounds_span(count: int) -> str:
+    return "no round" if count == 0 else "round 0" if count == 1 else f"rounds 0-{count - 1}"
 
 
 def resume_plan(run_dir: Path, last_round: int) -> str:
     """What ``resume=true`` does with the unfinished run in ``run_dir`` (``last_round``: ``prune.rounds``)."""
-    done = len(read_rounds(run_dir / "rounds.csv")) if (run_dir / "rounds.csv").is_file() else 0
+    path = run_dir / "rounds.csv"
+    rows, problem = readable_rounds(path) if path.is_file() else ([], None)
+    done = len(rows)
     if done > last_round:
-        return "write its summary (all its rounds are finished)"
-    if (round_dir(run_dir, done) / CHECKPOINT).is_file():
-        return f"continue round {done} from its checkpoint"
-    return f"restart round {done} from {round_start(done)}"
+        unread = " (its summary.json cannot be read)" if (run_dir / "summary.json").is_file() else ""
+        plan = f"write its summary{unread} (all its rounds are finished)"
+    elif (round_dir(run_dir, done) / CHECKPOINT).is_file():
+        plan = f"continue round {done} from its checkpoint"
+    else:
+        plan = f"restart round {done} from {round_start(done)}"
+    if problem is None:
+        return plan
+    return f"keep the {_rounds_span(done)} it holds whole ({problem}) and {plan}"
 
 
 def round_start(round_index: int) -> str:
@@ -64,6 +108,8 @@ def resumable_rows(cfg: RunConfig, run_dir: Path) -> list[dict]:
     """
     resume = cfg.resume
     started = holds_results(run_dir)
+    if started:
+        check_rewind_reached(cfg, run_dir)
     if not resume:
         if started:
             plan = resume_plan(run_dir, cfg.prune.rounds)
@@ -72,14 +118,86 @@ def resumable_rows(cfg: RunConfig, run_dir: Path) -> list[dict]:
             )
         return []
     if not started:
-        raise ConfigError("resume", f"nothing to resume in {run_dir}: it holds no run (leave out resume=true)")
+        raise nothing_to_resume(cfg, run_dir)
+    _check_stored_config(cfg, run_dir)
+    path = run_dir / "rounds.csv"
+    rows, problem = readable_rounds(path) if path.is_file() else ([], None)
+    if problem is not None:
+        _keep_damaged(path)
+        write_rounds(path, rows)
+        log.warning(
+            "resume: %s; the %s it holds whole are kept (a copy: %s.damaged)",
+            problem,
+            _rounds_span(len(rows)),
+            path.name,
+        )
+    return rows
+
+
+def rewind_not_reached(cfg: RunConfig, drawn: Any) -> ConfigError:
+    """The error of a rewind Step that round 0 did not reach: it ended first, where its early-bird ticket was drawn
+    (iteration ``drawn``). No later round can start, whatever is resumed: a new run is the way on."""
+    return ConfigError(
+        "prune.rewind",
+        f"{cfg.prune.rewind} is past the end of round 0, where the early-bird ticket was drawn (iteration {drawn}); "
+        "allowed: init or an earlier Step",
+    )
+
+
+def check_rewind_reached(cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse again, rather than offer ``resume=true`` (which would fail the same way), a run whose round 0 is
+    finished without its rewind point: a ticket drawn during training (early-bird) before the rewind Step."""
+    path = run_dir / "rounds.csv"
+    if not (cfg.prune.method.has(DRAWN_DURING_TRAINING) and isinstance(cfg.prune.rewind, Step) and path.is_file()):
+        return
+    rows = readable_rounds(path)[0]
+    if rows and len(rows) <= cfg.prune.rounds and not (run_dir / "rewind.pt").is_file():
+        raise rewind_not_reached(cfg, rows[0].get("train_iterations"))
+
+
+def _stored_config_problem(cfg: RunConfig, run_dir: Path) -> tuple[str | None, bool]:
+    """Why ``run_dir``'s ``config.yaml`` is not ``cfg``'s (one line naming it; None when it is), and whether it is
+    because it cannot be read (else it is another config's)."""
     stored = run_dir / CONFIG
-    if stored.is_file():
-        before, now = identity(read_plain(stored)), identity(cfg.plain)
-        if before != now:
-            key = _first_difference(before, now)
-            raise ConfigError("resume", f"{stored} was made by another config (they differ at {key}); resume refused")
-    return read_rounds(run_dir / "rounds.csv") if (run_dir / "rounds.csv").is_file() else []
+    if not stored.is_file():
+        return None, False
+    try:
+        before = identity(read_plain(stored))
+    except ConfigError as error:
+        return str(error), True
+    now = identity(cfg.plain)
+    if before == now:
+        return None, False
+    return f"{stored} was made by another config (they differ at {_first_difference(before, now)})", False
+
+
+def _repair_stored_config(cfg: RunConfig, run_dir: Path) -> None:
+    """Write ``config.yaml`` again from ``cfg`` when it is damaged (cut short, garbled): the folder is named by
+    ``cfg``'s run id, which its identity decides, so a config there that is not ``cfg``'s is a damaged one."""
+    problem, _ = _stored_config_problem(cfg, run_dir)
+    if problem is not None:
+        _keep_damaged(run_dir / CONFIG)
+        write_config(run_dir / CONFIG, cfg)
+        log.warning("%s; written again from this config (%s is its run id)", problem, run_dir.name)
+
+
+def _check_stored_config(cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse to resume ``run_dir`` when its ``config.yaml`` is another config's or cannot be read, unless the
+    folder's name is ``cfg``'s run id (then it is repaired); one line says how to continue."""
+    if run_dir.name == run_id(cfg.plain):
+        _repair_stored_config(cfg, run_dir)
+        return
+    problem, unreadable = _stored_config_problem(cfg, run_dir)
+    if problem is None:
+        return
+    stored = run_dir / CONFIG
+    if not unreadable:
+        raise ConfigError("resume", f"{problem}; resume refused")
+    raise ConfigError(
+        "resume",
+        f"{problem}, so whether {run_dir} holds this config's run cannot be checked: if it does, delete "
+        f"{stored} and pass resume=true again (it is written anew from this command)",
+    )
 
 
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str:

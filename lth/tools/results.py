@@ -228,8 +228,9 @@ def check_ignore(runs: Sequence[Run], ignore: Sequence[str]) -> None:
         if not any(_ignored(key, [name]) for run in runs for key in run.config):
             differ = ", ".join(label_keys([run.config for run in runs])) or "none (the runs are all one config)"
             raise ConfigError(
-                "--ignore", f"no run's config has the key {name!r}; allowed: a key of the runs' config.yaml, such as "
-                f"those that differ between them: {differ}"
+                "--ignore",
+                f"no run's config has the key {name!r}; allowed: a key of the runs' config.yaml, such as "
+                f"those that differ between them: {differ}",
             )
 
 
