@@ -231,8 +231,9 @@ def _round(jobs: list[Job], round_index: int) -> None:
         where = round_dir(r.run_dir, round_index)
         save_tensors(where / "mask.pt", dict(r.ticket.mask))
         write_json(where / "sparsity.json", r.ticket.mask.report())
+    for j in jobs:  # tells each ticket the iterations per epoch (a rewind Step in epochs); one length for all
+        steps = j.r.ticket.steps_this_round(j.r.settings.total, j.r.settings.iterations_per_epoch)
     first = jobs[0].r
-    steps = [j.r.ticket.steps_this_round(j.r.settings.total, j.r.settings.iterations_per_epoch) for j in jobs][0]
     span = Span(steps, first.ticket.start_iteration(), first.settings.eval_every, first.settings.total)
     members = [Member(j.r.cfg, j.r.module, j.r.ticket, j.r.data, j.r.run_dir) for j in jobs]
     device = device_of(first.cfg)

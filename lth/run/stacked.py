@@ -184,6 +184,7 @@ def fit_stack(members: Sequence[Member], span: Span, device: torch.device) -> tu
     """
     started = time.perf_counter()
     for m in members:
+        m.data.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in m.data.splits.items()}  # moved once
         m.ticket.apply_mask(m.module)
         at_start = rewind_entry(m.ticket.rewind).has(FROM_INITIALISATION) or m.ticket.rewind == Step()
         if m.ticket.round_index == 0 and at_start and m.ticket.rewind_state is None:  # as the plain loop records it

@@ -56,7 +56,14 @@ class StackedLauncher(Launcher):
         except ConfigError as error:
             unmake_sweep_folder(Path(str(self.config.hydra.sweep.dir)), output_dir)
             _fail(f"error: {error}", BAD_CONFIG)
-        returns = [self._job_folder(c) for c in composed]
+        returns = []
+        for config in composed:  # each job's folder, as Hydra makes it for any job
+            returns.append(self._job_folder(config))
+            if returns[-1].status != JobStatus.COMPLETED:  # refused: no folder of the sweep is left behind
+                for ret in returns:
+                    remove_run_folder(Path(str(ret.hydra_cfg.hydra.runtime.output_dir)), output_dir)
+                unmake_sweep_folder(Path(str(self.config.hydra.sweep.dir)), output_dir)
+                _fail(f"error: {returns[-1]._return_value}", BAD_CONFIG)
         runs = [r.return_value for r in returns]
         try:
             summaries = train_stack(runs, [Path(str(r.job.output_dir)) for r in runs], self.size)
@@ -87,16 +94,13 @@ class StackedLauncher(Launcher):
     def _job_folder(self, config: Any) -> JobReturn:
         """Make the job's folder as Hydra does for any job; its return value is the job's typed config."""
         assert self.hydra_context is not None
-        ret = run_job(
+        return run_job(
             hydra_context=self.hydra_context,
             task_function=_typed,
             config=config,
             job_dir_key="hydra.sweep.dir",
             job_subdir_key="hydra.sweep.subdir",
         )
-        if ret.status != JobStatus.COMPLETED:
-            _fail(f"error: {ret._return_value}", BAD_CONFIG)
-        return ret
 
 
 def _typed(cfg: Any) -> Any:
