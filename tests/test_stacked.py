@@ -154,3 +154,19 @@ def test_gpu_check_cpu_form_and_the_benchmark_s_stacked_section_time_stacks_agai
     assert bench.startswith("<!-- benchmark-stacked:start -->\n`python scripts/benchmark.py --stacked 1")
     (row,) = [line for line in bench.splitlines() if line.startswith("| lenet300 | 1 |")]
     assert row.endswith("| yes |") and row.count("x |") == 2  # stacks of one and Lightning runs, side by side
+
+
+@pytest.mark.slow
+def test_members_of_other_rates_rewound_to_a_step_are_the_same_alone_and_stacked(tmp_path: Path) -> None:
+    sweep = [*FAST, "train.steps=20it", "prune.rounds=1", "prune.rewind=10it", "seed=0,1", "prune.rate=0.2,0.5"]
+    out = tmp_path / "outputs"
+    for name, size in (("alone", 1), ("together", 4)):
+        done = run_main(*STACKED, *sweep, f"hydra.launcher.size={size}", f"paths.output_dir={out}",
+                        f"hydra.sweep.dir={tmp_path / name}", cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    folders = run_folders(tmp_path / "alone")
+    assert len(folders) == 4 and len({_files(f)["rounds"] for f in folders}) == 4  # four different runs
+    for folder in folders:
+        (_, round1) = read_rounds(folder / "rounds.csv")
+        assert round1["early_stop_iteration"] > 10 and round1["train_iterations"] == 20 + 10  # trained from 10it
+        assert _files(folder) == _files(tmp_path / "together" / folder.name), folder.name

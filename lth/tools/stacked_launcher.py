@@ -65,6 +65,7 @@ class StackedLauncher(Launcher):
                 unmake_sweep_folder(Path(str(self.config.hydra.sweep.dir)), output_dir)
                 _fail(f"error: {returns[-1]._return_value}", BAD_CONFIG)
         runs = [r.return_value for r in returns]
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)  # the stack logs to the console
         try:
             summaries = train_stack(runs, [Path(str(r.job.output_dir)) for r in runs], self.size)
         except (ConfigError, RunError, BusyError) as error:
@@ -74,7 +75,6 @@ class StackedLauncher(Launcher):
             _fail(f"error: {error}", code)
         for ret, summary in zip(returns, summaries, strict=True):
             ret.return_value = summary["rounds"][-1]["test_acc"]
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return returns
 
     def _compose(self, overrides: list[str], index: int) -> Any:
