@@ -449,7 +449,9 @@ def stacked_section(args: argparse.Namespace, command: str) -> str:
     before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [
-            compare("lenet300", n, args.stacked_steps, "cpu", Path(tmp) / str(n), lightning_max=max(args.stacked))
+            compare(
+                "lenet300", n, args.stacked_steps, Path(tmp) / str(n), max(args.stacked), ["hardware.accelerator=cpu"]
+            )
             for n in args.stacked
         ]
     return "\n".join(

@@ -34,7 +34,7 @@ from lth.run.methods import Cost, spent_before
 from lth.run.provenance import machine
 from lth.run.resume import restore_finished, resume_as_needed
 from lth.run.rounds import Round, RunError, say
-from lth.run.stacked import ELEMENTWISE, Member, Span, accuracies_on_test, fit_stack
+from lth.run.stacked import ELEMENTWISE, Member, Span, accuracies_on_test, fit_stack, unfolds
 from lth.run.transfer import mask_cost, with_mask_cost
 from lth.state.artifacts import CONFIG, round_dir, save_tensors, write_config, write_json, write_rounds
 from lth.state.store import CHECKPOINT, MACHINE, check_machine, dense_dir, resumable_rows
@@ -88,11 +88,12 @@ def check_stackable(cfg: RunConfig) -> None:
     network = build_model(cfg)
     if any(True for _ in network.buffers()) or any(isinstance(m, torch.nn.Dropout) for m in network.modules()):
         raise ConfigError("model", f"{cfg.model_name} has buffers or dropout: train.engine=stacked stacks neither yet")
-    if any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in network.modules()):  # vmap: grouped convolutions
+    convs = [m for m in network.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    if not all(unfolds(m) for m in convs):
         raise ConfigError(
             "model",
-            f"{cfg.model_name} has convolutions, whose stacked (grouped) kernels change a member's numbers with the "
-            "stack's size; train.engine=stacked trains fully connected networks only yet",
+            f"{cfg.model_name} has convolutions other than plain 2-d ones (groups, transposed, padding by name or "
+            "mode), which train.engine=stacked does not stack yet",
         )
 
 

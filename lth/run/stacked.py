@@ -3,6 +3,8 @@
 Each member is a run's own network, masks and data: :func:`fit_stack` stacks the members' parameters
 (``torch.func.stack_module_state``), runs ``functional_call`` under ``vmap`` on a stack of the members' own batches
 (each member draws its batches from its own seed's order), and takes one optimiser step over the stacked tensors.
+Convolutions are computed as matrix products of unfolded patches (:class:`UnfoldConv2d`), so that they too stay
+independent of the stack's size.
 The optimisers allowed (:data:`ELEMENTWISE`) update every element from its own gradient and state, so a member's
 numbers do not depend on which other members share its stack; its loss is the mean over its own batch and the
 stack's loss is the sum of the members' losses (a member's gradient is its own loss's). Every member evaluates its
@@ -21,6 +23,7 @@ from pathlib import Path
 import hydra
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from lth.config.run import RunConfig, thawed
@@ -66,6 +69,43 @@ class Span:
     total: int
 
 
+class UnfoldConv2d(nn.Conv2d):
+    """A ``Conv2d`` computed as a matrix product of its unfolded input (the same numbers to rounding).
+
+    Under ``vmap`` a convolution with stacked weights becomes one grouped convolution, whose kernels change a
+    member's numbers with the stack's size; a matrix product of unfolded patches stays a batched matrix product, whose
+    members do not depend on each other (tests/test_stacked.py checks both).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (kh, kw), (ph, pw), (dh, dw), (sh, sw) = self.kernel_size, self.padding, self.dilation, self.stride
+        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
+        height = (x.shape[-2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        width = (x.shape[-1] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        out = (self.weight.flatten(1) @ cols).unflatten(-1, (height, width))
+        return out if self.bias is None else out + self.bias.view(-1, 1, 1)
+
+
+def unfolds(conv: nn.Module) -> bool:
+    """Whether :class:`UnfoldConv2d` computes ``conv`` (a plain 2-d convolution: no groups, zero padding by numbers);
+    other convolutions do not stack."""
+    return (
+        type(conv) in (nn.Conv2d, UnfoldConv2d)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+    )
+
+
+def stackable_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` on the meta device (structure only) whose 2-d convolutions are :class:`UnfoldConv2d`."""
+    base = copy.deepcopy(model).to("meta")
+    for module in base.modules():
+        if type(module) is nn.Conv2d:
+            module.__class__ = UnfoldConv2d  # the same attributes; only forward differs
+    return base
+
+
 class Stack:
     """The members' networks as one vmapped function of stacked parameters (on ``device``)."""
 
@@ -74,7 +114,7 @@ class Stack:
         models = [m.module.model for m in self.members]
         params, _ = stack_module_state(models)
         self.params = {k: v.detach().to(device).requires_grad_(True) for k, v in params.items()}
-        base = copy.deepcopy(models[0]).to("meta")
+        base = stackable_copy(models[0])
 
         def call(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
             return functional_call(base, p, (x,))
