@@ -78,6 +78,7 @@ def test_each_engine_trains_only_its_own_runs(make_cfg, tmp_path: Path) -> None:
         ([STACKED[1], "prune.granularity=channel", "seed=0,1"], "prune.granularity"),
         ([STACKED[1], "train.engine=lightning", "seed=0,1"], "train.engine"),
         (["train.engine=stacked", "+trainer.gradient_clip_val=1.0"], "trainer"),
+        (["train.engine=stacked", "model=resnet20"], "model"),  # BatchNorm's running statistics
     ],
 )
 def test_what_does_not_stack_is_one_line_and_nothing_is_written(tmp_path: Path, args: list[str], key: str) -> None:
