@@ -75,7 +75,6 @@ def test_each_engine_trains_only_its_own_runs(make_cfg, tmp_path: Path) -> None:
             "prune.method",
         ),
         ([STACKED[1], "prune.rewind=lr", "seed=0,1"], "prune.rewind"),
-        ([STACKED[1], "prune.granularity=channel", "seed=0,1"], "prune.granularity"),
         ([STACKED[1], "train.engine=lightning", "seed=0,1"], "train.engine"),
         (["train.engine=stacked", "+trainer.gradient_clip_val=1.0"], "trainer"),
         (["train.engine=stacked", "model=resnet20"], "model"),  # BatchNorm's running statistics
@@ -162,16 +161,24 @@ def test_gpu_check_cpu_form_and_the_benchmark_s_stacked_section_time_stacks_agai
 
 
 @pytest.mark.slow
-def test_members_of_other_rates_rewound_to_a_step_are_the_same_alone_and_stacked(tmp_path: Path) -> None:
-    sweep = [*FAST, "train.steps=20it", "prune.rounds=1", "prune.rewind=10it", "seed=0,1", "prune.rate=0.2,0.5"]
+def test_members_of_other_rates_and_granularities_rewound_to_a_step_are_the_same_alone_and_stacked(
+    tmp_path: Path,
+) -> None:
+    sweep = [*FAST, "train.steps=20it", "prune.rounds=1", "prune.rewind=10it", "prune.rate=0.2,0.5"]
+    sweep.append("prune.granularity=weight,channel,2:4")  # three stacks: the granularity changes how masks apply
     out = tmp_path / "outputs"
     for name, size in (("alone", 1), ("together", 4)):
         done = run_main(*STACKED, *sweep, f"hydra.launcher.size={size}", f"paths.output_dir={out}",
                         f"hydra.sweep.dir={tmp_path / name}", cwd=tmp_path)  # fmt: skip
         assert done.returncode == 0, done.stderr
     folders = run_folders(tmp_path / "alone")
-    assert len(folders) == 4 and len({_files(f)["rounds"] for f in folders}) == 4  # four different runs
+    assert len(folders) == 6
     for folder in folders:
         (_, round1) = read_rounds(folder / "rounds.csv")
         assert round1["early_stop_iteration"] > 10 and round1["train_iterations"] == 20 + 10  # trained from 10it
         assert _files(folder) == _files(tmp_path / "together" / folder.name), folder.name
+    channel = [f for f in folders if "granularity: channel" in (f / "config.yaml").read_text()]
+    mask = torch.load(channel[0] / "round_01" / "mask.pt")["model.layers.0.weight"]
+    weights = torch.load(channel[0] / "round_01" / "early_stop.pt")
+    removed = ~mask.any(1)
+    assert removed.any() and weights["model.layers.0.bias"][removed].eq(0).all()  # a removed neuron's bias stays 0

@@ -65,7 +65,6 @@ def check_stackable(cfg: RunConfig) -> None:
         "hardware.precision": (str(hw.precision) not in ("32", "32-true"), "a stack trains in 32-true only"),
         "hardware.rank_report": (hw.rank_report, "a stack writes no rank reports"),
         "prune.method": (not p.method.has(PRUNES_EVERY_ROUND), "a stack prunes with magnitude or lamp only"),
-        "prune.granularity": (str(p.granularity) != "weight", "a stack prunes single weights only"),
         "prune.rewind": (not rewind_entry(p.rewind).has(REWINDS_WEIGHTS), "a stack rewinds to init or a Step only"),
         "prune.mask_from": (p.mask_from is not None, "a stack starts from dense masks only"),
         "train.compile": (cfg.train.compile, "a stack is not compiled"),

@@ -106,6 +106,18 @@ def stackable_copy(model: nn.Module) -> nn.Module:
     return base
 
 
+def member_masks(member: Member) -> dict[str, torch.Tensor]:
+    """What the member's weights are multiplied by after each step, by parameter name (without ``model.``): its masks
+    and, for channel and n:m granularity, the entries they couple (biases of removed channels), as its ticket's
+    ``apply_mask`` has them."""
+    ticket = member.ticket
+    masks = dict(ticket.mask.items()) if ticket.mask is not None else {}
+    if ticket.structure is not None:
+        named = dict(member.module.named_parameters())
+        masks.update(ticket.structure.coupled(ticket.mask, {n: p.shape for n, p in named.items()}))
+    return {n.removeprefix("model."): m for n, m in masks.items() if n.startswith("model.")}
+
+
 class Stack:
     """The members' networks as one vmapped function of stacked parameters (on ``device``)."""
 
@@ -121,8 +133,9 @@ class Stack:
 
         self.forward = vmap(call)
         self.masks = {}
+        factors = [member_masks(m) for m in self.members]
         for name in self.params:
-            entries = [m.ticket.mask.get(f"model.{name}") if m.ticket.mask is not None else None for m in members]
+            entries = [f.get(name) for f in factors]
             if any(e is not None for e in entries):
                 dense = torch.ones_like(self.params[name][0], dtype=torch.bool)
                 self.masks[name] = torch.stack([dense if e is None else e.to(device) for e in entries]).to(
