@@ -76,6 +76,7 @@ def test_each_engine_trains_only_its_own_runs(make_cfg, tmp_path: Path) -> None:
         ),
         ([STACKED[1], "prune.rewind=lr", "seed=0,1"], "prune.rewind"),
         ([STACKED[1], "train.engine=lightning", "seed=0,1"], "train.engine"),
+        ([STACKED[1], "hydra.launcher.size=0", "seed=0,1"], "hydra.launcher.size"),
         (["train.engine=stacked", "+trainer.gradient_clip_val=1.0"], "trainer"),
         (["train.engine=stacked", "model=resnet20"], "model"),  # BatchNorm's running statistics
     ],
