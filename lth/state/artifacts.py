@@ -333,6 +333,26 @@ def remove_run_folder(run_dir: Path, output_dir: Path) -> None:
             break
 
 
+def unmake_sweep_folder(sweep_dir: Path, output_dir: Path) -> None:
+    """Remove the sweep folder that Hydra made for a refused sweep (it holds ``multirun.yaml`` alone), and the
+    folders above it that it alone was in, up to ``output_dir``; a folder holding anything else stays."""
+    try:
+        if [p.name for p in sweep_dir.iterdir()] != ["multirun.yaml"]:
+            return
+        (sweep_dir / "multirun.yaml").unlink()
+        sweep_dir.rmdir()
+    except OSError:
+        return
+    output_dir = output_dir.resolve()
+    for folder in sweep_dir.resolve().parents:
+        if output_dir not in folder.parents:
+            break
+        try:
+            folder.rmdir()
+        except OSError:  # not empty
+            break
+
+
 def disk_full(error: OSError) -> str:
     """The one line for a write that failed on a full disk or quota (``error`` raised again if it is not that)."""
     if error.errno not in (errno.ENOSPC, errno.EDQUOT):

@@ -22,13 +22,10 @@ from omegaconf import read_write
 from lth.config.entry import load_run, plain_config
 from lth.config.run import RunConfig
 from lth.core.errors import ConfigError
-from lth.run.rounds import RunError
-from lth.run.stack import check_stackable, train_stack
-from lth.state.artifacts import remove_run_folder
+from lth.state.artifacts import remove_run_folder, unmake_sweep_folder
 from lth.state.locks import BUSY, BusyError
-from lth.tools.submitit_slurm import BAD_CONFIG, unmake_sweep_folder
 
-DIVERGED = 3  # train.py's exit code of a diverged round
+BAD_CONFIG, DIVERGED = 2, 3  # train.py's exit codes of a refused config and a diverged round
 ENGINE = "train.engine=stacked"
 
 
@@ -65,6 +62,9 @@ class StackedLauncher(Launcher):
                 unmake_sweep_folder(Path(str(self.config.hydra.sweep.dir)), output_dir)
                 _fail(f"error: {returns[-1]._return_value}", BAD_CONFIG)
         runs = [r.return_value for r in returns]
+        from lth.run.rounds import RunError  # torch: imported once there is something to train, not at Hydra's start
+        from lth.run.stack import train_stack
+
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)  # the stack logs to the console
         try:
             summaries = train_stack(runs, [Path(str(r.job.output_dir)) for r in runs], self.size)
@@ -88,6 +88,8 @@ class StackedLauncher(Launcher):
         with read_write(config.hydra):
             config.hydra.job.id = index
             config.hydra.job.num = index
+        from lth.run.stack import check_stackable  # torch (see launch)
+
         check_stackable(RunConfig.of(plain_config(config)))
         return config
 

@@ -35,6 +35,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import OmegaConf
 
 from lth.core.errors import ConfigError
+from lth.state.artifacts import unmake_sweep_folder
 
 BAD_CONFIG, DIED = 2, 1  # train.py's exit code of a refused config; a sweep with a job that ended without a result
 GRACE_S = 10.0  # a job gone from squeue may still be writing its result file (a slow shared file system)
@@ -146,26 +147,6 @@ def check_request(request: dict[str, Any], partition: Partition) -> None:
 
 def _hardware_overrides(overrides: list[str]) -> list[str]:
     return sorted(o for o in overrides if o.lstrip("+~").partition("=")[0].split(".")[0] == "hardware")
-
-
-def unmake_sweep_folder(sweep_dir: Path, output_dir: Path) -> None:
-    """Remove the sweep folder that Hydra made for a refused sweep (it holds ``multirun.yaml`` alone), and the
-    folders above it that it alone was in, up to ``output_dir``; a folder holding anything else stays."""
-    try:
-        if [p.name for p in sweep_dir.iterdir()] != ["multirun.yaml"]:
-            return
-        (sweep_dir / "multirun.yaml").unlink()
-        sweep_dir.rmdir()
-    except OSError:
-        return
-    output_dir = output_dir.resolve()
-    for folder in sweep_dir.resolve().parents:
-        if output_dir not in folder.parents:
-            break
-        try:
-            folder.rmdir()
-        except OSError:  # not empty
-            break
 
 
 def continue_sweep(sweep_dir: str) -> str:
