@@ -345,6 +345,7 @@ def test_bench_runs_print_and_write_only_where_told(
 
 
 RUN_HERE = {"export", "report", "plot", "runs", "instability", "bench_data", "bench_inference", "benchmark", "cheaper"}
+RUN_HERE |= {"gpu_check"}  # its --cpu form: tests/test_stacked.py
 
 
 def test_every_script_runs_here_in_a_tiny_form() -> None:
