@@ -153,19 +153,20 @@ def with_tickets(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path]) -> tuple[l
 def train_stack(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], size: int) -> list[dict]:
     """Train the runs ``cfgs`` (in ``run_dirs``) in stacks of at most ``size`` members; return their summaries in
     the order given (as :func:`lth.run.loop.train` returns one). Every config is checked before anything is
-    written; each member's folder is locked for the whole stack."""
+    written; each member's folder is locked until every stack is done; the stacks train one after another."""
     quiet_lightning()
     for cfg in cfgs:
         check_stackable(cfg)
     all_cfgs, all_dirs = with_tickets(cfgs, run_dirs)
+    summaries = {}
     with ExitStack() as hold:
         for run_dir in all_dirs:
             hold_run_folder(hold, run_dir)
-        jobs = [_prepare(cfg, run_dir) for cfg, run_dir in zip(all_cfgs, all_dirs, strict=True)]
-        for group in stacks([j.cfg for j in jobs], size):
-            _train_group([jobs[i] for i in group])
-        by_dir = {j.run_dir.resolve(): j.summary for j in jobs}
-    return [by_dir[Path(d).resolve()] for d in run_dirs]
+        for group in stacks(all_cfgs, size):  # one stack's data and networks in memory at a time
+            jobs = [_prepare(all_cfgs[i], all_dirs[i]) for i in group]
+            _train_group(jobs)
+            summaries.update({j.run_dir.resolve(): j.summary for j in jobs})
+    return [summaries[Path(d).resolve()] for d in run_dirs]
 
 
 def _prepare(cfg: RunConfig, run_dir: Path) -> Job:
