@@ -163,7 +163,10 @@ def train_stack(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], size: int) 
         for run_dir in all_dirs:
             hold_run_folder(hold, run_dir)
         for group in stacks(all_cfgs, size):  # one stack's data and networks in memory at a time
-            jobs = [_prepare(all_cfgs[i], all_dirs[i]) for i in group]
+            jobs, kept = [], {}
+            for i in group:
+                jobs.append(_prepare(all_cfgs[i], all_dirs[i]))
+                share_splits(jobs[-1], kept)
             _train_group(jobs)
             summaries.update({j.run_dir.resolve(): j.summary for j in jobs})
     return [summaries[Path(d).resolve()] for d in run_dirs]
@@ -193,6 +196,14 @@ def _prepare(cfg: RunConfig, run_dir: Path) -> Job:
     write_json(run_dir / MACHINE, trained_on)
     r = Round(cfg, module, ticket, data, run_dir, settings, build_loggers(cfg, run_dir), None)
     return Job(cfg, run_dir, r, list(rows), ticket_dir)
+
+
+def share_splits(job: Job, kept: dict[str, dict]) -> None:
+    """Give a member the splits ``kept`` holds of the same dataset split alike (a seed's ticket and its controls
+    share them), else keep its own there; each member still draws its own batches."""
+    if job.r is not None:
+        key = json.dumps([job.r.data.split_seed, job.cfg.plain["dataset"]], sort_keys=True, default=str)
+        job.r.data.splits = kept.setdefault(key, job.r.data.splits)
 
 
 def device_of(cfg: RunConfig) -> torch.device:

@@ -236,8 +236,10 @@ def fit_stack(members: Sequence[Member], span: Span, device: torch.device) -> tu
     In round 0 a rewind to a Step records the members' weights at that iteration (``ticket.rewind_state``).
     """
     started = time.perf_counter()
+    moved: dict[int, dict] = {}  # splits shared by members are moved once
     for m in members:
-        m.data.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in m.data.splits.items()}  # moved once
+        splits = m.data.splits
+        m.data.splits = moved.setdefault(id(splits), {k: (x.to(device), y.to(device)) for k, (x, y) in splits.items()})
         m.ticket.apply_mask(m.module)
         at_start = rewind_entry(m.ticket.rewind).has(FROM_INITIALISATION) or m.ticket.rewind == Step()
         if m.ticket.round_index == 0 and at_start and m.ticket.rewind_state is None:  # as the plain loop records it
