@@ -4,6 +4,8 @@ a stacked sweep writes ordinary run folders, a killed stack resumes exactly, wha
 from __future__ import annotations
 
 import csv
+import shlex
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import torch
 
 from lth.config.identity import identity, run_id
 from lth.config.run import migrate
+from lth.run.signals import Interrupted
 from lth.state.artifacts import ROUND_COLUMNS, read_rounds
 from tests.conftest import FAST, run_folders, run_main, typed
 
@@ -101,7 +104,7 @@ def _files(run_dir: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_members_alone_and_in_a_stack_and_a_killed_stack_resumed_write_the_same_run_folders(
+def test_members_alone_and_in_a_stack_and_a_stopped_stack_resumed_write_the_same_run_folders(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import lth.run.stack as stack
@@ -113,18 +116,23 @@ def test_members_alone_and_in_a_stack_and_a_killed_stack_resumed_write_the_same_
     assert alone.returncode == 0, alone.stderr
     fit, calls = stack.fit_stack, []
 
-    def killed_in_round_1(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def stopped_in_round_1(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         calls.append(1)
         if len(calls) == 2:
-            raise RuntimeError("killed in round 1")
+            raise Interrupted(signal.SIGTERM, 1)  # what the stop signal's handler raises
         return fit(*args, **kwargs)
 
-    monkeypatch.setattr(stack, "fit_stack", killed_in_round_1)
+    monkeypatch.setattr(stack, "fit_stack", stopped_in_round_1)
     together = [*STACKED, *sweep, f"paths.output_dir={out}", f"hydra.sweep.dir={tmp_path / 'together'}"]
-    assert run_main(*together, cwd=tmp_path).returncode != 0
+    stopped = run_main(*together, cwd=tmp_path)
+    assert stopped.returncode == 143, stopped.stderr
+    line = stopped.stderr.strip().splitlines()[-1]
+    assert line.startswith("stopped by SIGTERM in round 1; continue with: python train.py -m hydra/launcher=stacked")
     assert all(len(read_rounds(d / "rounds.csv")) == 1 for d in run_folders(tmp_path / "together"))
     monkeypatch.setattr(stack, "fit_stack", fit)
-    resumed = run_main(*together, "resume=true", cwd=tmp_path)
+    command = shlex.split(line.partition("continue with: ")[2])
+    assert command[-2:] == [f"hydra.sweep.dir={tmp_path / 'together'}", "resume=true"]
+    resumed = run_main(*command[2:], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.count("restarts from its start") == 6
     folders = run_folders(tmp_path / "alone")

@@ -7,8 +7,9 @@ masks, data order, optimiser state, early-stop point and evaluations; rounds go 
 further waits for the others), and a control member takes its ticket's mask of the same round from the ticket's
 folder, as a plain control run does (a ticket not in the sweep is trained as a member too). Round starts, rows,
 masks, costs, summaries and resuming are the plain loop's (:mod:`lth.run.loop`). A stack keeps no checkpoint
-within a round: a killed stack resumes (``resume=true``) every member at the start of its interrupted round, from
-the checkpoint written at the end of the round before. The engine is part of the run's identity: its numbers differ
+within a round: a stop signal (SIGTERM, SIGINT) stops it at once (:class:`~lth.run.signals.Interrupted`), and a
+stopped or killed stack resumes (``resume=true``) every member at the start of its interrupted round, from the
+checkpoint written at the end of the round before. The engine is part of the run's identity: its numbers differ
 from the Lightning loop's in the last bits (batched kernels), so the two never share a folder.
 
 What does not stack yet is refused in one line naming its key (:func:`check_stackable`).
@@ -34,9 +35,10 @@ from lth.run.methods import Cost, spent_before
 from lth.run.provenance import machine
 from lth.run.resume import restore_finished, resume_as_needed
 from lth.run.rounds import Round, RunError, say
+from lth.run.signals import STOP, Interrupted
 from lth.run.stacked import ELEMENTWISE, Member, Span, accuracies_on_test, fit_stack, unfolds
 from lth.run.transfer import mask_cost, with_mask_cost
-from lth.state.artifacts import CONFIG, round_dir, save_tensors, write_config, write_json, write_rounds
+from lth.state.artifacts import CONFIG, holds_results, round_dir, save_tensors, write_config, write_json, write_rounds
 from lth.state.store import CHECKPOINT, MACHINE, check_machine, dense_dir, resumable_rows
 
 # what members of one stack may differ in: nothing of it changes the network's shapes or a round's length
@@ -159,16 +161,20 @@ def train_stack(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], size: int) 
         check_stackable(cfg)
     all_cfgs, all_dirs = with_tickets(cfgs, run_dirs)
     summaries = {}
-    with ExitStack() as hold:
+    with STOP.installed(), ExitStack() as hold:  # a stop signal stops the stack at once (Interrupted)
         for run_dir in all_dirs:
             hold_run_folder(hold, run_dir)
-        for group in stacks(all_cfgs, size):  # one stack's data and networks in memory at a time
-            jobs, kept = [], {}
-            for i in group:
-                jobs.append(_prepare(all_cfgs[i], all_dirs[i]))
-                share_splits(jobs[-1], kept)
-            _train_group(jobs)
-            summaries.update({j.run_dir.resolve(): j.summary for j in jobs})
+        try:
+            for group in stacks(all_cfgs, size):  # one stack's data and networks in memory at a time
+                jobs, kept = [], {}
+                for i in group:
+                    jobs.append(_prepare(all_cfgs[i], all_dirs[i]))
+                    share_splits(jobs[-1], kept)
+                _train_group(jobs)
+                summaries.update({j.run_dir.resolve(): j.summary for j in jobs})
+        except Interrupted as stop:  # resume=true continues it, unless no folder holds anything yet
+            stop.resume = any(holds_results(d) for d in all_dirs)
+            raise
     return [summaries[Path(d).resolve()] for d in run_dirs]
 
 

@@ -63,11 +63,14 @@ class StackedLauncher(Launcher):
                 _fail(f"error: {returns[-1]._return_value}", BAD_CONFIG)
         runs = [r.return_value for r in returns]
         from lth.run.rounds import RunError  # torch: imported once there is something to train, not at Hydra's start
+        from lth.run.signals import Interrupted, exit_stopped
         from lth.run.stack import train_stack
 
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)  # the stack logs to the console
         try:
             summaries = train_stack(runs, [Path(str(r.job.output_dir)) for r in runs], self.size)
+        except Interrupted as stop:  # one line: what stopped it and the command that continues the sweep
+            exit_stopped(stop, runs[0].job, True)
         except (ConfigError, RunError, BusyError) as error:
             for run in runs:
                 remove_run_folder(Path(str(run.job.output_dir)), output_dir)
@@ -106,8 +109,9 @@ class StackedLauncher(Launcher):
 
 
 def _typed(cfg: Any) -> Any:
-    """A job's config validated and typed (with what Hydra knows of the job: its folder, its swept keys)."""
-    return load_run(cfg)
+    """A job's config validated and typed (with what Hydra knows of the job: its folder, its swept keys, and the
+    command line as typed, which train.py left in ``sys.argv``)."""
+    return load_run(cfg, sys.argv[1:])
 
 
 def _fail(line: str, code: int) -> None:
