@@ -31,13 +31,12 @@ from lth.core.catalog import PRUNES_EVERY_ROUND, REWINDS_WEIGHTS, rewind_entry
 from lth.core.errors import ConfigError
 from lth.run.build import build_loggers, build_model, quiet_lightning
 from lth.run.loop import build_run, done_before, finish_run, hold_run_folder, start_round
-from lth.run.methods import Cost, spent_before
+from lth.run.methods import spent_before
 from lth.run.provenance import machine
 from lth.run.resume import restore_finished, resume_as_needed
 from lth.run.rounds import Round, RunError, say
 from lth.run.signals import STOP, Interrupted
 from lth.run.stacked import ELEMENTWISE, Member, Span, accuracies_on_test, fit_stack, unfolds
-from lth.run.transfer import mask_cost, with_mask_cost
 from lth.state.artifacts import CONFIG, holds_results, round_dir, save_tensors, write_config, write_json, write_rounds
 from lth.state.store import CHECKPOINT, MACHINE, check_machine, dense_dir, resumable_rows
 
@@ -277,7 +276,7 @@ def _end_round(j: Job, round_index: int, span: Span, result: tuple) -> None:
         save_tensors(where / "early_stop.pt", watch.state)
     if round_index == 0 and r.ticket.rewind_state is not None:
         save_tensors(r.run_dir / "rewind.pt", r.ticket.rewind_state)
-    spent = spent_before(r.cfg, round_index, j.rows, j.ticket_dir) if round_index else Cost()
+    spent = spent_before(r.cfg, round_index, j.rows, j.ticket_dir)
     row = {
         "round": round_index,
         "weights_remaining": r.ticket.mask.weights_remaining(),
@@ -289,8 +288,6 @@ def _end_round(j: Job, round_index: int, span: Span, result: tuple) -> None:
         "train_seconds": round(seconds, 3),
         **spent.plus(span.steps, r.settings.flops, r.ticket.mask).columns(),
     }
-    if round_index == 0:
-        row = with_mask_cost(row, mask_cost(r.cfg))
     state = {k: v.detach().clone() for k, v in r.module.state_dict().items()}
     ticket_state = {r.ticket.state_key: r.ticket.state_dict()}
     checkpoint = {"state_dict": state, "callbacks": ticket_state, "global_step": span.steps}
