@@ -94,6 +94,14 @@ def test_what_does_not_stack_is_one_line_and_nothing_is_written(tmp_path: Path, 
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*")), list(out.rglob("*"))
 
 
+def test_a_member_that_diverges_stops_its_stack_in_one_line(tmp_path: Path) -> None:
+    args = [*FAST, "train.engine=stacked", "optim.optimizer.lr=1e30", f"paths.output_dir={tmp_path / 'out'}"]
+    done = run_main(*args, cwd=tmp_path)
+    assert done.returncode == 3, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: round 0: ") and "val_loss is nan at iteration 10; resume=true restarts" in line
+
+
 def _files(run_dir: Path) -> dict[str, bytes]:
     """What a run folder's results are: rounds.csv without its timings, and every mask, weights and rewind file."""
     rows = [{k: v for k, v in row.items() if k != "train_seconds"} for row in read_rounds(run_dir / "rounds.csv")]
