@@ -11,11 +11,13 @@ import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytorch_lightning as pl
 
 from lth.config.run import RunConfig
 from lth.core.flops import IterationFlops
+from lth.core.masks import Mask
 from lth.data import ImageData
 from lth.lightning.callback import LotteryTicket
 from lth.lightning.module import Classifier
@@ -171,6 +173,36 @@ def _fit(r: Round, round_index: int, resumed: Resumed | None) -> tuple[pl.Traine
     return trainer, watch
 
 
+class EarlyStopRecord(Protocol):
+    """What either engine knows of a round's early-stop point."""
+
+    iteration: int | None
+    metrics: dict[str, float]
+
+
+def round_row(
+    round_index: int,
+    mask: Mask,
+    early_stop: EarlyStopRecord,
+    test_accs: tuple[float, float],
+    seconds: float,
+    cost: Cost,
+) -> dict:
+    """A round's row of ``rounds.csv``, whichever engine trained it: ``early_stop`` holds the early-stop point's
+    ``iteration`` and validation ``metrics``, ``test_accs`` the test accuracy there and at the round's end."""
+    return {
+        "round": round_index,
+        "weights_remaining": mask.weights_remaining(),
+        "early_stop_iteration": early_stop.iteration,
+        "val_loss": early_stop.metrics["val_loss"],
+        "val_acc": early_stop.metrics["val_acc"],
+        "test_acc": test_accs[0],
+        "final_test_acc": test_accs[1],
+        "train_seconds": round(seconds, 3),
+        **cost.columns(),
+    }
+
+
 def train_round(r: Round, round_index: int, resumed: Resumed | None = None, spent: Cost | None = None) -> dict:
     """Train one round from the current (masked, rewound) weights, or from ``resumed`` (the step log and
     ``train_seconds`` continue its); return its row, with what its network cost: ``spent`` (what its masks cost)
@@ -192,17 +224,8 @@ def train_round(r: Round, round_index: int, resumed: Resumed | None = None, spen
     if r.settings.save_weights and trainer.is_global_zero:
         save_tensors(where / "early_stop.pt", early_stop.state)
     r.module.load_state_dict(final_state)
-    row = {
-        "round": round_index,
-        "weights_remaining": r.ticket.mask.weights_remaining(),
-        "early_stop_iteration": early_stop.iteration,
-        "val_loss": early_stop.metrics["val_loss"],
-        "val_acc": early_stop.metrics["val_acc"],
-        "test_acc": test_acc,
-        "final_test_acc": final_test_acc,
-        "train_seconds": round(seconds, 3),
-        **(spent or Cost()).plus(trainer.global_step, r.settings.flops, r.ticket.mask).columns(),
-    }
+    cost = (spent or Cost()).plus(trainer.global_step, r.settings.flops, r.ticket.mask)
+    row = round_row(round_index, r.ticket.mask, early_stop, (test_acc, final_test_acc), seconds, cost)
     if trainer.is_global_zero:
         log.info(
             "round %d/%d | weights remaining %.1f%% | early stop it %d | val acc %.2f%% | test acc %.2f%% | %.1fs",

@@ -34,7 +34,7 @@ from lth.run.loop import build_run, done_before, finish_run, hold_run_folder, st
 from lth.run.methods import spent_before
 from lth.run.provenance import machine
 from lth.run.resume import restore_finished, resume_as_needed
-from lth.run.rounds import Round, RunError, say
+from lth.run.rounds import Round, RunError, round_row, say
 from lth.run.signals import STOP, Interrupted
 from lth.run.stacked import ELEMENTWISE, Member, Span, accuracies_on_test, fit_stack, unfolds
 from lth.state.artifacts import CONFIG, holds_results, round_dir, save_tensors, write_config, write_json, write_rounds
@@ -277,17 +277,8 @@ def _end_round(j: Job, round_index: int, span: Span, result: tuple) -> None:
     if round_index == 0 and r.ticket.rewind_state is not None:
         save_tensors(r.run_dir / "rewind.pt", r.ticket.rewind_state)
     spent = spent_before(r.cfg, round_index, j.rows, j.ticket_dir)
-    row = {
-        "round": round_index,
-        "weights_remaining": r.ticket.mask.weights_remaining(),
-        "early_stop_iteration": watch.iteration,
-        "val_loss": watch.metrics["val_loss"],
-        "val_acc": watch.metrics["val_acc"],
-        "test_acc": test_acc,
-        "final_test_acc": final_test_acc,
-        "train_seconds": round(seconds, 3),
-        **spent.plus(span.steps, r.settings.flops, r.ticket.mask).columns(),
-    }
+    cost = spent.plus(span.steps, r.settings.flops, r.ticket.mask)
+    row = round_row(round_index, r.ticket.mask, watch, (test_acc, final_test_acc), seconds, cost)
     state = {k: v.detach().clone() for k, v in r.module.state_dict().items()}
     ticket_state = {r.ticket.state_key: r.ticket.state_dict()}
     checkpoint = {"state_dict": state, "callbacks": ticket_state, "global_step": span.steps}
