@@ -116,7 +116,7 @@ def _check_targets(cfg: DictConfig) -> None:
         if place.values:
             check_values(key, node, built)
         if key.startswith("callbacks."):
-            _check_per_round(key, built)
+            check_per_round(key, built)
             _build_once(key, node)
 
 
@@ -143,7 +143,7 @@ def _build_once(key: str, node: DictConfig) -> None:
         raise ConfigError(key, f"cannot be built ({first_line(root)})") from None
 
 
-def _check_per_round(key: str, callback: type) -> None:
+def check_per_round(key: str, callback: type) -> None:
     """Refuse a callback class that changes what a round is (:data:`~lth.config.trainer.NOT_PER_ROUND`)."""
     from hydra._internal.utils import _locate
 

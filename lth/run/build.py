@@ -26,7 +26,7 @@ from hydra.errors import InstantiationException
 from pytorch_lightning.callbacks import LearningRateMonitor
 
 from lth.config.run import RunConfig, thawed
-from lth.config.trainer import NOT_PER_ROUND
+from lth.config.targets import check_per_round
 from lth.core.catalog import PRUNES_EVERY_ROUND
 from lth.core.errors import ConfigError, first_line
 from lth.core.seeds import stream
@@ -189,9 +189,7 @@ def build_callbacks(cfg: RunConfig) -> list[pl.Callback]:
             raise ConfigError(f"callbacks.{name}", f"cannot be built: {str(error).splitlines()[0]}") from None
         if not isinstance(callback, pl.Callback):
             raise ConfigError(f"callbacks.{name}", f"{type(callback).__name__} is not a Lightning Callback")
-        for refused, why in NOT_PER_ROUND.items():  # validate() refuses these first; configs built in code get here
-            if isinstance(callback, hydra.utils.get_class(refused)):
-                raise ConfigError(f"callbacks.{name}", f"{type(callback).__name__} is not allowed: {why}")
+        check_per_round(f"callbacks.{name}", type(callback))  # validate() did; configs built in code get here
         callbacks.append(callback)
     return callbacks
 
