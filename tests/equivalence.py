@@ -19,6 +19,7 @@ xdist worker): the shrunk setup, the closed forms, the sweep through ``train.py`
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -109,10 +110,26 @@ class Killed(BaseException):
     """Stands for a SIGKILL at a chosen point (raised past every ``except Exception``)."""
 
 
+def killed_mid_round(monkeypatch: pytest.MonkeyPatch, round_folder: Path, run: Callable[[], object]) -> None:
+    """``run()``, killed just after a checkpoint inside ``round_folder`` before the round's end (the hook put back)."""
+    from lth.state.checkpoints import RoundCheckpoint
+
+    save = RoundCheckpoint.on_validation_end
+
+    def killed(self, trainer, pl_module) -> None:
+        save(self, trainer, pl_module)
+        if self.path.parent == round_folder and trainer.global_step < trainer.max_steps:
+            raise Killed
+
+    monkeypatch.setattr(RoundCheckpoint, "on_validation_end", killed)
+    with pytest.raises(Killed):
+        run()
+    monkeypatch.setattr(RoundCheckpoint, "on_validation_end", save)
+
+
 def kill_and_resume(make_cfg, monkeypatch: pytest.MonkeyPatch, overrides: list[str], run_dir: Path) -> None:
     """Run ``overrides`` into ``run_dir``, killed after round 0 and again mid-round 1, resumed to the end."""
     import lth.run.loop
-    from lth.state.checkpoints import RoundCheckpoint
     from tests.conftest import train
 
     write_rounds = lth.run.loop.write_rounds
@@ -128,17 +145,8 @@ def kill_and_resume(make_cfg, monkeypatch: pytest.MonkeyPatch, overrides: list[s
     assert len(read_rounds(run_dir / "rounds.csv")) == 1
     monkeypatch.setattr(lth.run.loop, "write_rounds", write_rounds)
 
-    save = RoundCheckpoint.on_validation_end
-
-    def killed_mid_round_1(self, trainer, pl_module) -> None:
-        save(self, trainer, pl_module)
-        if self.path.parent == run_dir / "round_01" and trainer.global_step < trainer.max_steps:
-            raise Killed
-
-    monkeypatch.setattr(RoundCheckpoint, "on_validation_end", killed_mid_round_1)
-    with pytest.raises(Killed):
-        train(make_cfg(*overrides, "resume=true", fast=False), run_dir=run_dir)
+    resumed = make_cfg(*overrides, "resume=true", fast=False)
+    killed_mid_round(monkeypatch, run_dir / "round_01", lambda: train(resumed, run_dir=run_dir))
     assert len(read_rounds(run_dir / "rounds.csv")) == 1 and (run_dir / "round_01" / "last.ckpt").is_file()
-    monkeypatch.setattr(RoundCheckpoint, "on_validation_end", save)
 
     train(make_cfg(*overrides, "resume=true", fast=False), run_dir=run_dir)

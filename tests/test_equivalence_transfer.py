@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.equivalence import Killed, assert_same_run, comparable, masks
+from tests.equivalence import assert_same_run, comparable, killed_mid_round, masks
 
 pytestmark = pytest.mark.slow  # 9 runs: the quick lane has test_equivalence_rewinds and test_transfer
 
@@ -16,7 +16,6 @@ def test_a_transferred_ticket_and_its_random_masks_are_the_same_run_shared_alone
 ) -> None:
     """prune.mask_from: round 0 starts from another run's mask, so it never comes from (or goes to) the dense store
     of the runs without one; the same whether round 0 is shared, trained alone, or killed mid-round and resumed."""
-    from lth.state.checkpoints import RoundCheckpoint
     from tests.conftest import train
 
     source = Path(train(make_cfg("prune.rounds=1"), run_dir=tmp_path / "source")["run_dir"])
@@ -27,17 +26,8 @@ def test_a_transferred_ticket_and_its_random_masks_are_the_same_run_shared_alone
             cfg = make_cfg(*moved, *extra, f"prune.control={control}")
             done[(variant, control)] = Path(train(cfg, run_dir=tmp_path / variant / control)["run_dir"])
     run_dir = tmp_path / "killed" / "random_prune"
-    save = RoundCheckpoint.on_validation_end
-
-    def killed_mid_round_0(self, trainer, pl_module) -> None:
-        save(self, trainer, pl_module)
-        if self.path.parent == run_dir / "round_00" and trainer.global_step < trainer.max_steps:
-            raise Killed
-
-    monkeypatch.setattr(RoundCheckpoint, "on_validation_end", killed_mid_round_0)
-    with pytest.raises(Killed):
-        train(make_cfg(*moved, "prune.control=random_prune"), run_dir=run_dir)
-    monkeypatch.setattr(RoundCheckpoint, "on_validation_end", save)
+    control = make_cfg(*moved, "prune.control=random_prune")
+    killed_mid_round(monkeypatch, run_dir / "round_00", lambda: train(control, run_dir=run_dir))
     train(make_cfg(*moved, "prune.control=random_prune", "resume=true"), run_dir=run_dir)
     for control in ("null", "random_prune"):
         assert_same_run(done[("shared", control)], done[("alone", control)])
