@@ -14,16 +14,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from lth.config.command_line import check_command_line
-from lth.config.entry import load_run, process_rank
+from lth.config.entry import load_run, process_rank, start_process
 from lth.config.help import help_page
-from lth.config.identity import register_resolvers
 from lth.core.errors import ConfigError
 from lth.state.artifacts import disk_full, remove_run_folder
 from lth.state.locks import BUSY, BusyError
 
 BAD_CONFIG, DIVERGED, DISK_FULL = 2, 3, 4  # and lth.state.locks.BUSY (75), lth.run.signals' 143 and 130
 _COMMAND: tuple[int, list[str], bool] | None = None  # (pid, the command line as typed, its jobs checked)
-register_resolvers()
+start_process()
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

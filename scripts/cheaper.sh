@@ -4,8 +4,9 @@
 # shared through outputs/dense. About two hours on one CPU thread.
 # Usage: bash scripts/cheaper.sh [data folder, default ../shared/data] [output folder, default outputs/cheaper]
 #        [Hydra overrides added to every run ...]
-# SEEDS (default 0,1,2) and FIGURES (default docs/figures/cheaper) in the environment change the seeds and where the
-# figure goes; a quick look on generated data (what tests/test_scripts.py runs):
+# SEEDS (default 0,1,2), TARGETS (the one-shot and early-bird sparsities, default 0.789,0.93,0.964,0.981) and FIGURES
+# (default docs/figures/cheaper) in the environment change the seeds, the targets and where the figure goes; a quick
+# look on generated data (what tests/test_scripts.py runs, with TARGETS=0.93,0.981):
 #   SEEDS=0 FIGURES=/tmp/cheaper/figures bash scripts/cheaper.sh data /tmp/cheaper dataset=synthetic train.steps=4it \
 #     train.eval_every=2it paths.output_dir=/tmp/cheaper/outputs
 set -euo pipefail
@@ -16,7 +17,7 @@ shift $(($# < 2 ? $# : 2))
 SEEDS=${SEEDS:-0,1,2}
 FIGURES=${FIGURES:-docs/figures/cheaper}
 RUN=(python train.py -m "paths.data_dir=$DATA" hardware.threads=1 "seed=$SEEDS" "$@")
-TARGETS=prune.target_sparsity=0.789,0.93,0.964,0.981
+TARGETS=prune.target_sparsity=${TARGETS:-0.789,0.93,0.964,0.981}
 export OMP_NUM_THREADS=1
 # one-shot magnitude pruning and pruning at initialisation: one pruned round each
 "${RUN[@]}" prune.rounds=1 "$TARGETS" prune.method=magnitude,snip,grasp,synflow,magnitude_init,random \

@@ -292,6 +292,32 @@ def test_a_sweep_with_one_bad_job_names_the_job_before_any_starts(tmp_path: Path
     assert not (tmp_path / "sweep").exists()
 
 
+def test_a_checked_sweep_composes_each_job_again_only_to_launch_it(tmp_path: Path, monkeypatch) -> None:
+    """The command line composed and validated every job (as the sweeper will launch it, a quoted value among
+    them): Hydra's sweeper does not compose them a second time before its launcher does."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    composed: list[list[str]] = []
+    load = ConfigLoaderImpl.load_sweep_config
+    monkeypatch.setattr(
+        ConfigLoaderImpl, "load_sweep_config", lambda self, m, o: composed.append(list(o)) or load(self, m, o)
+    )
+    swept = ["seed=0,1", "prune.rate=0.2,0.5", "paths.output_dir='out put'"]
+    result = run_main("-m", *FAST, "prune.rounds=1", *swept, "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(composed) == 4 and len({tuple(o) for o in composed}) == 4
+    assert len(list((tmp_path / "sweep").glob("*/rounds.csv"))) == 4
+
+
+def test_a_sweep_the_command_line_did_not_check_is_still_composed_before_any_job_trains(tmp_path: Path) -> None:
+    """``--config-dir``: the command line leaves the jobs to Hydra, whose sweeper composes each before the first
+    trains; a missing option in the last job means no job trains."""
+    conf = ["--config-dir", str(REPO / "conf")]
+    result = run_main("-m", *conf, *FAST, "model=lenet300,lenet301", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert result.returncode == 1 and "lenet301" in result.stderr
+    assert not list((tmp_path / "sweep").glob("*/config.yaml"))
+
+
 def test_group_errors_list_the_options_and_unknown_keys_suggest_the_closest() -> None:
     with pytest.raises(ConfigError) as error:
         command_line.check_command_line(["model=lenet301"])

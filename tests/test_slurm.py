@@ -2,7 +2,7 @@
 sweep that ends when a job died without a result, the pre-emption line that says what submitit will do; then a
 one-node SLURM cluster (``tests/slurm_cluster.py``) running ``python train.py -m hydra/launcher=slurm ...``: a CPU
 sweep sharing round 0, a DDP job of 2 SLURM tasks, ``scontrol requeue`` and USR2 mid-round resumed bit for bit, a
-time limit reached and a cancelled job that end the sweep with one line.
+time limit's warning and a cancelled job that end the sweep with one line.
 
 The quick tests put fakes of ``sinfo``, ``sbatch`` and ``squeue`` on ``PATH``; the cluster's tests need root and
 the SLURM packages (``.ci/run`` installs them) and skip with one line without them.
@@ -307,28 +307,30 @@ def test_scontrol_requeue_and_usr2_mid_round_resume_bit_for_bit(
 
 
 @pytest.mark.slow
-def test_a_time_limit_and_a_cancelled_job_end_the_sweep_in_one_line(cluster: Cluster, tmp_path: Path) -> None:
-    """A 2-minute limit: submitit's USR2 comes signal_delay_s before it, or up to 30 s earlier (slurmctld looks
-    every 30 s; measured: 4 s late to 26 s early), here 50-80 s after the start, well after the job's training
-    started; it counts as a time-out with no requeue left, which the job says. The other job is cancelled. Without
-    sacct submitit would wait for both forever."""
+def test_a_time_limit_warning_and_a_cancelled_job_end_the_sweep_in_one_line(cluster: Cluster, tmp_path: Path) -> None:
+    """A 2-minute limit, asked with submitit's warning ``signal_delay_s`` before it (the request says both). The
+    warning is the USR2 that SLURM sends the job's steps; here ``scancel --signal=USR2`` sends it as soon as job #0
+    trains, instead of waiting a minute for slurmctld's 30 s timer. Under a limit this short submitit counts any USR2
+    as a time-out (test_submitit_refuses_a_requeue_after_a_time_out_and_the_stop_line_says_so): with no requeue
+    left, the job says so. Job #1 is cancelled once it trains. Without sacct submitit would wait for both forever."""
     limit = ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=40", "train.steps=1000000it"]
-    cancelled: list[str] = []
+    sent: dict[str, str] = {}
 
-    def cancel() -> None:  # job #1 (seed=1), once it trains
-        started = [
-            c for c in (tmp_path / "sweep").glob("*/round_00/last.ckpt") if re.search(r"^seed: 1$", config(c), re.M)
-        ]
-        jobs = [job for job in cluster.jobs() if job.endswith("_1")] if started and not cancelled else []
-        if jobs:
-            cancelled.append(jobs[0])
-            cluster.run("scancel", jobs[0])
+    def warn_and_cancel() -> None:  # job #0 (seed=0) warned, job #1 (seed=1) cancelled, each once it trains
+        for ckpt in (tmp_path / "sweep").glob("*/round_00/last.ckpt"):
+            task = "_" + re.search(r"^seed: (\d)$", config(ckpt), re.M).group(1)
+            jobs = [job for job in cluster.jobs() if job.endswith(task)] if task not in sent else []
+            if jobs:
+                sent[task] = jobs[0]
+                cluster.run("scancel", *(["--signal=USR2"] if task == "_0" else []), jobs[0])
 
     run = [*FAST, "hardware.threads=1", "train.checkpoint_every=20it", *limit, "seed=0,1"]
-    result = submit(cluster, *SLURM, *run, cwd=tmp_path, deadline=170, during=cancel)
+    result = submit(cluster, *SLURM, *run, cwd=tmp_path, deadline=120, during=warn_and_cancel)
     assert result.returncode == 1, result.stderr[-3000:]
+    (script,) = {p.read_text() for p in (tmp_path / "sweep" / ".submitit").rglob("*_submission.sh")}
+    assert "#SBATCH --time=2\n" in script and "#SBATCH --signal=USR2@40\n" in script, script
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
-    assert line.startswith("error: 2 job(s) of the sweep ended without a result: #0 (SLURM job "), line
+    assert line.startswith(f"error: 2 job(s) of the sweep ended without a result: #0 (SLURM job {sent['_0']}: "), line
     assert re.search(r"stopped by SIGUSR2 in round 0 at iteration \d+; submitit counts it as a time-out", line), line
-    assert f"(SLURM job {cancelled[0]}: seed=1): stopped by SIGTERM in round 0 at iteration " in line, line
+    assert f"(SLURM job {sent['_1']}: seed=1): stopped by SIGTERM in round 0 at iteration " in line, line
     assert line.endswith("hydra.sweep.dir=sweep resume=true")

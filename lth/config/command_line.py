@@ -9,6 +9,7 @@ allowed>`` (:class:`~lth.core.errors.ConfigError`). Overrides of :data:`REPLACED
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -24,14 +25,17 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 # ``key=<mapping>`` replaces these mappings as a whole (Hydra would merge it into the old one and, the config
 # being closed to new keys, refuse every new pattern): the command line sets ``key=null`` then ``+key=<mapping>``
 REPLACED_MAPPINGS = ("prune.layer_rates",)
+_CHECKED: set[frozenset[str]] = set()  # the sweep jobs of the last command line checked (was_checked)
 
 
 @dataclass(frozen=True)
 class CommandJob:
-    """One job of the command line: all its overrides, and the swept ones that tell it from the others."""
+    """One job of the command line: all its overrides, the swept ones that tell it from the others, and those
+    that are not Hydra's own (``task``: the job as the sweeper hands it to the launcher)."""
 
     overrides: list[str]
     swept: list[str]
+    task: list[str]
 
 
 def _raise_argument_error(message: str) -> NoReturn:
@@ -62,10 +66,17 @@ def check_command_line(argv: list[str]) -> Command:
     trains = not (args.help or args.hydra_help or args.info or args.shell_completion or args.cfg)
     other_sweeper = any(text.lstrip("+").startswith("hydra/sweeper=") for text in overrides)  # it makes the jobs
     checked = trains and not (args.config_path or args.config_dir or args.experimental_rerun or other_sweeper)
+    _CHECKED.clear()
     if checked:
         multirun = args.multirun or "hydra.mode=MULTIRUN" in overrides
         check_jobs(overrides, multirun=multirun, config_name=args.config_name or "config")
     return Command(argv, checked)
+
+
+def was_checked(job: Sequence[str]) -> bool:
+    """Whether the last command line checked in this process composed and validated the sweep job ``job`` (its
+    overrides as Hydra's basic sweeper hands them to the launcher; ``hydra.*`` overrides left out)."""
+    return frozenset(job) in _CHECKED
 
 
 def replace_mapping(text: str) -> list[str]:
@@ -111,8 +122,8 @@ def jobs_of(overrides: list[str], multirun: bool) -> list[CommandJob]:
     choices: dict[str, list[str]] = {}
     for override, text in zip(parsed, overrides, strict=True):
         key = override.get_key_element()
-        if not override.is_sweep_override():
-            choices[key] = [text]
+        if not override.is_sweep_override():  # under -m written as the sweeper writes it, for the launcher
+            choices[key] = [f"{key}={override.get_value_element_as_str()}" if multirun else text]
         elif override.is_discrete_sweep():
             choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
         else:
@@ -121,8 +132,13 @@ def jobs_of(overrides: list[str], multirun: bool) -> list[CommandJob]:
                 "an interval sweep needs a sweeper plugin (hydra/sweeper=...); list the values or use range()",
             )
     swept = {o.get_key_element() for o, _ in sweeps}
+    hydra = {o.get_key_element() for o in parsed if o.is_hydra_override()}
     return [
-        CommandJob(list(combo), [t for t, key in zip(combo, choices, strict=True) if key in swept])
+        CommandJob(
+            list(combo),
+            [t for t, key in zip(combo, choices, strict=True) if key in swept],
+            [t for t, key in zip(combo, choices, strict=True) if key not in hydra],
+        )
         for combo in itertools.product(*choices.values())
     ]
 
@@ -141,6 +157,8 @@ def check_jobs(overrides: list[str], multirun: bool, config_name: str = "config"
                 if len(jobs) == 1:
                     raise
                 raise ConfigError(error.key, f"{error.message} (sweep job {index}: {' '.join(job.swept)})") from None
+    if multirun:  # the sweeper need not compose them again (lth.tools.sweeper)
+        _CHECKED.update(frozenset(job.task) for job in jobs)
 
 
 def check_job(overrides: list[str], multirun: bool, config_name: str, new_keys: bool = True) -> DictConfig:

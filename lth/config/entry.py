@@ -7,6 +7,7 @@ sees a ``DictConfig`` or asks Hydra's global state.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,8 +16,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lth.config.hardware import Launch, check_hardware
+from lth.config.identity import register_resolvers
 from lth.config.run import Job, RunConfig
 from lth.config.validate import validate
+
+
+def start_process() -> None:
+    """What a process that runs jobs does first (``train.py``, and each SLURM job, DDP rank or launcher worker that
+    imports it): register lth's resolvers, and make the garbage collector's passes rarer. Importing torch and
+    Lightning and every Hydra composition make millions of objects; a pass every 700 of them (Python's default)
+    cost ~1 s of a 2-round run (6.6 s -> 5.6 s, ``python train.py dataset=synthetic prune.rounds=2 ...``)."""
+    register_resolvers()
+    gc.set_threshold(10_000, 50, 100)
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
