@@ -15,6 +15,7 @@ from lth.config.identity import identity, run_id
 from lth.config.run import migrate
 from lth.run.signals import Interrupted
 from lth.state.artifacts import ROUND_COLUMNS, read_rounds
+from lth.state.store import CHECKPOINT
 from tests.conftest import FAST, run_folders, run_main, typed
 
 STACKED = ["-m", "hydra/launcher=stacked"]
@@ -94,12 +95,15 @@ def test_what_does_not_stack_is_one_line_and_nothing_is_written(tmp_path: Path, 
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*")), list(out.rglob("*"))
 
 
-def test_a_member_that_diverges_stops_its_stack_in_one_line(tmp_path: Path) -> None:
-    args = [*FAST, "train.engine=stacked", "optim.optimizer.lr=1e30", f"paths.output_dir={tmp_path / 'out'}"]
-    done = run_main(*args, cwd=tmp_path)
-    assert done.returncode == 3, done.stderr
-    line = done.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: round 0: ") and "val_loss is nan at iteration 10; resume=true restarts" in line
+def test_a_diverged_stacked_run_ends_in_the_plain_run_s_line(tmp_path: Path) -> None:
+    args = [*FAST, "optim.optimizer.lr=1e30", f"paths.output_dir={tmp_path / 'out'}"]
+    lines = []
+    for engine in ("lightning", "stacked"):
+        done = run_main(*args, f"train.engine={engine}", cwd=tmp_path)
+        assert done.returncode == 3, done.stderr
+        lines.append(done.stderr.strip().splitlines()[-1])
+    plain = "error: round 0: val_loss is nan at iteration 10; resume=true restarts round 0 from its start"
+    assert lines == [plain, plain]
 
 
 def _files(run_dir: Path) -> dict[str, bytes]:
@@ -150,6 +154,49 @@ def test_members_alone_and_in_a_stack_and_a_stopped_stack_resumed_write_the_same
             assert tuple(next(csv.reader(f))) == ROUND_COLUMNS  # the plain run's columns
         assert (folder / "summary.json").is_file() and (folder / "round_02" / "mask.pt").is_file()
         assert _files(folder) == _files(tmp_path / "together" / folder.name), folder.name
+
+
+@pytest.mark.slow
+def test_a_member_that_diverges_ends_alone_and_the_others_train_on_as_in_a_stack_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lth.run.stack as stack
+
+    start_round = stack.start_round
+
+    def seed_1_diverges_in_round_1(r, round_index, *args):  # noqa: ANN001, ANN002, ANN202
+        start_round(r, round_index, *args)
+        if r.cfg.seed == 1 and round_index == 1:
+            next(r.module.parameters()).data.fill_(float("inf"))
+
+    monkeypatch.setattr(stack, "start_round", seed_1_diverges_in_round_1)
+    out, done = tmp_path / "outputs", {}
+    for name, seeds in (("with", "seed=0,1,2"), ("without", "seed=0,2")):
+        done[name] = run_main(*STACKED, *FAST, seeds, f"paths.output_dir={out}", f"hydra.sweep.dir={tmp_path / name}",
+                              cwd=tmp_path)  # fmt: skip
+    assert done["without"].returncode == 0, done["without"].stderr
+    assert done["with"].returncode == 3, done["with"].stderr
+    job, line = done["with"].stderr.strip().splitlines()[-2:]
+    assert job.startswith("#1 : ") and "seed=1" in job.split()  # the job, as the basic launcher names it
+    assert line == (
+        "error: round 1: val_loss is nan at iteration 10; the rounds before it are kept, "
+        "resume=true restarts round 1 from its start (the end of round 0)"
+    )
+    folders = {f.name: f for f in run_folders(tmp_path / "with")}
+    (diverged,) = [f for f in folders.values() if "seed: 1\n" in (f / "config.yaml").read_text()]
+    assert len(read_rounds(diverged / "rounds.csv")) == 1 and not (diverged / "summary.json").exists()
+    assert (diverged / "round_00" / CHECKPOINT).is_file()  # round 0 kept
+    others = run_folders(tmp_path / "without")
+    assert len(others) == 2 and {f.name for f in others} == set(folders) - {diverged.name}
+    for folder in others:
+        assert (folders[folder.name] / "summary.json").is_file()
+        assert _files(folder) == _files(folders[folder.name]), folder.name
+    monkeypatch.setattr(stack, "start_round", start_round)
+    resumed = run_main(*STACKED, *FAST, "seed=0,1,2", f"paths.output_dir={out}",
+                       f"hydra.sweep.dir={tmp_path / 'with'}", "resume=true", cwd=tmp_path)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.count("restarts from its start") == 1  # the diverged round, from the end of round 0
+    assert len(read_rounds(diverged / "rounds.csv")) == 3 and (diverged / "summary.json").is_file()
 
 
 @pytest.mark.slow
