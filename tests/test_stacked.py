@@ -200,7 +200,7 @@ def test_a_member_that_diverges_ends_alone_and_the_others_train_on_as_in_a_stack
 
 
 @pytest.mark.slow
-def test_gpu_check_cpu_form_and_the_benchmark_s_stacked_section_time_stacks_against_separate_runs(
+def test_gpu_check_cpu_form_and_the_benchmark_s_stacked_section_time_stacks_and_sweeps_against_separate_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from tests.test_scripts import script
@@ -208,8 +208,9 @@ def test_gpu_check_cpu_form_and_the_benchmark_s_stacked_section_time_stacks_agai
     threads = torch.get_num_threads()
     try:
         script("gpu_check")(["--cpu", "--steps", "2", "--out", str(tmp_path / "gpu.md")])
+        sweep = ["--stacked-sweep", "--sweep-seeds", "2", "--sweep-controls", "null", "--sweep-rounds", "1"]
         script("benchmark")(
-            ["--stacked", "1", "--stacked-steps", "2", "--stacked-only", "--out", str(tmp_path / "b.md")]
+            ["--stacked", "1", "--stacked-steps", "2", *sweep, "--stacked-only", "--out", str(tmp_path / "b.md")]
         )
     finally:
         torch.set_num_threads(threads)
@@ -222,6 +223,10 @@ def test_gpu_check_cpu_form_and_the_benchmark_s_stacked_section_time_stacks_agai
     assert bench.startswith("<!-- benchmark-stacked:start -->\n`python scripts/benchmark.py --stacked 1")
     (row,) = [line for line in bench.splitlines() if line.startswith("| lenet300 | 1 |")]
     assert row.endswith("| yes |") and row.count("x |") == 2  # stacks of one and Lightning runs, side by side
+    (swept,) = [line for line in bench.splitlines() if line.startswith("| 2 | 2 | 2 |")]  # jobs, rounds, iterations
+    stacked_s, basic_s, ratio, folders = [cell.strip() for cell in swept.split("|")[4:8]]
+    assert float(stacked_s) > 0 and float(basic_s) > 0 and ratio.endswith("x")
+    assert folders == "2 / 2"  # both sweeps, as processes of train.py -m, wrote every job's run folder
 
 
 @pytest.mark.slow
