@@ -1,5 +1,6 @@
 """The stacked engine (``train.engine=stacked``, ``hydra/launcher=stacked``): members are independent of their stack,
-a stacked sweep writes ordinary run folders, a killed stack resumes exactly, what does not stack is refused."""
+a stacked sweep writes ordinary run folders, a killed stack resumes exactly, a member that diverges ends alone, what
+does not stack is refused; the benchmark times stacks and whole sweeps."""
 
 from __future__ import annotations
 
@@ -197,6 +198,27 @@ def test_a_member_that_diverges_ends_alone_and_the_others_train_on_as_in_a_stack
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.count("restarts from its start") == 1  # the diverged round, from the end of round 0
     assert len(read_rounds(diverged / "rounds.csv")) == 3 and (diverged / "summary.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "key"),
+    [
+        (["--stacked-sweep", "--sweep-seeds", "0"], "--sweep-seeds"),
+        (["--stacked-sweep", "--sweep-controls", "null", "lr"], "--sweep-controls"),
+        (["--stacked-sweep", "--sweep-controls", "reinit", "reinit"], "--sweep-controls"),
+        (["--stacked-sweep", "--sweep-rounds", "-1"], "--sweep-rounds"),
+    ],
+)
+def test_the_benchmark_s_sweep_options_refuse_bad_values_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], key: str
+) -> None:
+    from tests.test_scripts import script
+
+    with pytest.raises(SystemExit) as done:
+        script("benchmark")([*args, "--stacked-only", "--out", str(tmp_path / "b.md")])
+    assert done.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {key}: ") and not (tmp_path / "b.md").exists()
 
 
 @pytest.mark.slow

@@ -60,15 +60,15 @@ ENGINES = ("lightning", "stacked")
 
 
 class Diverged(RunError):
-    """Members of the stacks whose rounds diverged while the others trained on: ``failures`` (each one's error, by
-    index in the runs given), ``summaries`` (the others', None for these). Its text is the first failure's line."""
+    """Members of the stacks whose rounds diverged while the others trained on: ``failures``, each one's error by its
+    index in the runs given. Its text is the first failure's line."""
 
-    def __init__(self, failures: dict[int, RunError], summaries: list[dict | None]) -> None:
+    def __init__(self, failures: dict[int, RunError]) -> None:
         super().__init__(str(next(iter(failures.values()))))
-        self.failures, self.summaries = failures, summaries
+        self.failures = failures
 
 
-def diverged_line(round_index: int, why: str) -> RunError:
+def diverged_error(round_index: int, why: str) -> RunError:
     """A member's diverged round, in the plain loop's words (a stack keeps no checkpoint within a round)."""
     kept = "the rounds before it are kept, " if round_index else ""
     return RunError(
@@ -201,7 +201,7 @@ def train_stack(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], size: int) 
     ordered = [summaries[Path(d).resolve()] for d in run_dirs]
     failures = {i: failed[Path(d).resolve()] for i, d in enumerate(run_dirs) if Path(d).resolve() in failed}
     if failures:
-        raise Diverged(failures, ordered)
+        raise Diverged(failures)
     return ordered
 
 
@@ -297,7 +297,7 @@ def _round(jobs: list[Job], round_index: int, failed: dict[Path, RunError]) -> N
     device = device_of(first.cfg)
     watches, seconds, diverged = fit_stack(members, span, device)
     for k, why in diverged.items():
-        _end_job(jobs[k], diverged_line(round_index, why))
+        _end_job(jobs[k], diverged_error(round_index, why))
         failed[jobs[k].run_dir.resolve()] = jobs[k].error  # its controls in this stack end before their next round
     kept = [k for k in range(len(jobs)) if k not in diverged]
     if not kept:
