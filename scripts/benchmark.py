@@ -27,13 +27,17 @@ generated data (55K training / 5K validation / 10K test images, validation every
 [N ...]``: the per-member time of a LeNet-300-100 round (round 0, ``--stacked-steps`` iterations on generated
 MNIST-shaped data, one evaluation) for N runs trained as one stack (``train.engine=stacked``), as N stacks of one,
 and as N separate Lightning runs, side by side (:func:`lth.tools.stack_timing.compare`, with its member-independence
-check), written to its own section of docs/performance.md (``--stacked-only``: that section alone). The tables are
+check), written to its own section of docs/performance.md; with ``--stacked-sweep``: the wall time of a whole sweep
+(``--sweep-seeds`` x ``--sweep-controls``, ``--sweep-rounds`` prunings of ``--stacked-steps`` iterations), each way
+``python train.py -m ...`` in a fresh process, through ``hydra/launcher=stacked`` against the basic launcher
+(:func:`lth.tools.stack_timing.time_sweeps`), into the same section (``--stacked-only``: (h) alone). The tables are
 printed, the numbers written to ``--json``, and the tables into the results section of docs/performance.md with
 ``--write-docs`` (``--out FILE``: into that file instead). A bad argument is one line on stderr, exit code 2, and
 nothing written.
 
 Usage: python scripts/benchmark.py [--model lenet300] [--batch-size 60] [--steps 500] [--warmup 100]
        [--threads 1 2] [--repeats 7] [--round-steps 1000] [--compile] [--stacked N [N ...]] [--stacked-steps 200]
+       [--stacked-sweep] [--sweep-seeds 3] [--sweep-controls null reinit random_prune] [--sweep-rounds 2]
        [--stacked-only] [--json PATH] [--write-docs | --out FILE]
 """
 
@@ -77,6 +81,7 @@ from lth.tools.cli import (
     output_file,
     print_and_write,
 )
+from lth.tools.stack_timing import CONTROLS
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
@@ -440,6 +445,7 @@ def bad_value_seconds(repeats: int) -> list[float]:
 
 
 STACKED_START, STACKED_END = "<!-- benchmark-stacked:start -->", "<!-- benchmark-stacked:end -->"
+SWEEP_START, SWEEP_END = "<!-- benchmark-stacked-sweep:start -->", "<!-- benchmark-stacked-sweep:end -->"
 
 
 def stacked_section(args: argparse.Namespace, command: str) -> str:
@@ -464,6 +470,29 @@ def stacked_section(args: argparse.Namespace, command: str) -> str:
             "evaluation), generated MNIST-shaped data; the three ways run one after another in one process.",
             "",
             table(rows),
+        ]
+    )
+
+
+def sweep_section(args: argparse.Namespace, command: str) -> str:
+    """(h), ``--stacked-sweep``: a sweep's wall time through the stacked launcher against the basic one, Markdown."""
+    from lth.tools.stack_timing import Sweep, sweep_table, time_sweeps
+
+    sweep = Sweep(args.sweep_seeds, tuple(args.sweep_controls), args.stacked_steps, args.sweep_rounds, args.threads[0])
+    before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        row = time_sweeps(sweep, Path(tmp))
+    return "\n".join(
+        [
+            f"`{command}`",
+            "",
+            f"CPU ({platform.processor() or platform.machine()}), {os.cpu_count()} cores, torch {torch.__version__}. "
+            f"Load averages before: {loads(before)}; after: {loads(os.getloadavg())}. `python train.py -m` sweeps "
+            f"(seed x prune.control={','.join(sweep.controls)}) of LeNet-300-100 on generated MNIST-shaped data "
+            f"(dataset=synthetic), hardware.threads={sweep.threads}, logger=none; each sweep a fresh process, one "
+            "after the other.",
+            "",
+            sweep_table(row),
         ]
     )
 
@@ -665,7 +694,19 @@ def parser() -> ArgumentParser:
         "--stacked", type=integer(1), nargs="+", default=[], help="(h): stack sizes to time (default: none)"
     )
     parser.add_argument("--stacked-steps", type=integer(2), default=200, help="(h): iterations of a round (200)")
-    parser.add_argument("--stacked-only", action="store_true", help="only (h) (needs --stacked)")
+    parser.add_argument(
+        "--stacked-sweep", action="store_true", help="(h): time a whole sweep, stacked against the basic launcher"
+    )
+    parser.add_argument("--sweep-seeds", type=integer(1), default=3, help="(h) sweep: seeds 0..n-1 (default: 3)")
+    parser.add_argument(
+        "--sweep-controls",
+        choices=CONTROLS,
+        nargs="+",
+        default=list(CONTROLS),
+        help="(h) sweep: prune.control values (default: null reinit random_prune)",
+    )
+    parser.add_argument("--sweep-rounds", type=integer(0), default=2, help="(h) sweep: prune.rounds (default: 2)")
+    parser.add_argument("--stacked-only", action="store_true", help="only (h) (needs --stacked or --stacked-sweep)")
     parser.add_argument("--json", type=output_file, help="write every number here")
     docs_or_file(parser, DOC, "the tables")
     return parser
@@ -677,13 +718,17 @@ def main(argv: list[str] | None = None) -> None:
     with ``--write-docs`` or to ``--out``, and the numbers to ``--json``. Bad input is one line, exit code 2."""
     args = parser().parse_args(argv)
     command = command_line("benchmark", argv)
-    if args.stacked_only and not args.stacked:
-        raise ConfigError("--stacked-only", "needs --stacked N [N ...]")
+    if args.stacked_only and not (args.stacked or args.stacked_sweep):
+        raise ConfigError("--stacked-only", "needs --stacked N [N ...] or --stacked-sweep")
+    if len(set(args.sweep_controls)) < len(args.sweep_controls):
+        raise ConfigError("--sweep-controls", f"got {' '.join(args.sweep_controls)}; each value at most once")
     if args.stacked:
         torch.set_num_threads(args.threads[0])
         print_and_write(stacked_section(args, command), args, DOC, STACKED_START, STACKED_END)
-        if args.stacked_only:
-            return
+    if args.stacked_sweep:
+        print_and_write(sweep_section(args, command), args, DOC, SWEEP_START, SWEEP_END)
+    if args.stacked_only:
+        return
 
     from lth.run.build import quiet_lightning
 

@@ -1,5 +1,6 @@
 """The stacked engine (``train.engine=stacked``, ``hydra/launcher=stacked``): members are independent of their stack,
-a stacked sweep writes ordinary run folders, a killed stack resumes exactly, what does not stack is refused."""
+a stacked sweep writes ordinary run folders, a killed stack resumes exactly, a member that diverges ends alone, what
+does not stack is refused; the benchmark times stacks and whole sweeps."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from lth.config.identity import identity, run_id
 from lth.config.run import migrate
 from lth.run.signals import Interrupted
 from lth.state.artifacts import ROUND_COLUMNS, read_rounds
+from lth.state.store import CHECKPOINT
 from tests.conftest import FAST, run_folders, run_main, typed
 
 STACKED = ["-m", "hydra/launcher=stacked"]
@@ -94,12 +96,15 @@ def test_what_does_not_stack_is_one_line_and_nothing_is_written(tmp_path: Path, 
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*")), list(out.rglob("*"))
 
 
-def test_a_member_that_diverges_stops_its_stack_in_one_line(tmp_path: Path) -> None:
-    args = [*FAST, "train.engine=stacked", "optim.optimizer.lr=1e30", f"paths.output_dir={tmp_path / 'out'}"]
-    done = run_main(*args, cwd=tmp_path)
-    assert done.returncode == 3, done.stderr
-    line = done.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: round 0: ") and "val_loss is nan at iteration 10; resume=true restarts" in line
+def test_a_diverged_stacked_run_ends_in_the_plain_run_s_line(tmp_path: Path) -> None:
+    args = [*FAST, "optim.optimizer.lr=1e30", f"paths.output_dir={tmp_path / 'out'}"]
+    lines = []
+    for engine in ("lightning", "stacked"):
+        done = run_main(*args, f"train.engine={engine}", cwd=tmp_path)
+        assert done.returncode == 3, done.stderr
+        lines.append(done.stderr.strip().splitlines()[-1])
+    plain = "error: round 0: val_loss is nan at iteration 10; resume=true restarts round 0 from its start"
+    assert lines == [plain, plain]
 
 
 def _files(run_dir: Path) -> dict[str, bytes]:
@@ -153,7 +158,71 @@ def test_members_alone_and_in_a_stack_and_a_stopped_stack_resumed_write_the_same
 
 
 @pytest.mark.slow
-def test_gpu_check_cpu_form_and_the_benchmark_s_stacked_section_time_stacks_against_separate_runs(
+def test_a_member_that_diverges_ends_alone_and_the_others_train_on_as_in_a_stack_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lth.run.stack as stack
+
+    start_round = stack.start_round
+
+    def seed_1_diverges_in_round_1(r, round_index, *args):  # noqa: ANN001, ANN002, ANN202
+        start_round(r, round_index, *args)
+        if r.cfg.seed == 1 and round_index == 1:
+            next(r.module.parameters()).data.fill_(float("inf"))
+
+    monkeypatch.setattr(stack, "start_round", seed_1_diverges_in_round_1)
+    out, done = tmp_path / "outputs", {}
+    for name, seeds in (("with", "seed=0,1,2"), ("without", "seed=0,2")):
+        done[name] = run_main(*STACKED, *FAST, seeds, f"paths.output_dir={out}", f"hydra.sweep.dir={tmp_path / name}",
+                              cwd=tmp_path)  # fmt: skip
+    assert done["without"].returncode == 0, done["without"].stderr
+    assert done["with"].returncode == 3, done["with"].stderr
+    job, line = done["with"].stderr.strip().splitlines()[-2:]
+    assert job.startswith("#1 : ") and "seed=1" in job.split()  # the job, as the basic launcher names it
+    assert line == (
+        "error: round 1: val_loss is nan at iteration 10; the rounds before it are kept, "
+        "resume=true restarts round 1 from its start (the end of round 0)"
+    )
+    folders = {f.name: f for f in run_folders(tmp_path / "with")}
+    (diverged,) = [f for f in folders.values() if "seed: 1\n" in (f / "config.yaml").read_text()]
+    assert len(read_rounds(diverged / "rounds.csv")) == 1 and not (diverged / "summary.json").exists()
+    assert (diverged / "round_00" / CHECKPOINT).is_file()  # round 0 kept
+    others = run_folders(tmp_path / "without")
+    assert len(others) == 2 and {f.name for f in others} == set(folders) - {diverged.name}
+    for folder in others:
+        assert (folders[folder.name] / "summary.json").is_file()
+        assert _files(folder) == _files(folders[folder.name]), folder.name
+    monkeypatch.setattr(stack, "start_round", start_round)
+    resumed = run_main(*STACKED, *FAST, "seed=0,1,2", f"paths.output_dir={out}",
+                       f"hydra.sweep.dir={tmp_path / 'with'}", "resume=true", cwd=tmp_path)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.count("restarts from its start") == 1  # the diverged round, from the end of round 0
+    assert len(read_rounds(diverged / "rounds.csv")) == 3 and (diverged / "summary.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "key"),
+    [
+        (["--stacked-sweep", "--sweep-seeds", "0"], "--sweep-seeds"),
+        (["--stacked-sweep", "--sweep-controls", "null", "lr"], "--sweep-controls"),
+        (["--stacked-sweep", "--sweep-controls", "reinit", "reinit"], "--sweep-controls"),
+        (["--stacked-sweep", "--sweep-rounds", "-1"], "--sweep-rounds"),
+    ],
+)
+def test_the_benchmark_s_sweep_options_refuse_bad_values_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], key: str
+) -> None:
+    from tests.test_scripts import script
+
+    with pytest.raises(SystemExit) as done:
+        script("benchmark")([*args, "--stacked-only", "--out", str(tmp_path / "b.md")])
+    assert done.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {key}: ") and not (tmp_path / "b.md").exists()
+
+
+@pytest.mark.slow
+def test_gpu_check_cpu_form_and_the_benchmark_s_stacked_section_time_stacks_and_sweeps_against_separate_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from tests.test_scripts import script
@@ -161,8 +230,9 @@ def test_gpu_check_cpu_form_and_the_benchmark_s_stacked_section_time_stacks_agai
     threads = torch.get_num_threads()
     try:
         script("gpu_check")(["--cpu", "--steps", "2", "--out", str(tmp_path / "gpu.md")])
+        sweep = ["--stacked-sweep", "--sweep-seeds", "2", "--sweep-controls", "null", "--sweep-rounds", "1"]
         script("benchmark")(
-            ["--stacked", "1", "--stacked-steps", "2", "--stacked-only", "--out", str(tmp_path / "b.md")]
+            ["--stacked", "1", "--stacked-steps", "2", *sweep, "--stacked-only", "--out", str(tmp_path / "b.md")]
         )
     finally:
         torch.set_num_threads(threads)
@@ -175,6 +245,10 @@ def test_gpu_check_cpu_form_and_the_benchmark_s_stacked_section_time_stacks_agai
     assert bench.startswith("<!-- benchmark-stacked:start -->\n`python scripts/benchmark.py --stacked 1")
     (row,) = [line for line in bench.splitlines() if line.startswith("| lenet300 | 1 |")]
     assert row.endswith("| yes |") and row.count("x |") == 2  # stacks of one and Lightning runs, side by side
+    (swept,) = [line for line in bench.splitlines() if line.startswith("| 2 | 2 | 2 |")]  # jobs, rounds, iterations
+    stacked_s, basic_s, ratio, folders = [cell.strip() for cell in swept.split("|")[4:8]]
+    assert float(stacked_s) > 0 and float(basic_s) > 0 and ratio.endswith("x")
+    assert folders == "2 / 2"  # both sweeps, as processes of train.py -m, wrote every job's run folder
 
 
 @pytest.mark.slow

@@ -9,8 +9,11 @@ folder, as a plain control run does (a ticket not in the sweep is trained as a m
 masks, costs, summaries and resuming are the plain loop's (:mod:`lth.run.loop`). A stack keeps no checkpoint
 within a round: a stop signal (SIGTERM, SIGINT) stops it at once (:class:`~lth.run.signals.Interrupted`), and a
 stopped or killed stack resumes (``resume=true``) every member at the start of its interrupted round, from the
-checkpoint written at the end of the round before. The engine is part of the run's identity: its numbers differ
-from the Lightning loop's in the last bits (batched kernels), so the two never share a folder.
+checkpoint written at the end of the round before. A member whose round diverges ends as a plain run of its job
+does (:class:`Diverged`: the same line, its earlier rounds kept and resumable) and leaves the stack, while the others
+train on to their end (a control whose ticket diverged ends with its ticket's line, as a plain control run does).
+The engine is part of the run's identity: its numbers differ from the Lightning loop's in the last bits (batched
+kernels), so the two never share a folder.
 
 What does not stack yet is refused in one line naming its key (:func:`check_stackable`).
 """
@@ -38,7 +41,7 @@ from lth.run.rounds import Round, RunError, round_row, say
 from lth.run.signals import STOP, Interrupted
 from lth.run.stacked import ELEMENTWISE, Member, Span, accuracies_on_test, fit_stack, unfolds
 from lth.state.artifacts import CONFIG, holds_results, round_dir, save_tensors, write_config, write_json, write_rounds
-from lth.state.store import CHECKPOINT, MACHINE, check_machine, dense_dir, resumable_rows
+from lth.state.store import CHECKPOINT, MACHINE, check_machine, dense_dir, resumable_rows, round_start
 
 # what members of one stack may differ in: nothing of it changes the network's shapes or a round's length
 MEMBER_KEYS = (
@@ -54,6 +57,23 @@ MEMBER_KEYS = (
     "prune.method",
 )
 ENGINES = ("lightning", "stacked")
+
+
+class Diverged(RunError):
+    """Members of the stacks whose rounds diverged while the others trained on: ``failures``, each one's error by its
+    index in the runs given. Its text is the first failure's line."""
+
+    def __init__(self, failures: dict[int, RunError]) -> None:
+        super().__init__(str(next(iter(failures.values()))))
+        self.failures = failures
+
+
+def diverged_error(round_index: int, why: str) -> RunError:
+    """A member's diverged round, in the plain loop's words (a stack keeps no checkpoint within a round)."""
+    kept = "the rounds before it are kept, " if round_index else ""
+    return RunError(
+        f"round {round_index}: {why}; {kept}resume=true restarts round {round_index} from {round_start(round_index)}"
+    )
 
 
 def check_stackable(cfg: RunConfig) -> None:
@@ -121,7 +141,7 @@ def stacks(cfgs: Sequence[RunConfig], size: int) -> list[list[int]]:
 @dataclass
 class Job:
     """One member's run: its config and folder, its round settings (None: finished already, ``summary`` holds it),
-    the rows finished so far, and its ticket's folder (a control's)."""
+    the rows finished so far, its ticket's folder (a control's), and why it ended without one (a diverged round)."""
 
     cfg: RunConfig
     run_dir: Path
@@ -129,6 +149,7 @@ class Job:
     rows: list[dict] = field(default_factory=list)
     ticket_dir: Path | None = None
     summary: dict | None = None
+    error: RunError | None = None
 
     @property
     def next_round(self) -> int:
@@ -154,12 +175,14 @@ def with_tickets(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path]) -> tuple[l
 def train_stack(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], size: int) -> list[dict]:
     """Train the runs ``cfgs`` (in ``run_dirs``) in stacks of at most ``size`` members; return their summaries in
     the order given (as :func:`lth.run.loop.train` returns one). Every config is checked before anything is
-    written; each member's folder is locked until every stack is done; the stacks train one after another."""
+    written; each member's folder is locked until every stack is done; the stacks train one after another.
+    Members whose rounds diverged are raised at the end, once every other member is done (:class:`Diverged`)."""
     quiet_lightning()
     for cfg in cfgs:
         check_stackable(cfg)
     all_cfgs, all_dirs = with_tickets(cfgs, run_dirs)
-    summaries = {}
+    summaries: dict[Path, dict | None] = {}
+    failed: dict[Path, RunError] = {}  # by folder: tickets too, whose controls end with their error
     with STOP.installed(), ExitStack() as hold:  # a stop signal stops the stack at once (Interrupted)
         for run_dir in all_dirs:
             hold_run_folder(hold, run_dir)
@@ -169,12 +192,17 @@ def train_stack(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], size: int) 
                 for i in group:
                     jobs.append(_prepare(all_cfgs[i], all_dirs[i]))
                     share_splits(jobs[-1], kept)
-                _train_group(jobs)
+                _train_group(jobs, failed)
                 summaries.update({j.run_dir.resolve(): j.summary for j in jobs})
+                failed.update({j.run_dir.resolve(): j.error for j in jobs if j.error is not None})
         except Interrupted as stop:  # resume=true continues it, unless no folder holds anything yet
             stop.resume = any(holds_results(d) for d in all_dirs)
             raise
-    return [summaries[Path(d).resolve()] for d in run_dirs]
+    ordered = [summaries[Path(d).resolve()] for d in run_dirs]
+    failures = {i: failed[Path(d).resolve()] for i, d in enumerate(run_dirs) if Path(d).resolve() in failed}
+    if failures:
+        raise Diverged(failures)
+    return ordered
 
 
 def _prepare(cfg: RunConfig, run_dir: Path) -> Job:
@@ -219,28 +247,41 @@ def device_of(cfg: RunConfig) -> torch.device:
     return torch.device("cuda" if gpu else "cpu")
 
 
-def _train_group(jobs: list[Job]) -> None:
-    """Train one stack's members round after round in lockstep; write each member's rows, files and summary."""
+def _train_group(jobs: list[Job], failed: dict[Path, RunError]) -> None:
+    """Train one stack's members round after round in lockstep; write each member's rows, files and summary. A member
+    whose round diverges, or whose ticket's did (``failed``, by folder), ends there with its error."""
     live = [j for j in jobs if j.summary is None]
     try:
         while True:
-            waiting = [j for j in live if j.next_round <= j.r.cfg.prune.rounds]
+            for j in live:
+                ticket = failed.get(j.ticket_dir.resolve()) if j.ticket_dir is not None else None
+                if j.error is None and ticket is not None and j.next_round <= j.r.cfg.prune.rounds:
+                    _end_job(j, ticket)  # its ticket has no masks for its later rounds
+            waiting = [j for j in live if j.error is None and j.next_round <= j.r.cfg.prune.rounds]
             if not waiting:
                 break
             round_index = min(j.next_round for j in waiting)
-            _round([j for j in waiting if j.next_round == round_index], round_index)
+            _round([j for j in waiting if j.next_round == round_index], round_index, failed)
     except BaseException:
         for j in live:
-            j.r.loggers.finish(exit_code=1)
+            if j.error is None:
+                j.r.loggers.finish(exit_code=1)
         raise
     for j in live:
-        j.r.loggers.finish()
-        j.summary = finish_run(j.r, j.rows)
+        if j.error is None:
+            j.r.loggers.finish()
+            j.summary = finish_run(j.r, j.rows)
 
 
-def _round(jobs: list[Job], round_index: int) -> None:
+def _end_job(j: Job, error: RunError) -> None:
+    """End a member's run with ``error``: its rounds so far stay on disk, its controls learn it by its folder."""
+    j.error = error
+    j.r.loggers.finish(exit_code=1)
+
+
+def _round(jobs: list[Job], round_index: int, failed: dict[Path, RunError]) -> None:
     """Start round ``round_index`` of ``jobs`` (tickets first: a control reads its ticket's mask), fit them as one
-    stack, write each member's row."""
+    stack, write the row of each member that did not diverge; end those that did."""
     for j in jobs:
         r = j.r
         control = r.ticket.control_fn(r.cfg.prune.control.name) if r.cfg.prune.control else None
@@ -254,10 +295,14 @@ def _round(jobs: list[Job], round_index: int) -> None:
     span = Span(steps, first.ticket.start_iteration(), first.settings.eval_every, first.settings.total)
     members = [Member(j.r.cfg, j.r.module, j.r.ticket, j.r.data, j.r.run_dir) for j in jobs]
     device = device_of(first.cfg)
-    try:
-        watches, seconds = fit_stack(members, span, device)
-    except FloatingPointError as error:
-        raise RunError(f"round {round_index}: {error}; resume=true restarts the round from its start") from None
+    watches, seconds, diverged = fit_stack(members, span, device)
+    for k, why in diverged.items():
+        _end_job(jobs[k], diverged_error(round_index, why))
+        failed[jobs[k].run_dir.resolve()] = jobs[k].error  # its controls in this stack end before their next round
+    kept = [k for k in range(len(jobs)) if k not in diverged]
+    if not kept:
+        return
+    jobs, members, watches = [jobs[k] for k in kept], [members[k] for k in kept], [watches[k] for k in kept]
     if round_index == 0:
         for j in jobs:
             j.r.ticket.round0_steps = span.steps

@@ -9,6 +9,9 @@ The optimisers allowed (:data:`ELEMENTWISE`) update every element from its own g
 numbers do not depend on which other members share its stack; its loss is the mean over its own batch and the
 stack's loss is the sum of the members' losses (a member's gradient is its own loss's). Every member evaluates its
 own validation split at the cadence of the plain loop and keeps its own early-stop point (lowest validation loss).
+A member whose validation or training loss is not finite at an evaluation has diverged: it leaves the stack there
+(its slices of the parameters, masks and optimiser state are dropped) and the others train on, their numbers as
+they would have been without it.
 """
 
 from __future__ import annotations
@@ -149,6 +152,25 @@ class Stack:
             self.params[name].mul_(mask)
 
     @torch.no_grad()
+    def keep(self, kept: Sequence[int], optimizer: torch.optim.Optimizer) -> None:
+        """Keep only the members at positions ``kept``: their slices of the parameters, masks and ``optimizer``'s
+        state (whose parameters become the new stacked tensors)."""
+        index = torch.tensor(list(kept), device=self.device)
+        renamed = {}
+        for name, old in self.params.items():
+            self.params[name] = old.detach().index_select(0, index).requires_grad_(True)
+            renamed[old] = self.params[name]
+            state = optimizer.state.pop(old, None)
+            if state is not None:  # per-element state sliced; scalars (Adam's step count) kept
+                optimizer.state[self.params[name]] = {
+                    k: v.index_select(0, index) if torch.is_tensor(v) and v.dim() else v for k, v in state.items()
+                }
+        for group in optimizer.param_groups:
+            group["params"] = [renamed[p] for p in group["params"]]
+        self.masks = {name: mask.index_select(0, index) for name, mask in self.masks.items()}
+        self.members = [self.members[k] for k in kept]
+
+    @torch.no_grad()
     def unstack(self) -> None:
         """Copy each member's slice of the stacked parameters into its own network."""
         for k, member in enumerate(self.members):
@@ -196,6 +218,10 @@ class Draws:
         self.iters = [iter(b) for b in self.batches]
         self.device = device
 
+    def keep(self, kept: Sequence[int]) -> None:
+        """Keep drawing for the members at positions ``kept`` only."""
+        self.batches, self.iters = [self.batches[k] for k in kept], [self.iters[k] for k in kept]
+
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
         for k, batches in enumerate(self.batches):
@@ -220,18 +246,26 @@ def _optimiser(stack: Stack) -> tuple[torch.optim.Optimizer, torch.optim.lr_sche
     return optimizer, scheduler
 
 
-def _watch(stack: Stack, watches: list[Watch], iteration: int) -> None:
-    """Evaluate every member; keep the early-stop point of those whose validation loss is a new lowest."""
-    for k, (loss, acc) in enumerate(stack.evaluate("val")):
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"{stack.members[k].run_dir}: val_loss is {loss} at iteration {iteration}")
-        if watches[k].state is None or loss < watches[k].metrics["val_loss"]:
-            watches[k] = Watch(iteration, {"val_loss": loss, "val_acc": acc}, stack.member_state(k))
+def _watch(stack: Stack, watches: list[Watch], train_losses: list[float], iteration: int) -> dict[int, str]:
+    """Evaluate every member of the stack (``watches`` and ``train_losses`` by its position); keep the early-stop point
+    of those whose validation loss is a new lowest; return, by position, why each member whose loss is not finite
+    has diverged (the plain loop's words: its validation loss checked first, then its last training loss)."""
+    diverged = {}
+    for k, ((loss, acc), train_loss) in enumerate(zip(stack.evaluate("val"), train_losses, strict=True)):
+        for key, value in (("val_loss", loss), ("train_loss", train_loss)):
+            if not math.isfinite(value):
+                diverged[k] = f"{key} is {value} at iteration {iteration}"
+                break
+        else:
+            if watches[k].state is None or loss < watches[k].metrics["val_loss"]:
+                watches[k] = Watch(iteration, {"val_loss": loss, "val_acc": acc}, stack.member_state(k))
+    return diverged
 
 
-def fit_stack(members: Sequence[Member], span: Span, device: torch.device) -> tuple[list[Watch], float]:
+def fit_stack(members: Sequence[Member], span: Span, device: torch.device) -> tuple[list[Watch], float, dict[int, str]]:
     """Train every member ``span.steps`` iterations from its current (masked) weights, in lockstep; leave each
-    member's module at its last weights and return each member's early-stop point, and the seconds it took.
+    member's module at its last weights and return each member's early-stop point, the seconds it took, and, by
+    index in ``members``, why each member that diverged did (it left the stack then; its module is left as it was).
 
     In round 0 a rewind to a Step records the members' weights at that iteration (``ticket.rewind_state``).
     """
@@ -247,24 +281,35 @@ def fit_stack(members: Sequence[Member], span: Span, device: torch.device) -> tu
     stack = Stack(members, device)
     optimizer, scheduler = _optimiser(stack)
     draws, cadence = Draws(members, span.start, device), EvaluationCadence(span.start, span.eval_every, span.total)
-    watches = [Watch() for _ in members]
+    watches, diverged, alive = [Watch() for _ in members], {}, list(range(len(members)))
     rewind_at = _rewind_iteration(members[0])
     for trained in range(1, span.steps + 1):
         x, y = draws.next()
-        logits = stack.forward(stack.params, x)
-        loss = vmap(F.cross_entropy)(logits, y).sum()
+        losses = vmap(F.cross_entropy)(stack.forward(stack.params, x), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        losses.sum().backward()
         optimizer.step()
         scheduler.step()
         stack.apply_masks()
-        if rewind_at is not None and trained >= rewind_at and members[0].ticket.rewind_state is None:
-            for k, m in enumerate(members):
+        if rewind_at is not None and trained >= rewind_at and stack.members[0].ticket.rewind_state is None:
+            for k, m in enumerate(stack.members):
                 m.ticket.rewind_state = stack.member_state(k)
         if cadence.due(span.start + trained):
-            _watch(stack, watches, span.start + trained)
-    stack.unstack()
-    return watches, time.perf_counter() - started
+            mine = [watches[i] for i in alive]
+            lost = _watch(stack, mine, losses.detach().tolist(), span.start + trained)
+            for k, i in enumerate(alive):
+                watches[i] = mine[k]
+            if lost:  # a diverged member leaves the stack: the others train on as they would without it
+                diverged.update({alive[k]: why for k, why in lost.items()})
+                kept = [k for k in range(len(alive)) if k not in lost]
+                if not kept:
+                    break
+                stack.keep(kept, optimizer)
+                draws.keep(kept)
+                alive = [alive[k] for k in kept]
+    if len(diverged) < len(members):
+        stack.unstack()
+    return watches, time.perf_counter() - started, diverged
 
 
 def _rewind_iteration(member: Member) -> int | None:

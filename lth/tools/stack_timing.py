@@ -7,12 +7,19 @@ of a model on generated data three ways, each in its own output folder: as one s
 each way over the members is the per-member time of a round. The stack and the stacks of one must write the same
 run folders bit for bit (rows without their timings, masks, weights): that is the member-independence check.
 ``scripts/benchmark.py`` (section h) and ``scripts/gpu_check.sh`` call it.
+
+:func:`time_sweeps` times a whole sweep (:class:`Sweep`: seeds x controls of LeNet-300-100 on generated data) as a
+user runs it, ``python train.py -m ...`` in a fresh process, through ``hydra/launcher=stacked`` and through the basic
+launcher, one after the other: process start, every job's setup, rounds and files count.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from lth.config.identity import run_id
@@ -120,3 +127,80 @@ def table(rows: Sequence[dict]) -> str:
             f"| {r['separate'] / r['stacked']:.2f}x | {cell(light)} | {gain} | {'yes' if r['independent'] else 'NO'} |"
         )
     return "\n".join(lines)
+
+
+CONTROLS = ("null", "reinit", "random_prune")  # prune.control's values a sweep may take (null: the ticket)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A sweep of ``seeds`` (0..n-1) x ``controls`` of LeNet-300-100 on generated data: rounds of ``steps`` iterations
+    (one evaluation each), ``rounds`` prunings (``prune.rounds``), ``threads`` torch threads a process."""
+
+    seeds: int
+    controls: tuple[str, ...]
+    steps: int
+    rounds: int
+    threads: int = 1
+
+    @property
+    def jobs(self) -> int:
+        return self.seeds * len(self.controls)
+
+    def command(self, out: Path, stacked: bool) -> list[str]:
+        """``python train.py -m ...`` for the sweep, its outputs and sweep folder under ``out``."""
+        return [
+            sys.executable,
+            str(REPO / "train.py"),
+            "-m",
+            *(["hydra/launcher=stacked"] if stacked else []),
+            f"seed={','.join(str(s) for s in range(self.seeds))}",
+            f"prune.control={','.join(self.controls)}",
+            *SHAPES["lenet300"],
+            f"train.steps={self.steps}it",
+            f"train.eval_every={self.steps}it",
+            f"prune.rounds={self.rounds}",
+            "train.progress=false",
+            "logger=none",
+            "hardware.accelerator=cpu",
+            f"hardware.threads={self.threads}",
+            f"paths.output_dir={out}",
+            f"hydra.sweep.dir={out / 'sweep'}",
+        ]
+
+
+def _time_sweep(sweep: Sweep, out: Path, stacked: bool) -> tuple[float, int]:
+    """Wall seconds of the sweep in a fresh process, and how many finished run folders its sweep folder holds."""
+    started = time.perf_counter()
+    done = subprocess.run(sweep.command(out, stacked), cwd=out.parent, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"the {'stacked' if stacked else 'basic'} sweep exited {done.returncode}: {done.stderr[-800:]}"
+        )
+    return seconds, sum(1 for d in (out / "sweep").iterdir() if (d / "summary.json").is_file())
+
+
+def time_sweeps(sweep: Sweep, out: Path) -> dict:
+    """The sweep through ``hydra/launcher=stacked``, then through the basic launcher, each in its own folder under
+    ``out``: their wall seconds and the run folders each wrote (every job's, and the tickets its controls need)."""
+    found = {}
+    for way in ("stacked", "basic"):
+        (out / way).mkdir(parents=True, exist_ok=True)
+        found[way] = _time_sweep(sweep, out / way, way == "stacked")
+    return {"sweep": sweep, **{way: seconds for way, (seconds, _) in found.items()},
+            "folders": {way: count for way, (_, count) in found.items()}}  # fmt: skip
+
+
+def sweep_table(row: dict) -> str:
+    """The sweep comparison as a Markdown table: wall seconds each way and the basic launcher's over the stack's."""
+    sweep = row["sweep"]
+    return "\n".join(
+        [
+            "| jobs | rounds | iterations per round | stacked s | basic s | ratio (basic / stacked) "
+            "| run folders written (stacked / basic) |",
+            "|---:|---:|---:|---:|---:|---:|---|",
+            f"| {sweep.jobs} | {sweep.rounds + 1} | {sweep.steps} | {row['stacked']:.1f} | {row['basic']:.1f} "
+            f"| {row['basic'] / row['stacked']:.2f}x | {row['folders']['stacked']} / {row['folders']['basic']} |",
+        ]
+    )

@@ -5,6 +5,8 @@ Every job is composed as Hydra composes it, with ``train.engine=stacked`` added;
 one line naming the key (exit 2) before any job folder is made. Then each job gets its folder through Hydra's
 ``run_job`` (its ``.hydra/`` record and ``train.log``, as under the basic launcher), the jobs that can share a
 stack are trained together, and each job's return value is its sparsest round's test accuracy, as ``train.py``'s.
+A job whose round diverges ends as under the basic launcher (its number and overrides, then ``train.py``'s line,
+exit 3), once every other job has trained to its end.
 """
 
 from __future__ import annotations
@@ -64,13 +66,18 @@ class StackedLauncher(Launcher):
         runs = [r.return_value for r in returns]
         from lth.run.rounds import RunError  # torch: imported once there is something to train, not at Hydra's start
         from lth.run.signals import Interrupted, exit_stopped
-        from lth.run.stack import train_stack
+        from lth.run.stack import Diverged, train_stack
 
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)  # the stack logs to the console
         try:
             summaries = train_stack(runs, [Path(str(r.job.output_dir)) for r in runs], self.size)
         except Interrupted as stop:  # one line: what stopped it and the command that continues the sweep
             exit_stopped(stop, runs[0].job, True)
+        except Diverged as diverged:  # the others are done; each diverged job as the basic launcher reports one
+            for index, error in diverged.failures.items():
+                print(f"#{initial_job_idx + index} : {' '.join(returns[index].overrides)}", file=sys.stderr)
+                print(f"error: {error}", file=sys.stderr, flush=True)
+            sys.exit(DIVERGED)
         except (ConfigError, RunError, BusyError) as error:
             for run in runs:
                 remove_run_folder(Path(str(run.job.output_dir)), output_dir)
