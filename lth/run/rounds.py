@@ -40,6 +40,18 @@ class RunError(RuntimeError):
     """A run that cannot go on (a diverged round): one line, earlier rounds stay on disk and resumable."""
 
 
+def diverged(round_index: int, why: object, checkpointed: bool = False) -> RunError:
+    """Round ``round_index`` diverged (``why``), in one line: the earlier rounds kept, what ``resume=true`` does
+    (continue from the round's last checkpoint if ``checkpointed``, else restart it). Both engines say this."""
+    kept = "the rounds before it are kept, " if round_index else ""
+    retry = (
+        f"continues round {round_index} from its last checkpoint"
+        if checkpointed
+        else f"restarts round {round_index} from {restart_point(round_index)}"
+    )
+    return RunError(f"round {round_index}: {why}; {kept}resume=true {retry}")
+
+
 def say(line: str) -> None:
     """Print one line about what the run does with its folder (rank 0 only)."""
     if is_rank_zero():
@@ -163,13 +175,7 @@ def _fit(r: Round, round_index: int, resumed: Resumed | None) -> tuple[pl.Traine
     try:
         trainer.fit(r.module, datamodule=r.data, ckpt_path=str(resumed.path) if resumed else None)
     except DivergedError as error:
-        kept = "the rounds before it are kept, " if round_index else ""
-        retry = (
-            f"continues round {round_index} from its last checkpoint"
-            if (where / CHECKPOINT).is_file()
-            else f"restarts round {round_index} from {restart_point(round_index)}"
-        )
-        raise RunError(f"round {round_index}: {error}; {kept}resume=true {retry}") from None
+        raise diverged(round_index, error, (where / CHECKPOINT).is_file()) from None
     return trainer, watch
 
 

@@ -37,11 +37,11 @@ from lth.run.loop import build_run, done_before, finish_run, hold_run_folder, st
 from lth.run.methods import spent_before
 from lth.run.provenance import machine
 from lth.run.resume import restore_finished, resume_as_needed
-from lth.run.rounds import Round, RunError, round_row, say
+from lth.run.rounds import Round, RunError, diverged, round_row, say
 from lth.run.signals import STOP, Interrupted
 from lth.run.stacked import ELEMENTWISE, Member, Span, accuracies_on_test, fit_stack, unfolds
 from lth.state.artifacts import CONFIG, holds_results, round_dir, save_tensors, write_config, write_json, write_rounds
-from lth.state.store import CHECKPOINT, MACHINE, check_machine, dense_dir, resumable_rows, round_start
+from lth.state.store import CHECKPOINT, MACHINE, check_machine, dense_dir, resumable_rows
 
 # what members of one stack may differ in: nothing of it changes the network's shapes or a round's length
 MEMBER_KEYS = (
@@ -66,14 +66,6 @@ class Diverged(RunError):
     def __init__(self, failures: dict[int, RunError]) -> None:
         super().__init__(str(next(iter(failures.values()))))
         self.failures = failures
-
-
-def diverged_error(round_index: int, why: str) -> RunError:
-    """A member's diverged round, in the plain loop's words (a stack keeps no checkpoint within a round)."""
-    kept = "the rounds before it are kept, " if round_index else ""
-    return RunError(
-        f"round {round_index}: {why}; {kept}resume=true restarts round {round_index} from {round_start(round_index)}"
-    )
 
 
 def check_stackable(cfg: RunConfig) -> None:
@@ -295,11 +287,11 @@ def _round(jobs: list[Job], round_index: int, failed: dict[Path, RunError]) -> N
     span = Span(steps, first.ticket.start_iteration(), first.settings.eval_every, first.settings.total)
     members = [Member(j.r.cfg, j.r.module, j.r.ticket, j.r.data, j.r.run_dir) for j in jobs]
     device = device_of(first.cfg)
-    watches, seconds, diverged = fit_stack(members, span, device)
-    for k, why in diverged.items():
-        _end_job(jobs[k], diverged_error(round_index, why))
+    watches, seconds, failures = fit_stack(members, span, device)
+    for k, why in failures.items():
+        _end_job(jobs[k], diverged(round_index, why))
         failed[jobs[k].run_dir.resolve()] = jobs[k].error  # its controls in this stack end before their next round
-    kept = [k for k in range(len(jobs)) if k not in diverged]
+    kept = [k for k in range(len(jobs)) if k not in failures]
     if not kept:
         return
     jobs, members, watches = [jobs[k] for k in kept], [members[k] for k in kept], [watches[k] for k in kept]
