@@ -46,6 +46,8 @@ SETUP = [
     "hardware.threads=1",
     "hardware.rank_report=true",  # each fit's first-epoch samples, for the data order after a rewind
 ]
+# the same runs without what only the rewind grid reads (its step logs, each fit's samples): both keys are run-only
+QUIET = [*(a for a in SETUP if a not in ("logger=csv", "hardware.rank_report=true")), "logger=none"]
 TO_WEIGHTS = ["init", "6it", "1ep"]  # rewinds to weights, which controls can use; 6 is not a multiple of 4
 CONTROLS = ["null", "reinit", "random_prune", "shuffle"]
 CASES = [(r, c) for r in TO_WEIGHTS for c in CONTROLS] + [("lr", "null"), ("none", "null")]
@@ -69,10 +71,10 @@ def closed_form_lr(position: int) -> float:
     return BASE_LR * (GAMMA if position >= MILESTONE else 1.0)
 
 
-def sweep(out: Path, *args: str) -> None:
-    """``python train.py -m`` of SETUP and ``args`` into the sweep folder ``out`` (in this process)."""
+def sweep(out: Path, *args: str, setup: list[str] = SETUP) -> None:
+    """``python train.py -m`` of ``setup`` and ``args`` into the sweep folder ``out`` (in this process)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = run_main("-m", *SETUP, f"hydra.sweep.dir={out}", *args, cwd=out.parent)
+    result = run_main("-m", *setup, f"hydra.sweep.dir={out}", *args, cwd=out.parent)
     assert result.returncode == 0, result.stderr[-3000:]
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lth.state.artifacts import read_rounds
-from tests.equivalence import CONTROLS, EVAL_EVERY, SETUP, TOTAL, Killed, assert_same_run, by_case, masks, sweep
+from tests.equivalence import CONTROLS, EVAL_EVERY, QUIET, TOTAL, Killed, assert_same_run, by_case, masks, sweep
 
 pytestmark = pytest.mark.slow  # every test here (the quick lane: see above)
 METHODS = ["magnitude", "lamp", "early_bird", "snip", "grasp", "synflow", "magnitude_init", "random"]
@@ -26,9 +26,15 @@ METHOD_CASES = [(m, c) for m in METHODS for c in CONTROLS]
 @pytest.fixture(scope="module")
 def method_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[tuple[str, str], Path]]:
     root = tmp_path_factory.mktemp("methods")
-    sweep(root / "shared", *ONE_SHOT, f"prune.method={','.join(METHODS)}", f"prune.control={','.join(CONTROLS)}")
+    sweep(
+        root / "shared",
+        *ONE_SHOT,
+        f"prune.method={','.join(METHODS)}",
+        f"prune.control={','.join(CONTROLS)}",
+        setup=QUIET,
+    )
     alone = ["train.share_dense=false", f"prune.control={','.join(CONTROLS[::-1])}"]
-    sweep(root / "alone", *ONE_SHOT, *alone, f"prune.method={','.join(METHODS[::-1])}")
+    sweep(root / "alone", *ONE_SHOT, *alone, f"prune.method={','.join(METHODS[::-1])}", setup=QUIET)
     found = {"shared": by_case(root / "shared", "method"), "alone": by_case(root / "alone", "method")}
     assert set(found["shared"]) == set(found["alone"]) == set(METHOD_CASES)
     return found
@@ -69,7 +75,7 @@ def kill_mid_round_and_resume(make_cfg, monkeypatch: pytest.MonkeyPatch, tmp_pat
     from lth.state.checkpoints import RoundCheckpoint
     from tests.conftest import train
 
-    overrides = [*SETUP, *ONE_SHOT, f"prune.method={method}", f"train.checkpoint_every={EVAL_EVERY}it"]
+    overrides = [*QUIET, *ONE_SHOT, f"prune.method={method}", f"train.checkpoint_every={EVAL_EVERY}it"]
     run_dir = tmp_path / "runs" / "run"
     save = RoundCheckpoint.on_validation_end
     killed = []

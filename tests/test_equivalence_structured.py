@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.equivalence import CONTROLS, EVAL_EVERY, SETUP, assert_same_run, by_case, kill_and_resume, sweep
+from tests.equivalence import CONTROLS, EVAL_EVERY, QUIET, assert_same_run, by_case, kill_and_resume, sweep
 
 pytestmark = pytest.mark.slow  # every test here (the quick lane: see above)
 
@@ -22,8 +22,8 @@ STRUCTURED = [(g, c) for g in ("channel", "2:4") for c in CONTROLS]  # rewound t
 def structured_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[tuple[str, str], Path]]:
     root = tmp_path_factory.mktemp("structured")
     grid = ["prune.rewind=6it", "prune.granularity=channel,2:4", "prune.rate=0.5"]
-    sweep(root / "shared", *grid, f"prune.control={','.join(CONTROLS)}")
-    sweep(root / "alone", "train.share_dense=false", *grid, f"prune.control={','.join(CONTROLS[::-1])}")
+    sweep(root / "shared", *grid, f"prune.control={','.join(CONTROLS)}", setup=QUIET)
+    sweep(root / "alone", "train.share_dense=false", *grid, f"prune.control={','.join(CONTROLS[::-1])}", setup=QUIET)
     found = {variant: by_case(root / variant, "granularity") for variant in ("shared", "alone")}
     assert set(found["shared"]) == set(found["alone"]) == set(STRUCTURED)
     return found
@@ -41,7 +41,7 @@ def test_a_structured_run_killed_and_resumed_ends_where_the_uninterrupted_one_di
     structured_runs, make_cfg, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, granularity: str, control: str
 ) -> None:
     overrides = [
-        *SETUP,
+        *QUIET,
         "prune.rewind=6it",
         f"prune.granularity={granularity}",
         "prune.rate=0.5",
