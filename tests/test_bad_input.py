@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping
 
 import train as train_script
@@ -307,6 +309,34 @@ def test_a_checked_sweep_composes_each_job_again_only_to_launch_it(tmp_path: Pat
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(composed) == 4 and len({tuple(o) for o in composed}) == 4
     assert len(list((tmp_path / "sweep").glob("*/rounds.csv"))) == 4
+
+
+def test_a_sweep_of_values_is_composed_once_and_each_job_checked_as_hydra_composes_it(monkeypatch) -> None:
+    """Jobs that differ in plain values take job 0's composed config with their values (a null, a quoted string and
+    a number among them): the config Hydra composes for each. A swept group is composed job by job."""
+    composed, checked = [], []
+    compose_job, check = command_line.compose_job, command_line.check_job
+    monkeypatch.setattr(command_line, "compose_job", lambda o, n="config": composed.append(o) or compose_job(o, n))
+
+    def checking(overrides, multirun, cfg, *args, **kwargs) -> None:  # noqa: ANN001
+        checked.append((overrides, cfg))
+        check(overrides, multirun, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(command_line, "check_job", checking)
+    swept = ["seed=0,1", "data_seed=null,3", "prune.rate=0.2,0.5", "paths.output_dir='o u t',out"]
+    command_line.check_command_line(["-m", *FAST, *swept])
+    assert len(composed) == 1 and len(checked) == 16
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3", job_name="train"):
+        for overrides, cfg in checked:
+            full = compose("config", overrides=overrides, return_hydra_config=True)
+            assert OmegaConf.to_container(cfg, resolve=False) | {"hydra": None} == OmegaConf.to_container(
+                full, resolve=False
+            ) | {"hydra": None}
+            for node in ("launcher", "sweep", "run"):  # what the checks read of Hydra's node (sweep.dir: unresolved)
+                assert OmegaConf.to_container(cfg.hydra[node]) == OmegaConf.to_container(full.hydra[node])
+    composed.clear()
+    command_line.check_command_line(["-m", *FAST, "model=lenet300,lenet5", "seed=0,1"])
+    assert len(composed) == 4
 
 
 def test_a_sweep_the_command_line_did_not_check_is_still_composed_before_any_job_trains(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ allowed>`` (:class:`~lth.core.errors.ConfigError`). Overrides of :data:`REPLACED
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -145,14 +146,21 @@ def jobs_of(overrides: list[str], multirun: bool) -> list[CommandJob]:
 
 def check_jobs(overrides: list[str], multirun: bool, config_name: str = "config") -> None:
     """Compose and validate every job of ``overrides`` (nothing is written); raise the first job's error, naming
-    the job when there are several."""
+    the job when there are several. Jobs that differ from the first in plain values alone are not composed again:
+    the first's config takes their values (:func:`with_values`), as Hydra applies value overrides last."""
     from hydra import initialize_config_dir
 
     jobs = jobs_of(overrides, multirun)
+    first: DictConfig | None = None  # job 0 as composed, before it was validated
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="train"):
         for index, job in enumerate(jobs):
             try:
-                check_job(job.overrides, multirun, config_name, new_keys=index == 0)
+                check_group_lists(job.overrides)
+                cfg = with_values(first, job.swept) if first is not None else None
+                cfg = cfg if cfg is not None else compose_job(job.overrides, config_name)
+                if index == 0 and len(jobs) > 1:
+                    first = copy.deepcopy(cfg)
+                check_job(job.overrides, multirun, cfg, config_name, new_keys=index == 0)
             except ConfigError as error:
                 if len(jobs) == 1:
                     raise
@@ -161,13 +169,33 @@ def check_jobs(overrides: list[str], multirun: bool, config_name: str = "config"
         _CHECKED.update(frozenset(job.task) for job in jobs)
 
 
-def check_job(overrides: list[str], multirun: bool, config_name: str, new_keys: bool = True) -> DictConfig:
-    """Compose one job as Hydra will and validate it; ``new_keys``: refuse keys added with ``+`` that no config
-    group defines (outside :data:`lth.config.validate.OPEN_KEYS`). Return its config (with the ``hydra`` node)."""
+def with_values(first: DictConfig, swept: list[str]) -> DictConfig | None:
+    """``first`` (a sweep's job 0, composed) with another job's ``swept`` overrides applied, when each sets a plain
+    value (a number, string, bool or null) of a key that is there: what Hydra composes for that job, which applies
+    value overrides after the defaults. None when one is a config group, adds or deletes a key, or is Hydra's."""
     from omegaconf.errors import OmegaConfBaseException
 
-    check_group_lists(overrides)
-    cfg = compose_job(overrides, config_name)
+    parsed = _parse(swept)
+    for o in parsed:
+        changes_structure = o.is_add() or o.is_force_add() or o.is_delete() or o.package is not None
+        if changes_structure or o.is_hydra_override() or (CONF / o.key_or_group).exists():
+            return None
+        if not isinstance(o.value(), str | int | float | bool | None):
+            return None
+    cfg = copy.deepcopy(first)
+    try:
+        for o in parsed:
+            OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+    except OmegaConfBaseException:  # a key that is not there: Hydra's own error, from composing the job
+        return None
+    return cfg
+
+
+def check_job(overrides: list[str], multirun: bool, cfg: DictConfig, config_name: str, new_keys: bool = True) -> None:
+    """Validate one job, ``cfg`` as Hydra composes it from ``overrides``; ``new_keys``: refuse keys added with
+    ``+`` that no config group defines (outside :data:`lth.config.validate.OPEN_KEYS`)."""
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         if new_keys:
             check_new_keys(overrides, cfg, config_name)
@@ -180,7 +208,6 @@ def check_job(overrides: list[str], multirun: bool, config_name: str, new_keys: 
         check_output_folder(str(OmegaConf.select(cfg, key)), key)  # where Hydra writes, when set apart
     except OmegaConfBaseException as error:  # an interpolation that cannot be resolved, a value of the wrong type
         raise ConfigError(str(error.full_key or "config"), _first_line(error)) from None
-    return cfg
 
 
 def check_new_keys(overrides: list[str], cfg: DictConfig, config_name: str) -> None:
