@@ -39,7 +39,7 @@ from lth.run.provenance import machine
 from lth.run.resume import restore_finished, resume_as_needed
 from lth.run.rounds import Round, RunError, diverged, round_row, say
 from lth.run.signals import STOP, Interrupted
-from lth.run.stacked import ELEMENTWISE, Member, Span, accuracies_on_test, fit_stack, unfolds
+from lth.run.stacked import ELEMENTWISE, Member, Span, StepLog, fit_stack, step_log, tested, unfolds
 from lth.state.artifacts import CONFIG, holds_results, round_dir, save_tensors, write_config, write_json, write_rounds
 from lth.state.store import CHECKPOINT, MACHINE, check_machine, dense_dir, resumable_rows
 
@@ -285,10 +285,14 @@ def _round(jobs: list[Job], round_index: int, failed: dict[Path, RunError]) -> N
         steps = j.r.ticket.steps_this_round(j.r.settings.total, j.r.settings.iterations_per_epoch)
     first = jobs[0].r
     span = Span(steps, first.ticket.start_iteration(), first.settings.eval_every, first.settings.total)
-    members = [Member(j.r.cfg, j.r.module, j.r.ticket, j.r.data, j.r.run_dir) for j in jobs]
+    members = [
+        Member(j.r.cfg, j.r.module, j.r.ticket, j.r.data, j.r.run_dir, _step_log(j, round_index, span)) for j in jobs
+    ]
     device = device_of(first.cfg)
     watches, seconds, failures = fit_stack(members, span, device)
     for k, why in failures.items():
+        if members[k].steps is not None:
+            members[k].steps.finish("failed")
         _end_job(jobs[k], diverged(round_index, why))
         failed[jobs[k].run_dir.resolve()] = jobs[k].error  # its controls in this stack end before their next round
     kept = [k for k in range(len(jobs)) if k not in failures]
@@ -299,10 +303,22 @@ def _round(jobs: list[Job], round_index: int, failed: dict[Path, RunError]) -> N
         for j in jobs:
             j.r.ticket.round0_steps = span.steps
     finals = [{k: v.detach().clone() for k, v in j.r.module.state_dict().items()} for j in jobs]
-    final_acc = accuracies_on_test(members, finals, device)
-    test_acc = accuracies_on_test(members, [w.state for w in watches], device)
-    for j, watch, final, early in zip(jobs, watches, final_acc, test_acc, strict=True):
-        _end_round(j, round_index, span, (watch, final, early, seconds))
+    final_tests = tested(members, finals, device)
+    tests = tested(members, [w.state for w in watches], device)
+    for j, member, watch, final, early in zip(jobs, members, watches, final_tests, tests, strict=True):
+        if member.steps is not None:  # as the plain loop tests: the last weights, then the early-stop point's
+            end = span.start + span.steps
+            member.steps.log({"final_test_loss": final[0], "final_test_acc": final[1]}, end, epoch_ended=True)
+            member.steps.log({"test_loss": early[0], "test_acc": early[1]}, end, epoch_ended=True)
+            member.steps.finish()
+        _end_round(j, round_index, span, (watch, final[1], early[1], seconds))
+
+
+def _step_log(j: Job, round_index: int, span: Span) -> StepLog | None:
+    """A member's step log of round ``round_index`` (``span``): its run's loggers of the round, started afresh (the
+    round is trained from its start)."""
+    loggers, _ = j.r.loggers.for_round(round_index, None, span.start, j.r.settings.total)
+    return step_log(loggers, span, j.r.settings.iterations_per_epoch)
 
 
 def _end_round(j: Job, round_index: int, span: Span, result: tuple) -> None:

@@ -11,7 +11,8 @@ stack's loss is the sum of the members' losses (a member's gradient is its own l
 own validation split at the cadence of the plain loop and keeps its own early-stop point (lowest validation loss).
 A member whose validation or training loss is not finite at an evaluation has diverged: it leaves the stack there
 (its slices of the parameters, masks and optimiser state are dropped) and the others train on, their numbers as
-they would have been without it.
+they would have been without it. Each member logs its step metrics through its run's Lightning loggers
+(:class:`StepLog`): the names, steps and epochs a Lightning fit of its round logs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 import hydra
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.loggers import Logger
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
@@ -41,15 +43,64 @@ from lth.lightning.tracking import EvaluationCadence
 ELEMENTWISE = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW")  # per-element updates: members independent
 
 
+@dataclass(frozen=True)
+class StepLog:
+    """A member's step metrics of one round, written with its run's Lightning loggers (``RunLoggers.for_round``,
+    on the iteration axis) under the names, at the steps and with the epochs that a Lightning fit of the round logs
+    them (:class:`~lth.lightning.module.Classifier`, :func:`lth.run.build.build_trainer`): the learning rate
+    (``lr-<optimiser>``, no epoch) and ``train_loss`` every ``every`` iterations, ``val_loss``/``val_acc`` at each
+    evaluation, the test metrics at the round's end. Iterations given here are points of the axis; the fit starts at
+    ``start``, and its epochs begin where the data order's do (``epoch_length`` iterations each)."""
+
+    loggers: list[Logger]
+    every: int
+    start: int
+    epoch_length: int
+
+    def due(self, iteration: int) -> bool:
+        """Whether Lightning logs the loss and the learning rate of ``iteration`` (every ``every``-th of the fit)."""
+        return (iteration - self.start) % self.every == 0
+
+    def log(self, metrics: dict[str, float], iteration: int, epoch_ended: bool = False) -> None:
+        """Log ``metrics`` at ``iteration`` with the fit's epoch there (one more once the fit has ended, as in a
+        test after it)."""
+        trained = iteration - self.start  # Lightning's step, from 0 in every fit, is this less one
+        epoch = (self.start % self.epoch_length + trained - 1) // self.epoch_length + int(epoch_ended)
+        for logger in self.loggers:
+            logger.log_metrics({**metrics, "epoch": epoch}, step=trained - 1)
+
+    def log_lr(self, name: str, lr: float, iteration: int) -> None:
+        """Log the learning rate ``iteration`` trained with, as Lightning's ``LearningRateMonitor`` does."""
+        for logger in self.loggers:
+            logger.log_metrics({f"lr-{name}": lr}, step=iteration - self.start - 1)
+
+    def finish(self, status: str = "success") -> None:
+        """Write out what the loggers hold, as Lightning does at the end of a fit or test (``failed``: a diverged
+        fit)."""
+        for logger in self.loggers:
+            logger.finalize(status)
+
+
+def step_log(loggers: list[Logger], span: Span, epoch_length: int) -> StepLog | None:
+    """The :class:`StepLog` of a member's round ``span`` with ``loggers`` (None: it has none), logging as often as
+    :func:`lth.run.build.build_trainer` makes Lightning log."""
+    if not loggers:
+        return None
+    every = math.gcd(50, span.eval_every, span.start, span.start + span.steps)
+    return StepLog(loggers, every, span.start, epoch_length)
+
+
 @dataclass
 class Member:
-    """One run of a stack: its config, network (with optimiser settings and schedule), pruning state and data."""
+    """One run of a stack: its config, network (with optimiser settings and schedule), pruning state and data, and
+    the step log of its round (None: its run logs no steps)."""
 
     cfg: RunConfig
     module: Classifier
     ticket: LotteryTicket
     data: ImageData
     run_dir: Path
+    steps: StepLog | None = None
 
 
 @dataclass
@@ -246,12 +297,27 @@ def _optimiser(stack: Stack) -> tuple[torch.optim.Optimizer, torch.optim.lr_sche
     return optimizer, scheduler
 
 
+def _log_steps(stack: Stack, optimiser: str, stepped: tuple[float, torch.Tensor], iteration: int) -> None:
+    """Log the learning rate and each member's loss of ``iteration`` (``stepped``) where its step log is due."""
+    lr, losses = stepped
+    logs = [m.steps for m in stack.members]
+    if not any(log is not None and log.due(iteration) for log in logs):
+        return
+    for log, loss in zip(logs, losses.detach().tolist(), strict=True):
+        if log is not None and log.due(iteration):
+            log.log_lr(optimiser, lr, iteration)
+            log.log({"train_loss": loss}, iteration)
+
+
 def _watch(stack: Stack, watches: list[Watch], train_losses: list[float], iteration: int) -> dict[int, str]:
-    """Evaluate every member of the stack (``watches`` and ``train_losses`` by its position); keep the early-stop point
-    of those whose validation loss is a new lowest; return, by position, why each member whose loss is not finite
-    has diverged (the plain loop's words: its validation loss checked first, then its last training loss)."""
+    """Evaluate every member of the stack (``watches`` and ``train_losses`` by its position), logging it; keep the
+    early-stop point of those whose validation loss is a new lowest; return, by position, why each member whose loss
+    is not finite has diverged (the plain loop's words: its validation loss checked first, then its last training
+    loss)."""
     diverged = {}
     for k, ((loss, acc), train_loss) in enumerate(zip(stack.evaluate("val"), train_losses, strict=True)):
+        if stack.members[k].steps is not None:
+            stack.members[k].steps.log({"val_loss": loss, "val_acc": acc}, iteration)
         for key, value in (("val_loss", loss), ("train_loss", train_loss)):
             if not math.isfinite(value):
                 diverged[k] = f"{key} is {value} at iteration {iteration}"
@@ -288,9 +354,11 @@ def fit_stack(members: Sequence[Member], span: Span, device: torch.device) -> tu
         losses = vmap(F.cross_entropy)(stack.forward(stack.params, x), y)
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
+        lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
         stack.apply_masks()
+        _log_steps(stack, type(optimizer).__name__, (lr, losses), span.start + trained)
         if rewind_at is not None and trained >= rewind_at and stack.members[0].ticket.rewind_state is None:
             for k, m in enumerate(stack.members):
                 m.ticket.rewind_state = stack.member_state(k)
@@ -320,10 +388,10 @@ def _rewind_iteration(member: Member) -> int | None:
     return ticket.rewind.to_iterations(ticket.iterations_per_epoch or 0)
 
 
-def accuracies_on_test(
+def tested(
     members: Sequence[Member], states: Sequence[dict[str, torch.Tensor]], device: torch.device
-) -> list[float]:
-    """Every member's test accuracy with the weights of its ``states`` entry (``model.<name>`` state dicts)."""
+) -> list[tuple[float, float]]:
+    """Every member's test (loss, accuracy) with the weights of its ``states`` entry (``model.<name>`` state dicts)."""
     stack = Stack(members, device)
     params = {name: torch.stack([s[f"model.{name}"] for s in states]).to(device) for name in stack.params}
-    return [acc for _, acc in stack.evaluate("test", params)]
+    return stack.evaluate("test", params)
