@@ -194,6 +194,32 @@ def test_members_alone_and_in_a_stack_and_a_stopped_stack_resumed_write_the_same
         assert len(list(folder.glob("logs/round_*/metrics.csv"))) == 3
 
 
+def test_a_stack_trains_a_shared_round_0_once_and_its_folders_are_those_of_each_member_training_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lth.run.stack as stack
+
+    fit, calls = stack.fit_stack, []
+
+    def counted(members, *args):  # noqa: ANN001, ANN002, ANN202
+        calls.append((members[0].ticket.round_index, len(members)))
+        return fit(members, *args)
+
+    monkeypatch.setattr(stack, "fit_stack", counted)
+    sweep = [*FAST, "train.steps=20it", "prune.rounds=1", "seed=0", "prune.control=null,reinit"]
+    for name, share in (("shared", "true"), ("each", "false")):
+        done = run_main(*STACKED, *sweep, f"train.share_dense={share}", f"paths.output_dir={tmp_path / name}",
+                        f"hydra.sweep.dir={tmp_path / name / 'sweep'}", cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert calls == [(0, 1), (1, 2), (0, 2), (1, 2)]  # round 0 once (the ticket), then in each member
+    folders = run_folders(tmp_path / "shared" / "sweep")
+    assert len(folders) == 2
+    for folder in folders:
+        assert _files(folder) == _files(tmp_path / "each" / "sweep" / folder.name), folder.name
+    assert all((f / "round_00" / "early_stop.pt").is_file() and (f / "rewind.pt").is_file() for f in folders)
+    assert (tmp_path / "shared" / "dense").is_dir() and not (tmp_path / "each" / "dense").exists()
+
+
 @pytest.mark.slow
 def test_a_member_that_diverges_ends_alone_and_the_others_train_on_as_in_a_stack_without_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

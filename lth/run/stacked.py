@@ -39,18 +39,18 @@ from lth.data.loader import TensorBatches
 from lth.lightning.callback import LotteryTicket
 from lth.lightning.module import Classifier
 from lth.lightning.tracking import EvaluationCadence
+from lth.run.loggers import RunLoggers
 
 ELEMENTWISE = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW")  # per-element updates: members independent
 
 
 @dataclass(frozen=True)
 class StepLog:
-    """A member's step metrics of one round, written with its run's Lightning loggers (``RunLoggers.for_round``,
-    on the iteration axis) under the names, at the steps and with the epochs that a Lightning fit of the round logs
-    them (:class:`~lth.lightning.module.Classifier`, :func:`lth.run.build.build_trainer`): the learning rate
-    (``lr-<optimiser>``, no epoch) and ``train_loss`` every ``every`` iterations, ``val_loss``/``val_acc`` at each
-    evaluation, the test metrics at the round's end. Iterations given here are points of the axis; the fit starts at
-    ``start``, and its epochs begin where the data order's do (``epoch_length`` iterations each)."""
+    """A member's step metrics of one round, logged with its run's Lightning loggers of the round (on the iteration
+    axis) as a Lightning fit of the round logs them (:class:`~lth.lightning.module.Classifier`,
+    :func:`lth.run.build.build_trainer`): ``lr-<optimiser>`` and ``train_loss`` every ``every`` iterations,
+    ``val_loss``/``val_acc`` at each evaluation, the test metrics at the end; all but the learning rate with the
+    fit's epoch, its epochs of ``epoch_length`` beginning where the data order's do. The fit starts at ``start``."""
 
     loggers: list[Logger]
     every: int
@@ -58,42 +58,45 @@ class StepLog:
     epoch_length: int
 
     def due(self, iteration: int) -> bool:
-        """Whether Lightning logs the loss and the learning rate of ``iteration`` (every ``every``-th of the fit)."""
+        """Whether Lightning logs the loss and the learning rate of ``iteration`` (a point of the axis)."""
         return (iteration - self.start) % self.every == 0
 
-    def log(self, metrics: dict[str, float], iteration: int, epoch_ended: bool = False) -> None:
-        """Log ``metrics`` at ``iteration`` with the fit's epoch there (one more once the fit has ended, as in a
-        test after it)."""
+    def log(self, metrics: dict[str, float], iteration: int, epoch: bool = True, ended: bool = False) -> None:
+        """Log ``metrics`` at ``iteration``, with the fit's epoch there unless ``epoch`` is false (the learning
+        rate); ``ended``: after the fit (a test), when Lightning counts one epoch more."""
         trained = iteration - self.start  # Lightning's step, from 0 in every fit, is this less one
-        epoch = (self.start % self.epoch_length + trained - 1) // self.epoch_length + int(epoch_ended)
+        if epoch:
+            metrics = {**metrics, "epoch": (self.start % self.epoch_length + trained - 1) // self.epoch_length + ended}
         for logger in self.loggers:
-            logger.log_metrics({**metrics, "epoch": epoch}, step=trained - 1)
+            logger.log_metrics(metrics, step=trained - 1)
 
-    def log_lr(self, name: str, lr: float, iteration: int) -> None:
-        """Log the learning rate ``iteration`` trained with, as Lightning's ``LearningRateMonitor`` does."""
-        for logger in self.loggers:
-            logger.log_metrics({f"lr-{name}": lr}, step=iteration - self.start - 1)
+    def log_tests(self, final: tuple[float, float], early: tuple[float, float], end: int) -> None:
+        """Log the test (loss, accuracy) of the round's last weights, then of its early-stop point's, at its last
+        iteration ``end``, as the plain loop tests them; then finish."""
+        self.log({"final_test_loss": final[0], "final_test_acc": final[1]}, end, ended=True)
+        self.log({"test_loss": early[0], "test_acc": early[1]}, end, ended=True)
+        self.finish()
 
     def finish(self, status: str = "success") -> None:
-        """Write out what the loggers hold, as Lightning does at the end of a fit or test (``failed``: a diverged
-        fit)."""
+        """Write out what the loggers hold, as Lightning does after a fit or a test (``failed``: a diverged fit)."""
         for logger in self.loggers:
             logger.finalize(status)
 
 
-def step_log(loggers: list[Logger], span: Span, epoch_length: int) -> StepLog | None:
-    """The :class:`StepLog` of a member's round ``span`` with ``loggers`` (None: it has none), logging as often as
-    :func:`lth.run.build.build_trainer` makes Lightning log."""
+def step_log(run: RunLoggers, round_index: int, span: Span, epoch_length: int) -> StepLog | None:
+    """The :class:`StepLog` of round ``round_index`` (``span``) with ``run``'s loggers of the round, started afresh
+    (None: it has none), logging as often as :func:`lth.run.build.build_trainer` makes Lightning log."""
+    loggers, _ = run.for_round(round_index, None, span.start, span.total)
     if not loggers:
         return None
-    every = math.gcd(50, span.eval_every, span.start, span.start + span.steps)
-    return StepLog(loggers, every, span.start, epoch_length)
+    return StepLog(
+        loggers, math.gcd(50, span.eval_every, span.start, span.start + span.steps), span.start, epoch_length
+    )
 
 
 @dataclass
 class Member:
-    """One run of a stack: its config, network (with optimiser settings and schedule), pruning state and data, and
-    the step log of its round (None: its run logs no steps)."""
+    """One run of a stack: its config, network (with optimiser settings and schedule), pruning state, data, step log."""
 
     cfg: RunConfig
     module: Classifier
@@ -305,15 +308,14 @@ def _log_steps(stack: Stack, optimiser: str, stepped: tuple[float, torch.Tensor]
         return
     for log, loss in zip(logs, losses.detach().tolist(), strict=True):
         if log is not None and log.due(iteration):
-            log.log_lr(optimiser, lr, iteration)
+            log.log({f"lr-{optimiser}": lr}, iteration, epoch=False)  # as Lightning's LearningRateMonitor
             log.log({"train_loss": loss}, iteration)
 
 
 def _watch(stack: Stack, watches: list[Watch], train_losses: list[float], iteration: int) -> dict[int, str]:
-    """Evaluate every member of the stack (``watches`` and ``train_losses`` by its position), logging it; keep the
+    """Evaluate (and log) every member of the stack (``watches`` and ``train_losses`` by its position); keep the
     early-stop point of those whose validation loss is a new lowest; return, by position, why each member whose loss
-    is not finite has diverged (the plain loop's words: its validation loss checked first, then its last training
-    loss)."""
+    is not finite has diverged (the plain loop's words: validation loss checked first, then last training loss)."""
     diverged = {}
     for k, ((loss, acc), train_loss) in enumerate(zip(stack.evaluate("val"), train_losses, strict=True)):
         if stack.members[k].steps is not None:
