@@ -107,6 +107,38 @@ def test_a_diverged_stacked_run_ends_in_the_plain_run_s_line(tmp_path: Path) -> 
     assert lines == [plain, plain]
 
 
+def _step_log(path: Path) -> list[dict[str, str]]:
+    """A ``metrics.csv`` step log's rows, empty cells left out."""
+    with open(path, newline="") as f:
+        return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def test_a_stacked_run_logs_the_steps_of_the_lightning_run_of_its_config(tmp_path: Path) -> None:
+    args = [*FAST, "prune.rounds=1", "prune.rewind=5it", "logger=csv", f"paths.output_dir={tmp_path / 'out'}"]
+    logs = {}
+    for engine in ("lightning", "stacked"):
+        run_dir = tmp_path / engine
+        done = run_main(*args, f"train.engine={engine}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        logs[engine] = sorted((run_dir / "logs").glob("round_*/metrics.csv"))
+    assert (
+        [p.parent.name for p in logs["stacked"]]
+        == [p.parent.name for p in logs["lightning"]]
+        == ["round_00", "round_01"]
+    )
+    for plain, stacked in zip(logs["lightning"], logs["stacked"], strict=True):
+        with open(plain) as a, open(stacked) as b:
+            assert next(csv.reader(a)) == next(csv.reader(b))  # the same columns
+        rows, stacked_rows = _step_log(plain), _step_log(stacked)
+        assert [sorted(r) for r in rows] == [sorted(r) for r in stacked_rows]  # the same metrics in each row
+        assert [(r["step"], r.get("epoch")) for r in rows] == [(r["step"], r.get("epoch")) for r in stacked_rows]
+        for row, stacked_row in zip(rows, stacked_rows, strict=True):
+            for key, value in row.items():
+                assert float(stacked_row[key]) == pytest.approx(float(value), abs=1e-4), (plain, row["step"], key)
+    steps = [int(r["step"]) for r in _step_log(logs["stacked"][1]) if "train_loss" in r]
+    assert steps == [10, 15, 20, 25, 30]  # round 1 rewound to 5it: every 5 iterations from there
+
+
 def _files(run_dir: Path) -> dict[str, bytes]:
     """What a run folder's results are: rounds.csv without its timings, and every mask, weights and rewind file."""
     rows = [{k: v for k, v in row.items() if k != "train_seconds"} for row in read_rounds(run_dir / "rounds.csv")]
@@ -122,7 +154,7 @@ def test_members_alone_and_in_a_stack_and_a_stopped_stack_resumed_write_the_same
 ) -> None:
     import lth.run.stack as stack
 
-    sweep = [*FAST, "train.steps=20it", "seed=0,1", "prune.control=null,reinit,random_prune"]
+    sweep = [*FAST, "train.steps=20it", "seed=0,1", "prune.control=null,reinit,random_prune", "logger=csv"]
     out = tmp_path / "outputs"
     alone = run_main(*STACKED, *sweep, "hydra.launcher.size=1", f"paths.output_dir={out}",
                      f"hydra.sweep.dir={tmp_path / 'alone'}", cwd=tmp_path)  # fmt: skip
@@ -136,7 +168,7 @@ def test_members_alone_and_in_a_stack_and_a_stopped_stack_resumed_write_the_same
         return fit(*args, **kwargs)
 
     monkeypatch.setattr(stack, "fit_stack", stopped_in_round_1)
-    together = [*STACKED, *sweep, f"paths.output_dir={out}", f"hydra.sweep.dir={tmp_path / 'together'}"]
+    together = [*STACKED, *sweep, f"paths.output_dir={out}2", f"hydra.sweep.dir={tmp_path / 'together'}"]  # own round 0
     stopped = run_main(*together, cwd=tmp_path)
     assert stopped.returncode == 143, stopped.stderr
     line = stopped.stderr.strip().splitlines()[-1]
@@ -155,6 +187,37 @@ def test_members_alone_and_in_a_stack_and_a_stopped_stack_resumed_write_the_same
             assert tuple(next(csv.reader(f))) == ROUND_COLUMNS  # the plain run's columns
         assert (folder / "summary.json").is_file() and (folder / "round_02" / "mask.pt").is_file()
         assert _files(folder) == _files(tmp_path / "together" / folder.name), folder.name
+        twin = tmp_path / "together" / folder.name
+        logs = sorted(p.relative_to(folder) for p in folder.glob("logs/round_*/metrics.csv"))  # none of a round 0 taken
+        assert logs == sorted(p.relative_to(twin) for p in twin.glob("logs/round_*/metrics.csv")), folder.name
+        assert {p.parent.name for p in logs} >= {"round_01", "round_02"}
+        assert all((folder / p).read_bytes() == (twin / p).read_bytes() for p in logs)  # round 1's restarted afresh
+
+
+def test_a_stack_trains_a_shared_round_0_once_and_its_folders_are_those_of_each_member_training_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lth.run.stack as stack
+
+    fit, calls = stack.fit_stack, []
+
+    def counted(members, *args):  # noqa: ANN001, ANN002, ANN202
+        calls.append((members[0].ticket.round_index, len(members)))
+        return fit(members, *args)
+
+    monkeypatch.setattr(stack, "fit_stack", counted)
+    sweep = [*FAST, "train.steps=20it", "prune.rounds=1", "seed=0", "prune.control=null,reinit"]
+    for name, share in (("shared", "true"), ("each", "false")):
+        done = run_main(*STACKED, *sweep, f"train.share_dense={share}", f"paths.output_dir={tmp_path / name}",
+                        f"hydra.sweep.dir={tmp_path / name / 'sweep'}", cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert calls == [(0, 1), (1, 2), (0, 2), (1, 2)]  # round 0 once (the ticket), then in each member
+    folders = run_folders(tmp_path / "shared" / "sweep")
+    assert len(folders) == 2
+    for folder in folders:
+        assert _files(folder) == _files(tmp_path / "each" / "sweep" / folder.name), folder.name
+    assert all((f / "round_00" / "early_stop.pt").is_file() and (f / "rewind.pt").is_file() for f in folders)
+    assert (tmp_path / "shared" / "dense").is_dir() and not (tmp_path / "each" / "dense").exists()
 
 
 @pytest.mark.slow

@@ -1,19 +1,18 @@
 """``train.engine=stacked``: the runs of a sweep that share a network's shapes and a round's length trained as the
-members of one stack (:mod:`lth.run.stacked`), each writing the ordinary run folder of its job.
-
-Jobs that differ only in :data:`MEMBER_KEYS` (seed, data order, control, how much and how each round prunes) share
-a stack; any other difference puts them in another stack (:func:`stack_key`). Each member has its own parameters,
-masks, data order, optimiser state, early-stop point and evaluations; rounds go in lockstep (a member resumed
-further waits for the others), and a control member takes its ticket's mask of the same round from the ticket's
-folder, as a plain control run does (a ticket not in the sweep is trained as a member too). Round starts, rows,
-masks, costs, summaries and resuming are the plain loop's (:mod:`lth.run.loop`). A stack keeps no checkpoint
-within a round: a stop signal (SIGTERM, SIGINT) stops it at once (:class:`~lth.run.signals.Interrupted`), and a
-stopped or killed stack resumes (``resume=true``) every member at the start of its interrupted round, from the
-checkpoint written at the end of the round before. A member whose round diverges ends as a plain run of its job
-does (:class:`Diverged`: the same line, its earlier rounds kept and resumable) and leaves the stack, while the others
-train on to their end (a control whose ticket diverged ends with its ticket's line, as a plain control run does).
-The engine is part of the run's identity: its numbers differ from the Lightning loop's in the last bits (batched
-kernels), so the two never share a folder.
+members of one stack (:mod:`lth.run.stacked`), each writing the ordinary run folder of its job. Jobs that differ only
+in :data:`MEMBER_KEYS` (seed, data order, control, how much and how each round prunes) share a stack; any other
+difference puts them in another stack (:func:`stack_key`). Each member has its own parameters, masks, data order,
+optimiser state, early-stop point and evaluations; rounds go in lockstep (a member resumed further waits for the
+others), and a control member takes its ticket's mask of the same round from the ticket's folder, as a plain control
+run does (a ticket not in the sweep is trained as a member too). Round starts, rows, masks, costs, summaries,
+resuming and a shared round 0 (``train.share_dense``: one member trains it, the others take it) are the plain loop's
+(:mod:`lth.run.loop`). A stack keeps no checkpoint within a round: a stop signal (SIGTERM, SIGINT) stops it at once
+(:class:`~lth.run.signals.Interrupted`), and a stopped or killed stack resumes (``resume=true``) every member at the
+start of its interrupted round, from the checkpoint written at the end of the round before. A member whose round
+diverges ends as a plain run of its job does (:class:`Diverged`: the same line, its earlier rounds kept and
+resumable) and leaves the stack, while the others train on to their end (a control whose ticket diverged ends with
+its ticket's line, as a plain control run does). The engine is part of the run's identity: its numbers differ from
+the Lightning loop's in the last bits (batched kernels), so the two never share a folder.
 
 What does not stack yet is refused in one line naming its key (:func:`check_stackable`).
 """
@@ -37,11 +36,22 @@ from lth.run.loop import build_run, done_before, finish_run, hold_run_folder, st
 from lth.run.methods import spent_before
 from lth.run.provenance import machine
 from lth.run.resume import restore_finished, resume_as_needed
-from lth.run.rounds import Round, RunError, diverged, round_row, say
+from lth.run.rounds import Round, RunError, diverged, log, round_row, say
 from lth.run.signals import STOP, Interrupted
-from lth.run.stacked import ELEMENTWISE, Member, Span, accuracies_on_test, fit_stack, unfolds
+from lth.run.stacked import ELEMENTWISE, Member, Span, fit_stack, step_log, tested, unfolds
 from lth.state.artifacts import CONFIG, holds_results, round_dir, save_tensors, write_config, write_json, write_rounds
-from lth.state.store import CHECKPOINT, MACHINE, check_machine, dense_dir, resumable_rows
+from lth.state.locks import locked
+from lth.state.store import (
+    CHECKPOINT,
+    MACHINE,
+    adopt_dense,
+    check_machine,
+    dense_dir,
+    discard_unusable_dense,
+    publish_dense,
+    restore,
+    resumable_rows,
+)
 
 # what members of one stack may differ in: nothing of it changes the network's shapes or a round's length
 MEMBER_KEYS = (
@@ -273,7 +283,8 @@ def _end_job(j: Job, error: RunError) -> None:
 
 def _round(jobs: list[Job], round_index: int, failed: dict[Path, RunError]) -> None:
     """Start round ``round_index`` of ``jobs`` (tickets first: a control reads its ticket's mask), fit them as one
-    stack, write the row of each member that did not diverge; end those that did."""
+    stack, write the row of each member that did not diverge; end those that did. Round 0 is fitted once for the
+    members that share it (:func:`_sharing`), the others given its result."""
     for j in jobs:
         r = j.r
         control = r.ticket.control_fn(r.cfg.prune.control.name) if r.cfg.prune.control else None
@@ -285,10 +296,69 @@ def _round(jobs: list[Job], round_index: int, failed: dict[Path, RunError]) -> N
         steps = j.r.ticket.steps_this_round(j.r.settings.total, j.r.settings.iterations_per_epoch)
     first = jobs[0].r
     span = Span(steps, first.ticket.start_iteration(), first.settings.eval_every, first.settings.total)
-    members = [Member(j.r.cfg, j.r.module, j.r.ticket, j.r.data, j.r.run_dir) for j in jobs]
-    device = device_of(first.cfg)
+    with ExitStack() as hold:  # the stores of round 0 stay locked until every member sharing one has it
+        shares = _sharing(jobs, hold) if round_index == 0 else {}
+        trained = [j for j in jobs if not any(j is t for _, takers in shares.values() for t in takers)]
+        if trained:
+            _fit_round(trained, round_index, span, failed)
+        for store, (trainer, takers) in shares.items():
+            _take_round0(store, trainer, takers)
+
+
+def _sharing(jobs: list[Job], hold: ExitStack) -> dict[Path, tuple[Job | None, list[Job]]]:
+    """The members sharing round 0 (``train.share_dense``) by the store keeping it, locked in ``hold`` as the plain loop
+    locks it: the one that trains it (None: kept already) and those that take it. A store not usable is discarded."""
+    shares: dict[Path, tuple[Job | None, list[Job]]] = {}
+    for j in jobs:
+        if not j.cfg.train.share_dense:
+            continue
+        store = dense_dir(j.cfg, j.run_dir, j.r.settings.machine)
+        if store in shares:
+            shares[store][1].append(j)
+            continue
+        hold.enter_context(locked(store.with_name(f".{store.name}.lock"), what=f"round 0 in {store}"))
+        problem = discard_unusable_dense(store)
+        if problem is not None:
+            say(f"round 0 kept in {store} cannot be used ({problem}); it is trained again here and replaces it")
+        kept = (store / "row.json").is_file()
+        shares[store] = (None, [j]) if kept else (j, [])
+    return shares
+
+
+def _take_round0(store: Path, trainer: Job | None, takers: list[Job]) -> None:
+    """Offer ``trainer``'s round 0 in ``store``, then give it to ``takers`` as the plain loop's shared round 0 does
+    (its files, row, weights and pruning state). Where it diverged, the takers train it next (and diverge alike)."""
+    if trainer is not None:
+        if trainer.error is not None:
+            return
+        publish_dense(trainer.run_dir, store, trainer.rows[0])
+    for j in takers:
+        row = adopt_dense(store, j.run_dir)
+        restore(j.r.module, [j.r.ticket], round_dir(j.run_dir, 0) / CHECKPOINT)
+        log.info("round 0 (dense) taken from %s", store)
+        j.rows.append(row)
+        write_rounds(j.run_dir / "rounds.csv", j.rows)
+        j.r.loggers.log_round(row, j.r.ticket.mask.report())
+
+
+def _fit_round(jobs: list[Job], round_index: int, span: Span, failed: dict[Path, RunError]) -> None:
+    """Fit round ``round_index`` (``span``) of ``jobs`` as one stack; write the rows of those that did not diverge."""
+    members = [
+        Member(
+            j.r.cfg,
+            j.r.module,
+            j.r.ticket,
+            j.r.data,
+            j.r.run_dir,
+            step_log(j.r.loggers, round_index, span, j.r.settings.iterations_per_epoch),
+        )
+        for j in jobs
+    ]
+    device = device_of(jobs[0].cfg)
     watches, seconds, failures = fit_stack(members, span, device)
     for k, why in failures.items():
+        if members[k].steps is not None:
+            members[k].steps.finish("failed")
         _end_job(jobs[k], diverged(round_index, why))
         failed[jobs[k].run_dir.resolve()] = jobs[k].error  # its controls in this stack end before their next round
     kept = [k for k in range(len(jobs)) if k not in failures]
@@ -299,10 +369,12 @@ def _round(jobs: list[Job], round_index: int, failed: dict[Path, RunError]) -> N
         for j in jobs:
             j.r.ticket.round0_steps = span.steps
     finals = [{k: v.detach().clone() for k, v in j.r.module.state_dict().items()} for j in jobs]
-    final_acc = accuracies_on_test(members, finals, device)
-    test_acc = accuracies_on_test(members, [w.state for w in watches], device)
-    for j, watch, final, early in zip(jobs, watches, final_acc, test_acc, strict=True):
-        _end_round(j, round_index, span, (watch, final, early, seconds))
+    final_tests = tested(members, finals, device)
+    tests = tested(members, [w.state for w in watches], device)
+    for j, member, watch, final, early in zip(jobs, members, watches, final_tests, tests, strict=True):
+        if member.steps is not None:
+            member.steps.log_tests(final, early, span.start + span.steps)
+        _end_round(j, round_index, span, (watch, final[1], early[1], seconds))
 
 
 def _end_round(j: Job, round_index: int, span: Span, result: tuple) -> None:

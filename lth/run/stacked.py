@@ -11,7 +11,8 @@ stack's loss is the sum of the members' losses (a member's gradient is its own l
 own validation split at the cadence of the plain loop and keeps its own early-stop point (lowest validation loss).
 A member whose validation or training loss is not finite at an evaluation has diverged: it leaves the stack there
 (its slices of the parameters, masks and optimiser state are dropped) and the others train on, their numbers as
-they would have been without it.
+they would have been without it. Each member logs its step metrics through its run's Lightning loggers
+(:class:`StepLog`): the names, steps and epochs a Lightning fit of its round logs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 import hydra
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.loggers import Logger
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
@@ -37,19 +39,71 @@ from lth.data.loader import TensorBatches
 from lth.lightning.callback import LotteryTicket
 from lth.lightning.module import Classifier
 from lth.lightning.tracking import EvaluationCadence
+from lth.run.loggers import RunLoggers
 
 ELEMENTWISE = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW")  # per-element updates: members independent
 
 
+@dataclass(frozen=True)
+class StepLog:
+    """A member's step metrics of one round, logged with its run's Lightning loggers of the round (on the iteration
+    axis) as a Lightning fit of the round logs them (:class:`~lth.lightning.module.Classifier`,
+    :func:`lth.run.build.build_trainer`): ``lr-<optimiser>`` and ``train_loss`` every ``every`` iterations,
+    ``val_loss``/``val_acc`` at each evaluation, the test metrics at the end; all but the learning rate with the
+    fit's epoch, its epochs of ``epoch_length`` beginning where the data order's do. The fit starts at ``start``."""
+
+    loggers: list[Logger]
+    every: int
+    start: int
+    epoch_length: int
+
+    def due(self, iteration: int) -> bool:
+        """Whether Lightning logs the loss and the learning rate of ``iteration`` (a point of the axis)."""
+        return (iteration - self.start) % self.every == 0
+
+    def log(self, metrics: dict[str, float], iteration: int, epoch: bool = True, ended: bool = False) -> None:
+        """Log ``metrics`` at ``iteration``, with the fit's epoch there unless ``epoch`` is false (the learning
+        rate); ``ended``: after the fit (a test), when Lightning counts one epoch more."""
+        trained = iteration - self.start  # Lightning's step, from 0 in every fit, is this less one
+        if epoch:
+            metrics = {**metrics, "epoch": (self.start % self.epoch_length + trained - 1) // self.epoch_length + ended}
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=trained - 1)
+
+    def log_tests(self, final: tuple[float, float], early: tuple[float, float], end: int) -> None:
+        """Log the test (loss, accuracy) of the round's last weights, then of its early-stop point's, at its last
+        iteration ``end``, as the plain loop tests them; then finish."""
+        self.log({"final_test_loss": final[0], "final_test_acc": final[1]}, end, ended=True)
+        self.log({"test_loss": early[0], "test_acc": early[1]}, end, ended=True)
+        self.finish()
+
+    def finish(self, status: str = "success") -> None:
+        """Write out what the loggers hold, as Lightning does after a fit or a test (``failed``: a diverged fit)."""
+        for logger in self.loggers:
+            logger.finalize(status)
+
+
+def step_log(run: RunLoggers, round_index: int, span: Span, epoch_length: int) -> StepLog | None:
+    """The :class:`StepLog` of round ``round_index`` (``span``) with ``run``'s loggers of the round, started afresh
+    (None: it has none), logging as often as :func:`lth.run.build.build_trainer` makes Lightning log."""
+    loggers, _ = run.for_round(round_index, None, span.start, span.total)
+    if not loggers:
+        return None
+    return StepLog(
+        loggers, math.gcd(50, span.eval_every, span.start, span.start + span.steps), span.start, epoch_length
+    )
+
+
 @dataclass
 class Member:
-    """One run of a stack: its config, network (with optimiser settings and schedule), pruning state and data."""
+    """One run of a stack: its config, network (with optimiser settings and schedule), pruning state, data, step log."""
 
     cfg: RunConfig
     module: Classifier
     ticket: LotteryTicket
     data: ImageData
     run_dir: Path
+    steps: StepLog | None = None
 
 
 @dataclass
@@ -246,12 +300,26 @@ def _optimiser(stack: Stack) -> tuple[torch.optim.Optimizer, torch.optim.lr_sche
     return optimizer, scheduler
 
 
+def _log_steps(stack: Stack, optimiser: str, stepped: tuple[float, torch.Tensor], iteration: int) -> None:
+    """Log the learning rate and each member's loss of ``iteration`` (``stepped``) where its step log is due."""
+    lr, losses = stepped
+    logs = [m.steps for m in stack.members]
+    if not any(log is not None and log.due(iteration) for log in logs):
+        return
+    for log, loss in zip(logs, losses.detach().tolist(), strict=True):
+        if log is not None and log.due(iteration):
+            log.log({f"lr-{optimiser}": lr}, iteration, epoch=False)  # as Lightning's LearningRateMonitor
+            log.log({"train_loss": loss}, iteration)
+
+
 def _watch(stack: Stack, watches: list[Watch], train_losses: list[float], iteration: int) -> dict[int, str]:
-    """Evaluate every member of the stack (``watches`` and ``train_losses`` by its position); keep the early-stop point
-    of those whose validation loss is a new lowest; return, by position, why each member whose loss is not finite
-    has diverged (the plain loop's words: its validation loss checked first, then its last training loss)."""
+    """Evaluate (and log) every member of the stack (``watches`` and ``train_losses`` by its position); keep the
+    early-stop point of those whose validation loss is a new lowest; return, by position, why each member whose loss
+    is not finite has diverged (the plain loop's words: validation loss checked first, then last training loss)."""
     diverged = {}
     for k, ((loss, acc), train_loss) in enumerate(zip(stack.evaluate("val"), train_losses, strict=True)):
+        if stack.members[k].steps is not None:
+            stack.members[k].steps.log({"val_loss": loss, "val_acc": acc}, iteration)
         for key, value in (("val_loss", loss), ("train_loss", train_loss)):
             if not math.isfinite(value):
                 diverged[k] = f"{key} is {value} at iteration {iteration}"
@@ -288,9 +356,11 @@ def fit_stack(members: Sequence[Member], span: Span, device: torch.device) -> tu
         losses = vmap(F.cross_entropy)(stack.forward(stack.params, x), y)
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
+        lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
         stack.apply_masks()
+        _log_steps(stack, type(optimizer).__name__, (lr, losses), span.start + trained)
         if rewind_at is not None and trained >= rewind_at and stack.members[0].ticket.rewind_state is None:
             for k, m in enumerate(stack.members):
                 m.ticket.rewind_state = stack.member_state(k)
@@ -320,10 +390,10 @@ def _rewind_iteration(member: Member) -> int | None:
     return ticket.rewind.to_iterations(ticket.iterations_per_epoch or 0)
 
 
-def accuracies_on_test(
+def tested(
     members: Sequence[Member], states: Sequence[dict[str, torch.Tensor]], device: torch.device
-) -> list[float]:
-    """Every member's test accuracy with the weights of its ``states`` entry (``model.<name>`` state dicts)."""
+) -> list[tuple[float, float]]:
+    """Every member's test (loss, accuracy) with the weights of its ``states`` entry (``model.<name>`` state dicts)."""
     stack = Stack(members, device)
     params = {name: torch.stack([s[f"model.{name}"] for s in states]).to(device) for name in stack.params}
-    return [acc for _, acc in stack.evaluate("test", params)]
+    return stack.evaluate("test", params)
