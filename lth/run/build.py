@@ -35,7 +35,7 @@ from lth.lightning.callback import ArgumentError, LotteryTicket
 from lth.lightning.module import Classifier
 from lth.models.ecosystem import check_images
 from lth.models.weights import load_weights
-from lth.run.loggers import RunLoggers
+from lth.run.loggers import RunLoggers, logging_interval
 from lth.run.signals import slurm_plugins
 
 
@@ -231,8 +231,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, span: Span, callbacks: list[pl.
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=False,  # lth.run.progress shows each round's (train.progress)
-        # the loss before every evaluation (multiples of eval_every on the axis, and the end) is logged and checked
-        log_every_n_steps=math.gcd(50, eval_every, start, start + max_steps),
+        log_every_n_steps=logging_interval(eval_every, start, max_steps),  # the loss before every evaluation
         default_root_dir=str(run_dir),
         plugins=slurm_plugins(),  # on SLURM without Lightning's auto-requeue (lth.run.signals requeues and resumes)
     )

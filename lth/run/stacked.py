@@ -39,7 +39,7 @@ from lth.data.loader import TensorBatches
 from lth.lightning.callback import LotteryTicket
 from lth.lightning.module import Classifier
 from lth.lightning.tracking import EvaluationCadence
-from lth.run.loggers import RunLoggers
+from lth.run.loggers import RunLoggers, logging_interval
 
 ELEMENTWISE = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW")  # per-element updates: members independent
 
@@ -89,9 +89,7 @@ def step_log(run: RunLoggers, round_index: int, span: Span, epoch_length: int) -
     loggers, _ = run.for_round(round_index, None, span.start, span.total)
     if not loggers:
         return None
-    return StepLog(
-        loggers, math.gcd(50, span.eval_every, span.start, span.start + span.steps), span.start, epoch_length
-    )
+    return StepLog(loggers, logging_interval(span.eval_every, span.start, span.steps), span.start, epoch_length)
 
 
 @dataclass

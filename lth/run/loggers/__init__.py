@@ -32,6 +32,7 @@ names of ``rounds.csv``), both at the round's last iteration.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from pytorch_lightning.loggers import Logger
@@ -98,3 +99,10 @@ class RunLoggers:
         non-zero ``exit_code``)."""
         for kind in self.kinds:
             kind.finish(exit_code)
+
+
+def logging_interval(eval_every: int, start: int, steps: int) -> int:
+    """Every how many iterations a fit of ``steps`` iterations from ``start`` on the axis logs its training loss
+    (both engines): at most 50, and a divisor of every evaluation (multiples of ``eval_every``) and of the end, so
+    the loss before each evaluation is logged."""
+    return math.gcd(50, eval_every, start, start + steps)
