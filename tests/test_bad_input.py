@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping
 
 import train as train_script
@@ -292,60 +290,6 @@ def test_a_sweep_with_one_bad_job_names_the_job_before_any_starts(tmp_path: Path
         "error: prune.rate: got 1.5; allowed: a number in (0, 1) (sweep job 2: prune.rate=1.5 seed=0)"
     )
     assert not (tmp_path / "sweep").exists()
-
-
-def test_a_checked_sweep_composes_each_job_again_only_to_launch_it(tmp_path: Path, monkeypatch) -> None:
-    """The command line composed and validated every job (as the sweeper will launch it, a quoted value among
-    them): Hydra's sweeper does not compose them a second time before its launcher does."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
-    composed: list[list[str]] = []
-    load = ConfigLoaderImpl.load_sweep_config
-    monkeypatch.setattr(
-        ConfigLoaderImpl, "load_sweep_config", lambda self, m, o: composed.append(list(o)) or load(self, m, o)
-    )
-    swept = ["seed=0,1", "prune.rate=0.2,0.5", "paths.output_dir='out put'"]
-    result = run_main("-m", *FAST, "prune.rounds=1", *swept, "hydra.sweep.dir=sweep", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert len(composed) == 4 and len({tuple(o) for o in composed}) == 4
-    assert len(list((tmp_path / "sweep").glob("*/rounds.csv"))) == 4
-
-
-def test_a_sweep_of_values_is_composed_once_and_each_job_checked_as_hydra_composes_it(monkeypatch) -> None:
-    """Jobs that differ in plain values take job 0's composed config with their values (a null, a quoted string and
-    a number among them): the config Hydra composes for each. A swept group is composed job by job."""
-    composed, checked = [], []
-    compose_job, check = command_line.compose_job, command_line.check_job
-    monkeypatch.setattr(command_line, "compose_job", lambda o, n="config": composed.append(o) or compose_job(o, n))
-
-    def checking(overrides, multirun, cfg, *args, **kwargs) -> None:  # noqa: ANN001
-        checked.append((overrides, cfg))
-        check(overrides, multirun, cfg, *args, **kwargs)
-
-    monkeypatch.setattr(command_line, "check_job", checking)
-    swept = ["seed=0,1", "data_seed=null,3", "prune.rate=0.2,0.5", "paths.output_dir='o u t',out"]
-    command_line.check_command_line(["-m", *FAST, *swept])
-    assert len(composed) == 1 and len(checked) == 16
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3", job_name="train"):
-        for overrides, cfg in checked:
-            full = compose("config", overrides=overrides, return_hydra_config=True)
-            assert OmegaConf.to_container(cfg, resolve=False) | {"hydra": None} == OmegaConf.to_container(
-                full, resolve=False
-            ) | {"hydra": None}
-            for node in ("launcher", "sweep", "run"):  # what the checks read of Hydra's node (sweep.dir: unresolved)
-                assert OmegaConf.to_container(cfg.hydra[node]) == OmegaConf.to_container(full.hydra[node])
-    composed.clear()
-    command_line.check_command_line(["-m", *FAST, "model=lenet300,lenet5", "seed=0,1"])
-    assert len(composed) == 4
-
-
-def test_a_sweep_the_command_line_did_not_check_is_still_composed_before_any_job_trains(tmp_path: Path) -> None:
-    """``--config-dir``: the command line leaves the jobs to Hydra, whose sweeper composes each before the first
-    trains; a missing option in the last job means no job trains."""
-    conf = ["--config-dir", str(REPO / "conf")]
-    result = run_main("-m", *conf, *FAST, "model=lenet300,lenet301", "hydra.sweep.dir=sweep", cwd=tmp_path)
-    assert result.returncode == 1 and "lenet301" in result.stderr
-    assert not list((tmp_path / "sweep").glob("*/config.yaml"))
 
 
 def test_group_errors_list_the_options_and_unknown_keys_suggest_the_closest() -> None:

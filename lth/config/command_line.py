@@ -13,9 +13,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lth.config.groups import check_group_lists
 from lth.config.hardware import Launch, check_hardware
@@ -88,7 +88,8 @@ def replace_mapping(text: str) -> list[str]:
     return [text]
 
 
-def _parse(overrides: list[str]) -> list:
+def parse_overrides(overrides: list[str]) -> list:
+    """Hydra's parsed ``Override`` of each text; one that cannot be read is a :class:`ConfigError` naming its key."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
@@ -112,7 +113,7 @@ def jobs_of(overrides: list[str], multirun: bool) -> list[CommandJob]:
     basic sweeper makes them; a later override of the same key wins)."""
     import itertools
 
-    parsed = _parse(overrides)
+    parsed = parse_overrides(overrides)
     sweeps = [(o, text) for o, text in zip(parsed, overrides, strict=True) if o.is_sweep_override()]
     if sweeps and not multirun:
         override, text = sweeps[0]
@@ -175,7 +176,7 @@ def with_values(first: DictConfig, swept: list[str]) -> DictConfig | None:
     value overrides after the defaults. None when one is a config group, adds or deletes a key, or is Hydra's."""
     from omegaconf.errors import OmegaConfBaseException
 
-    parsed = _parse(swept)
+    parsed = parse_overrides(swept)
     for o in parsed:
         changes_structure = o.is_add() or o.is_force_add() or o.is_delete() or o.package is not None
         if changes_structure or o.is_hydra_override() or (CONF / o.key_or_group).exists():
@@ -212,7 +213,7 @@ def check_job(overrides: list[str], multirun: bool, cfg: DictConfig, config_name
 
 def check_new_keys(overrides: list[str], cfg: DictConfig, config_name: str) -> None:
     """Refuse ``+key=value`` (or ``++``) for a key that the config groups do not define, unless it may be added."""
-    parsed = _parse(overrides)
+    parsed = parse_overrides(overrides)
     added = [
         o.key_or_group
         for o in parsed
@@ -277,3 +278,49 @@ def _composition_error(error: Exception, overrides: list[str], config_name: str)
     if cause is not None:
         return ConfigError(str(getattr(cause, "full_key", None) or key), _first_line(cause))
     return ConfigError(key, message)
+
+
+class ComposedInTurn:
+    """Hydra's config loader (for its basic launcher: jobs in turn), but a job that differs from the one composed
+    before it in plain values alone is a copy of that job's config with its values (:func:`with_values`), and
+    Hydra's record of the job (``hydra.overrides.task``, ``hydra.job.override_dirname``) written as Hydra writes it."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.last: tuple[list[str], DictConfig] | None = None  # the job composed before, as composed
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("loader", "last"):  # not set yet (a copy being built): not the loader's
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        """The config of the sweep job ``sweep_overrides``, as Hydra's loader composes it."""
+        overrides = list(sweep_overrides)
+        cfg = self._from_last(overrides)
+        if cfg is None:
+            cfg = self.loader.load_sweep_config(master_config, overrides)
+        else:
+            OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
+        self.last = (overrides, copy.deepcopy(cfg))
+        return cfg
+
+    def _from_last(self, overrides: list[str]) -> DictConfig | None:
+        from hydra._internal.config_loader_impl import get_overrides_dirname
+
+        if self.last is None or len(self.last[0]) != len(overrides):
+            return None
+        before, composed = self.last
+        cfg = with_values(composed, [o for o, b in zip(overrides, before, strict=True) if o != b])
+        if cfg is None:
+            return None
+        named = cfg.hydra.job.config.override_dirname
+        with open_dict(cfg.hydra):
+            cfg.hydra.overrides.task = overrides
+            cfg.hydra.job.override_dirname = get_overrides_dirname(
+                overrides=parse_overrides(overrides),
+                exclude_keys=list(named.exclude_keys),
+                item_sep=named.item_sep,
+                kv_sep=named.kv_sep,
+            )
+        return cfg
