@@ -8,7 +8,7 @@ trains one, :func:`dense_round` takes or trains round 0.
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -113,23 +113,37 @@ def dense_round(r: Round, resumed: Resumed | None = None) -> dict:
     Rank 0 holds the store's lock and decides; under DDP the other ranks follow (they train or restore with it).
     """
     store = dense_dir(r.cfg, r.run_dir, r.settings.machine)
-    lock = locked(store.with_name(f".{store.name}.lock"), what=f"round 0 in {store}")
-    with lock if is_rank_zero() else nullcontext():
-        problem = shared(lambda: discard_unusable_dense(store))
-        if problem is not None:
-            say(f"round 0 kept in {store} cannot be used ({problem}); it is trained again here and replaces it")
+    with dense_lock(store) if is_rank_zero() else nullcontext():
+        say_discarded(store, shared(lambda: discard_unusable_dense(store)))
         row = shared(lambda: adopt_dense(store, r.run_dir))
         if row is not None:
-            trained = restore(r.module, [r.ticket], round_dir(r.run_dir, 0) / CHECKPOINT)
-            if is_rank_zero():
-                log.info("round 0 (dense) taken from %s", store)
-            if "train_iterations" not in row:  # kept before costs were counted: its checkpoint knows its length
-                row.update(Cost().plus(trained, r.settings.flops, r.ticket.mask).columns())
-            return row
+            return take_dense(r, store, row)
         row = train_round(r, 0, resumed)
         if is_rank_zero():
             publish_dense(r.run_dir, store, row)
         return row
+
+
+def dense_lock(store: Path) -> AbstractContextManager:
+    """The lock under which round 0 kept in ``store`` is read, discarded or offered (both engines)."""
+    return locked(store.with_name(f".{store.name}.lock"), what=f"round 0 in {store}")
+
+
+def say_discarded(store: Path, problem: str | None) -> None:
+    """Say (when there is a ``problem``) that round 0 kept in ``store`` was discarded and is trained again here."""
+    if problem is not None:
+        say(f"round 0 kept in {store} cannot be used ({problem}); it is trained again here and replaces it")
+
+
+def take_dense(r: Round, store: Path, row: dict) -> dict:
+    """Round 0 of ``store``, whose files ``adopt_dense`` put in ``r``'s folder (``row``), into ``r``'s network and
+    pruning state; its row, with its costs (a round 0 kept before costs were counted: from its checkpoint)."""
+    trained = restore(r.module, [r.ticket], round_dir(r.run_dir, 0) / CHECKPOINT)
+    if is_rank_zero():
+        log.info("round 0 (dense) taken from %s", store)
+    if "train_iterations" not in row:
+        row.update(Cost().plus(trained, r.settings.flops, r.ticket.mask).columns())
+    return row
 
 
 def _callbacks(r: Round, round_index: int, where: Path, start: int) -> tuple[list[pl.Callback], dict]:

@@ -36,11 +36,10 @@ from lth.run.loop import build_run, done_before, finish_run, hold_run_folder, st
 from lth.run.methods import spent_before
 from lth.run.provenance import machine
 from lth.run.resume import restore_finished, resume_as_needed
-from lth.run.rounds import Round, RunError, diverged, log, round_row, say
+from lth.run.rounds import Round, RunError, dense_lock, diverged, round_row, say, say_discarded, take_dense
 from lth.run.signals import STOP, Interrupted
 from lth.run.stacked import ELEMENTWISE, Member, Span, fit_stack, step_log, tested, unfolds
 from lth.state.artifacts import CONFIG, holds_results, round_dir, save_tensors, write_config, write_json, write_rounds
-from lth.state.locks import locked
 from lth.state.store import (
     CHECKPOINT,
     MACHINE,
@@ -49,7 +48,6 @@ from lth.state.store import (
     dense_dir,
     discard_unusable_dense,
     publish_dense,
-    restore,
     resumable_rows,
 )
 
@@ -316,10 +314,8 @@ def _sharing(jobs: list[Job], hold: ExitStack) -> dict[Path, tuple[Job | None, l
         if store in shares:
             shares[store][1].append(j)
             continue
-        hold.enter_context(locked(store.with_name(f".{store.name}.lock"), what=f"round 0 in {store}"))
-        problem = discard_unusable_dense(store)
-        if problem is not None:
-            say(f"round 0 kept in {store} cannot be used ({problem}); it is trained again here and replaces it")
+        hold.enter_context(dense_lock(store))
+        say_discarded(store, discard_unusable_dense(store))
         kept = (store / "row.json").is_file()
         shares[store] = (None, [j]) if kept else (j, [])
     return shares
@@ -333,9 +329,7 @@ def _take_round0(store: Path, trainer: Job | None, takers: list[Job]) -> None:
             return
         publish_dense(trainer.run_dir, store, trainer.rows[0])
     for j in takers:
-        row = adopt_dense(store, j.run_dir)
-        restore(j.r.module, [j.r.ticket], round_dir(j.run_dir, 0) / CHECKPOINT)
-        log.info("round 0 (dense) taken from %s", store)
+        row = take_dense(j.r, store, adopt_dense(store, j.run_dir))
         j.rows.append(row)
         write_rounds(j.run_dir / "rounds.csv", j.rows)
         j.r.loggers.log_round(row, j.r.ticket.mask.report())

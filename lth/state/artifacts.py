@@ -323,12 +323,17 @@ def remove_run_folder(run_dir: Path, output_dir: Path) -> None:
     if not run_dir.is_dir() or holds_results(run_dir):
         return
     shutil.rmtree(run_dir)
-    run_dir, output_dir = run_dir.resolve(), output_dir.resolve()
-    for folder in run_dir.parents:
-        if output_dir not in folder.parents:  # never output_dir itself, nor anything outside it
+    remove_empty_parents(run_dir, output_dir)
+
+
+def remove_empty_parents(folder: Path, output_dir: Path) -> None:
+    """Remove each folder above ``folder`` that is left empty, up to (never) ``output_dir`` and nothing outside it."""
+    output_dir = output_dir.resolve()
+    for parent in folder.resolve().parents:
+        if output_dir not in parent.parents:
             break
         try:
-            folder.rmdir()
+            parent.rmdir()
         except OSError:  # not empty
             break
 
@@ -343,14 +348,7 @@ def unmake_sweep_folder(sweep_dir: Path, output_dir: Path) -> None:
         sweep_dir.rmdir()
     except OSError:
         return
-    output_dir = output_dir.resolve()
-    for folder in sweep_dir.resolve().parents:
-        if output_dir not in folder.parents:
-            break
-        try:
-            folder.rmdir()
-        except OSError:  # not empty
-            break
+    remove_empty_parents(sweep_dir, output_dir)
 
 
 def disk_full(error: OSError) -> str:
