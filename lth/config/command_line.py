@@ -181,7 +181,7 @@ def with_values(first: DictConfig, swept: list[str]) -> DictConfig | None:
     parsed = parse_overrides(swept)
     for o in parsed:
         changes_structure = o.is_add() or o.is_force_add() or o.is_delete() or o.package is not None
-        if changes_structure or o.is_hydra_override() or (CONF / o.key_or_group).exists():
+        if changes_structure or o.is_hydra_override() or (CONF / o.key_or_group).is_dir():
             return None
         if not isinstance(o.value(), str | int | float | bool | None):
             return None
