@@ -8,6 +8,7 @@ processes, DDP, an import that must not happen). Both return ``returncode``, ``s
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import os
@@ -111,16 +112,28 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.set_threshold(10_000, 50, 100)
 
 
+_COMPOSED: dict[tuple[str, ...], DictConfig] = {}  # make_cfg's compositions in this process, by their overrides
+
+
 @pytest.fixture
 def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
-    """``make_cfg(*overrides)``: the real config with FAST overrides, outputs under tmp_path."""
+    """``make_cfg(*overrides)``: the real config with FAST overrides, outputs under tmp_path. Each list of overrides
+    is composed once a process: later calls get a copy with this test's ``paths.output_dir`` set, as Hydra sets a
+    value override after composing the defaults."""
     register_resolvers()
 
     def make(*overrides: str, fast: bool = True) -> DictConfig:
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            return compose(
-                "config", overrides=[*(FAST if fast else []), f"paths.output_dir={tmp_path / 'outputs'}", *overrides]
-            )
+        outputs = f"paths.output_dir={tmp_path / 'outputs'}"
+        texts = (*(FAST if fast else []), *overrides)
+        if any(text.lstrip("+~").startswith("paths.output_dir=") for text in overrides):  # the test's own wins
+            texts = (*(FAST if fast else []), outputs, *overrides)
+        if texts not in _COMPOSED:
+            with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+                _COMPOSED[texts] = compose("config", overrides=list(texts))
+        cfg = copy.deepcopy(_COMPOSED[texts])
+        if outputs not in texts:
+            cfg.paths.output_dir = str(tmp_path / "outputs")
+        return cfg
 
     return make
 

@@ -19,6 +19,7 @@ from lth.config.hardware import Launch, check_hardware
 from lth.config.identity import register_resolvers
 from lth.config.run import Job, RunConfig
 from lth.config.validate import validate
+from lth.config.yaml_file import load_yaml
 
 
 def start_process() -> None:
@@ -74,11 +75,11 @@ def sweep_keys(sweep_dir: Path) -> list[str]:
     from hydra.errors import OverrideParseException
 
     try:
-        record = OmegaConf.load(sweep_dir / "multirun.yaml")
+        hydra = (load_yaml(sweep_dir / "multirun.yaml", resolve=False) or {}).get("hydra") or {}
     except OSError:
         return []
-    typed = list(OmegaConf.select(record, "hydra.overrides.task", default=None) or [])
-    params = OmegaConf.select(record, "hydra.sweeper.params", default=None) or {}
+    typed = list((hydra.get("overrides") or {}).get("task") or [])
+    params = (hydra.get("sweeper") or {}).get("params") or {}
     typed += [f"{key}={value}" for key, value in params.items()]
     try:
         overrides = OverridesParser.create().parse_overrides(typed)

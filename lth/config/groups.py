@@ -5,9 +5,8 @@ twice, an empty list or ``none`` among others would be taken without a word.
 
 from __future__ import annotations
 
-from omegaconf import DictConfig, OmegaConf
-
 from lth.config.key import CONF, group_options
+from lth.config.yaml_file import load_yaml
 from lth.core.errors import ConfigError
 
 
@@ -15,8 +14,8 @@ def _preset_holds(group: str, option: str) -> set[str]:
     """The options that preset ``option`` of ``group`` stands for: itself, those of its defaults list (logger=many:
     csv, tensorboard, wandb), or none for an empty preset (logger=none)."""
     file = CONF / group / f"{option}.yaml"
-    content = OmegaConf.load(file) if file.is_file() else OmegaConf.create({option: {}})
-    defaults = content.get("defaults") if isinstance(content, DictConfig) else None
+    content = load_yaml(file, resolve=False) if file.is_file() else {option: {}}
+    defaults = content.get("defaults") if isinstance(content, dict) else None
     if defaults is not None:
         return set().union(*(_preset_holds(group, str(d)) for d in defaults if isinstance(d, str)))
     return {option} if content else set()

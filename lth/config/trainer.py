@@ -8,6 +8,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from lth.config.schema import CONF, check
+from lth.config.yaml_file import load_yaml
 from lth.core.errors import ConfigError
 
 # Lightning's Trainer arguments (2.4 to 2.6); tests/test_layout.py checks them against the installed Trainer
@@ -129,7 +130,7 @@ def check_loggers(cfg: DictConfig) -> None:
     loggers = OmegaConf.select(cfg, "logger")
     if not isinstance(loggers, DictConfig):
         return
-    presets = {str(name): set(OmegaConf.load(CONF / "logger" / f"{name}.yaml").get(name) or ()) for name in loggers}
+    presets = {str(n): set(load_yaml(CONF / "logger" / f"{n}.yaml", resolve=False).get(n) or ()) for n in loggers}
     chosen = [name for name in presets if presets[name] <= set(loggers[name])]
     for name in presets:
         if name not in chosen:

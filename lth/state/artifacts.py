@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lth.config.run import RunConfig, migrate, thawed
+from lth.config.yaml_file import load_yaml
 from lth.core.errors import ConfigError, first_line
 
 ROUND_COLUMNS = (
@@ -108,20 +109,12 @@ def write_config(path: Path, cfg: RunConfig) -> None:
     write_text(path, yaml_text(cfg.plain))
 
 
-def read_yaml(path: Path) -> Any:
-    """A YAML file (a ``config.yaml``) as plain data, interpolations resolved."""
-    from omegaconf import OmegaConf
-
-    loaded = OmegaConf.load(path)
-    return OmegaConf.to_container(loaded, resolve=True) if OmegaConf.is_config(loaded) else loaded
-
-
 def read_plain(path: Path) -> dict[str, Any]:
     """A run's ``config.yaml`` as plain data, with the keys added since it was written
     (:func:`lth.config.run.migrate`); a file that is unreadable or not a mapping is a one-line
     :class:`~lth.core.errors.ConfigError` naming it."""
     try:
-        plain = read_yaml(path)
+        plain = load_yaml(path)
     except Exception as error:  # yaml and omegaconf raise many types for garbled files
         raise ConfigError(str(path), f"cannot be read ({first_line(error)})") from None
     if not isinstance(plain, dict):

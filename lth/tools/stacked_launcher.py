@@ -34,6 +34,8 @@ ENGINE = "train.engine=stacked"
 class StackedLauncher(Launcher):
     """Trains a sweep's jobs as stacks of at most ``size`` members, in this process."""
 
+    COMPOSES_IN_TURN = True  # its jobs are composed one after another in this process (lth.tools.sweeper)
+
     def __init__(self, size: int = 32) -> None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             print(f"error: hydra.launcher.size: got {size!r}; allowed: an integer >= 1", file=sys.stderr)

@@ -5,8 +5,9 @@ command line that ``train.py`` checked (:func:`lth.config.command_line.check_com
 was already composed, exactly as the sweeper will launch it, and validated key by key; those are not composed
 again. A job the command line did not check (``--config-dir``, a sweeper's own ``params``) is composed as Hydra does.
 
-Under Hydra's basic launcher (jobs in turn, in this process) a job that differs from the one before it in plain
-values alone is that job's config with its values set (:class:`lth.config.command_line.ComposedInTurn`).
+Under Hydra's basic launcher and ``hydra/launcher=stacked`` (jobs composed in turn, in this process) a job that
+differs from the one before it in plain values alone is that job's config with its values set
+(:class:`lth.config.command_line.ComposedInTurn`).
 
 Hydra loads this module through ``hydra_plugins.lth_sweeper`` when it scans its plugins, after executing its core
 plugins' modules again: a module that imports this one before that scan subclasses a ``BasicSweeper`` Hydra no
@@ -29,9 +30,11 @@ class CheckedSweeper(BasicSweeper):
     """Hydra's basic sweeper; a batch's jobs that the command line checked are not composed a second time."""
 
     def setup(self, *, hydra_context: HydraContext, task_function: Any, config: Any) -> None:
-        """As Hydra's; the basic launcher composes its jobs through :class:`ComposedInTurn`."""
+        """As Hydra's; the basic launcher, and a launcher that says it composes its jobs in turn in this process
+        (``COMPOSES_IN_TURN``: hydra/launcher=stacked), compose them through :class:`ComposedInTurn`."""
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        if type(self.launcher) is basic_launcher.BasicLauncher:  # the class of Hydra's last scan
+        in_turn = getattr(self.launcher, "COMPOSES_IN_TURN", False)
+        if type(self.launcher) is basic_launcher.BasicLauncher or in_turn:  # the class of Hydra's last scan
             loader = ComposedInTurn(hydra_context.config_loader)
             self.launcher.hydra_context = HydraContext(config_loader=loader, callbacks=hydra_context.callbacks)
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lth.config.run import RunConfig, thawed
+from lth.config.yaml_file import load_yaml
 from lth.core.errors import ConfigError, MissingFileError, first_line
 from lth.core.masks import Mask, prunable_parameters
 from lth.core.seeds import stream
@@ -26,7 +27,6 @@ from lth.state.artifacts import (
     check_state,
     read_rounds,
     read_tensors,
-    read_yaml,
     round_dir,
     save_tensors,
     write_text,
@@ -177,6 +177,6 @@ def write_model(out_dir: Path, files: RoundFiles, config: dict) -> tuple[nn.Modu
 
 def load_exported(out_dir: Path) -> nn.Module:
     """The exported sparse model of ``out_dir`` (``model.yaml`` + ``model.pt``), in eval mode."""
-    model = build_plain(read_yaml(out_dir / "model.yaml"))
+    model = build_plain(load_yaml(out_dir / "model.yaml"))
     model.load_state_dict(load_tensors(out_dir / "model.pt"), strict=True)
     return model.eval()
