@@ -130,7 +130,8 @@ def check_loggers(cfg: DictConfig) -> None:
     loggers = OmegaConf.select(cfg, "logger")
     if not isinstance(loggers, DictConfig):
         return
-    presets = {str(n): set(load_yaml(CONF / "logger" / f"{n}.yaml", resolve=False).get(n) or ()) for n in loggers}
+    files = {str(n): load_yaml(CONF / "logger" / f"{n}.yaml", resolve=False) or {} for n in loggers}
+    presets = {name: set(content.get(name) or ()) for name, content in files.items()}
     chosen = [name for name in presets if presets[name] <= set(loggers[name])]
     for name in presets:
         if name not in chosen:
