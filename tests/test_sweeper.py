@@ -1,12 +1,13 @@
 """A sweep's jobs composed as few times as they need (``hydra/sweeper=checked``, lth/tools/sweeper.py): the
 command-line check composes job 0 and takes the others' plain values into copies of its config; Hydra's sweeper
-does not compose a checked job again; the basic launcher composes a job from the one before it when they differ in
-plain values. Every job's config and Hydra's record of it stay what Hydra composes."""
+does not compose a checked job again; the basic and stacked launchers compose a job from the one before it when
+they differ in plain values. Every job's config and Hydra's record of it stay what Hydra composes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from omegaconf import OmegaConf
@@ -41,13 +42,19 @@ def test_a_checked_sweep_of_values_is_composed_once_after_the_check(tmp_path: Pa
     assert len(composed) == 2
 
 
-def test_each_job_of_a_sweep_composed_in_turn_records_what_hydra_composes(tmp_path: Path, monkeypatch) -> None:
-    """The same sweep composed in turn and by Hydra's loader for every job: each job's config, overrides and Hydra
-    record (.hydra/) are the same files."""
-    swept = ["-m", *FAST, "prune.rounds=1", "train.steps=10it", "seed=0,1", "data_seed=null,3"]
-    assert run_main(*swept, "hydra.sweep.dir=sweepA", cwd=tmp_path).returncode == 0
-    monkeypatch.setattr(ComposedInTurn, "_from_last", lambda self, overrides: None)
+@pytest.mark.parametrize("launcher", ["basic", "stacked"])
+def test_each_job_of_a_sweep_composed_in_turn_records_what_hydra_composes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, launcher: str
+) -> None:
+    """The same sweep composed in turn and by Hydra's loader for every job, under the basic launcher and the
+    stacked one: each job's config, overrides and Hydra record (.hydra/) are the same files."""
+    swept = ["-m", f"hydra/launcher={launcher}", *FAST, "prune.rounds=1", "train.steps=10it", "seed=0,1"]
+    swept.append("data_seed=null,3")
     composed = spy_compositions(monkeypatch)
+    assert run_main(*swept, "hydra.sweep.dir=sweepA", cwd=tmp_path).returncode == 0
+    assert len(composed) == 1  # job 0; the others from the job before them
+    monkeypatch.setattr(ComposedInTurn, "_from_last", lambda self, overrides: None)
+    composed.clear()
     assert run_main(*swept, "hydra.sweep.dir=sweepB", cwd=tmp_path).returncode == 0
     assert len(composed) == 4
     jobs = sorted((tmp_path / "sweepA").glob("*/.hydra"))
