@@ -125,7 +125,7 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     def make(*overrides: str, fast: bool = True) -> DictConfig:
         outputs = f"paths.output_dir={tmp_path / 'outputs'}"
         texts = (*(FAST if fast else []), *overrides)
-        if any(text.lstrip("+~").startswith("paths.output_dir=") for text in overrides):  # the test's own wins
+        if any(text.lstrip("+~").partition("=")[0] == "paths.output_dir" for text in overrides):  # the test's own
             texts = (*(FAST if fast else []), outputs, *overrides)
         if texts not in _COMPOSED:
             with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

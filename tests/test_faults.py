@@ -342,6 +342,8 @@ def test_an_unreadable_config_yaml_is_written_again_where_the_folder_is_the_conf
     resumed = run_main(*FAST, "paths.output_dir=out", "resume=true", cwd=cwd)
     assert resumed.returncode == 0, resumed.stderr
     assert "config.yaml" in resumed.stderr + resumed.stdout and "Traceback" not in resumed.stderr
+    if damage == "empty":
+        assert "config.yaml: is empty (cut short?)" in resumed.stderr + resumed.stdout
     assert config.read_text() == whole.replace("resume: false", "resume: true")  # resume is run-only
 
 

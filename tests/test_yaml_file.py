@@ -36,8 +36,20 @@ def test_floats_timestamps_interpolations_and_a_key_twice_as_in_omegaconf(tmp_pa
     path.write_text("a: 1\nb: 2\na: 3\n")
     with pytest.raises(yaml.YAMLError, match="duplicate key a"):
         load_yaml(path)
-    path.write_text("")
-    assert load_yaml(path) is None
+    path.write_text("# nothing\n")
+    assert load_yaml(path) == {} == omegaconf_reads(path, resolve=True)
+
+
+VALUES = ["1e-3", "1.", ".5", "1_000.5", "1:30.5", "1:30", "-.inf", ".nan", "2001-01-01", "2001-01-01 10:00:00", "0o17",
+          "0x1F", "010", "yes", "off", "~", "null", "'1e-3'", "1e3", "+12", "1_000", "-0"]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_each_implicit_type_resolves_as_in_omegaconf(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "value.yaml"
+    path.write_text(f"value: {value}\npath: !!python/object/apply:pathlib.PosixPath [/a, b]\n")
+    ours, theirs = load_yaml(path, resolve=False), omegaconf_reads(path, resolve=False)
+    assert ours == theirs and type(ours["value"]) is type(theirs["value"]), (ours, theirs)
 
 
 def test_a_run_s_config_reads_back_as_written(make_cfg, tmp_path: Path) -> None:  # noqa: ANN001

@@ -283,9 +283,10 @@ def _composition_error(error: Exception, overrides: list[str], config_name: str)
 
 
 class ComposedInTurn:
-    """Hydra's config loader (for its basic launcher: jobs in turn), but a job that differs from the one composed
-    before it in plain values alone is a copy of that job's config with its values (:func:`with_values`), and
-    Hydra's record of the job (``hydra.overrides.task``, ``hydra.job.override_dirname``) written as Hydra writes it."""
+    """Hydra's config loader (for Hydra's basic launcher and hydra/launcher=stacked: jobs in turn), but a job that
+    differs from the one composed before it in plain values alone is a copy of that job's config with its values
+    (:func:`with_values`), and Hydra's record of the job (``hydra.overrides.task``, ``hydra.job.override_dirname``)
+    written as Hydra writes it."""
 
     def __init__(self, loader: Any) -> None:
         self.loader = loader

@@ -75,17 +75,24 @@ def sweep_keys(sweep_dir: Path) -> list[str]:
     from hydra.errors import OverrideParseException
 
     try:
-        hydra = (load_yaml(sweep_dir / "multirun.yaml", resolve=False) or {}).get("hydra") or {}
+        record = load_yaml(sweep_dir / "multirun.yaml", resolve=False)
     except OSError:
         return []
-    typed = list((hydra.get("overrides") or {}).get("task") or [])
-    params = (hydra.get("sweeper") or {}).get("params") or {}
+    typed = list(_at(record, "hydra", "overrides", "task") or [])
+    params = _at(record, "hydra", "sweeper", "params") or {}
     typed += [f"{key}={value}" for key, value in params.items()]
     try:
         overrides = OverridesParser.create().parse_overrides(typed)
     except OverrideParseException:  # a sweeper's own search space (optuna's): Hydra's grammar does not hold it
         return []
     return list(dict.fromkeys(o.key_or_group for o in overrides if o.is_sweep_override()))
+
+
+def _at(data: Any, *keys: str) -> Any:
+    """``data[k1][k2]...`` of nested mappings; None where a key or a mapping is missing."""
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
 
 
 def swept(keys: Sequence[str], overrides: Sequence[str]) -> tuple[tuple[str, str], ...]:

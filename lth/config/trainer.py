@@ -130,7 +130,7 @@ def check_loggers(cfg: DictConfig) -> None:
     loggers = OmegaConf.select(cfg, "logger")
     if not isinstance(loggers, DictConfig):
         return
-    files = {str(n): load_yaml(CONF / "logger" / f"{n}.yaml", resolve=False) or {} for n in loggers}
+    files = {str(n): load_yaml(CONF / "logger" / f"{n}.yaml", resolve=False) for n in loggers}
     presets = {name: set(content.get(name) or ()) for name, content in files.items()}
     chosen = [name for name in presets if presets[name] <= set(loggers[name])]
     for name in presets:

@@ -33,8 +33,8 @@ class CheckedSweeper(BasicSweeper):
         """As Hydra's; the basic launcher, and a launcher that says it composes its jobs in turn in this process
         (``COMPOSES_IN_TURN``: hydra/launcher=stacked), compose them through :class:`ComposedInTurn`."""
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        in_turn = getattr(self.launcher, "COMPOSES_IN_TURN", False)
-        if type(self.launcher) is basic_launcher.BasicLauncher or in_turn:  # the class of Hydra's last scan
+        basic = type(self.launcher) is basic_launcher.BasicLauncher  # the class of Hydra's last scan
+        if basic or getattr(self.launcher, "COMPOSES_IN_TURN", False):
             loader = ComposedInTurn(hydra_context.config_loader)
             self.launcher.hydra_context = HydraContext(config_loader=loader, callbacks=hydra_context.callbacks)
 
