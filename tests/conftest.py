@@ -123,15 +123,14 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     register_resolvers()
 
     def make(*overrides: str, fast: bool = True) -> DictConfig:
-        outputs = f"paths.output_dir={tmp_path / 'outputs'}"
-        texts = (*(FAST if fast else []), *overrides)
-        if any(text.lstrip("+~").partition("=")[0] == "paths.output_dir" for text in overrides):  # the test's own
-            texts = (*(FAST if fast else []), outputs, *overrides)
+        own = any(text.lstrip("+~").partition("=")[0] == "paths.output_dir" for text in overrides)  # it wins
+        outputs = (f"paths.output_dir={tmp_path / 'outputs'}",) if own else ()
+        texts = (*(FAST if fast else []), *outputs, *overrides)
         if texts not in _COMPOSED:
             with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
                 _COMPOSED[texts] = compose("config", overrides=list(texts))
         cfg = copy.deepcopy(_COMPOSED[texts])
-        if outputs not in texts:
+        if not own:
             cfg.paths.output_dir = str(tmp_path / "outputs")
         return cfg
 

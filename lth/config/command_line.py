@@ -5,7 +5,8 @@ errors (an unknown group option or key, a sweep without ``-m``) become one line 
 allowed>`` (:class:`~lth.core.errors.ConfigError`). Overrides of :data:`REPLACED_MAPPINGS` are rewritten so that
 ``key=<mapping>`` replaces the mapping instead of merging into it. A sweep is composed as few times as it needs:
 jobs that differ from job 0 in plain values are checked on copies of its config (:func:`with_values`), and Hydra's
-basic launcher composes a job from the one before it the same way (:class:`ComposedInTurn`, lth/tools/sweeper.py).
+basic launcher and ``hydra/launcher=stacked`` compose a job from the one before it the same way
+(:class:`ComposedInTurn`, lth/tools/sweeper.py).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from lth.config.hardware import Launch, check_hardware
 from lth.config.identity import register_resolvers
 from lth.config.run import Job, RunConfig
+from lth.config.schema import lookup
 from lth.config.validate import validate
 from lth.config.yaml_file import load_yaml
 
@@ -78,21 +79,14 @@ def sweep_keys(sweep_dir: Path) -> list[str]:
         record = load_yaml(sweep_dir / "multirun.yaml", resolve=False)
     except OSError:
         return []
-    typed = list(_at(record, "hydra", "overrides", "task") or [])
-    params = _at(record, "hydra", "sweeper", "params") or {}
+    typed = list(lookup(record, "hydra.overrides.task") or [])
+    params = lookup(record, "hydra.sweeper.params") or {}
     typed += [f"{key}={value}" for key, value in params.items()]
     try:
         overrides = OverridesParser.create().parse_overrides(typed)
     except OverrideParseException:  # a sweeper's own search space (optuna's): Hydra's grammar does not hold it
         return []
     return list(dict.fromkeys(o.key_or_group for o in overrides if o.is_sweep_override()))
-
-
-def _at(data: Any, *keys: str) -> Any:
-    """``data[k1][k2]...`` of nested mappings; None where a key or a mapping is missing."""
-    for key in keys:
-        data = data.get(key) if isinstance(data, dict) else None
-    return data
 
 
 def swept(keys: Sequence[str], overrides: Sequence[str]) -> tuple[tuple[str, str], ...]:

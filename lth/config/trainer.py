@@ -130,8 +130,7 @@ def check_loggers(cfg: DictConfig) -> None:
     loggers = OmegaConf.select(cfg, "logger")
     if not isinstance(loggers, DictConfig):
         return
-    files = {str(n): load_yaml(CONF / "logger" / f"{n}.yaml", resolve=False) for n in loggers}
-    presets = {name: set(content.get(name) or ()) for name, content in files.items()}
+    presets = {str(n): set(load_yaml(CONF / "logger" / f"{n}.yaml", resolve=False).get(n) or ()) for n in loggers}
     chosen = [name for name in presets if presets[name] <= set(loggers[name])]
     for name in presets:
         if name not in chosen:
