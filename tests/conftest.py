@@ -117,15 +117,14 @@ _COMPOSED: dict[tuple[str, ...], DictConfig] = {}  # make_cfg's compositions in 
 
 @pytest.fixture
 def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
-    """``make_cfg(*overrides)``: the real config with FAST overrides, outputs under tmp_path. Each list of overrides
-    is composed once a process: later calls get a copy with this test's ``paths.output_dir`` set, as Hydra sets a
-    value override after composing the defaults."""
+    """``make_cfg(*overrides)``: the real config with FAST overrides, outputs under tmp_path unless the overrides name
+    their own ``paths.output_dir``. Each list of overrides is composed once a process: later calls get a copy with
+    this test's ``paths.output_dir`` set, as Hydra sets a value override after composing the defaults."""
     register_resolvers()
 
     def make(*overrides: str, fast: bool = True) -> DictConfig:
-        own = any(text.lstrip("+~").partition("=")[0] == "paths.output_dir" for text in overrides)  # it wins
-        outputs = (f"paths.output_dir={tmp_path / 'outputs'}",) if own else ()
-        texts = (*(FAST if fast else []), *outputs, *overrides)
+        own = any(text.lstrip("+~").partition("=")[0] == "paths.output_dir" for text in overrides)
+        texts = (*(FAST if fast else []), *overrides)
         if texts not in _COMPOSED:
             with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
                 _COMPOSED[texts] = compose("config", overrides=list(texts))
